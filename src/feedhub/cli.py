@@ -1,0 +1,315 @@
+"""The `feedhub` command: click commands over config, hub and daemon.
+
+Exit codes: 0 success, 1 the work failed (a source unreachable, not a feed,
+a duplicate), 2 bad usage or a bad config file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NoReturn
+from urllib.parse import urlsplit
+
+import click
+from tabulate import tabulate
+
+from feedhub import __version__
+from feedhub import config as configuration
+from feedhub.config import ConfigError, format_duration, normalize_language, parse_duration
+from feedhub.fetch import FetchError
+from feedhub.hub import Hub, describe_status, make_fetcher
+from feedhub.models import Config, PollReport, SourceConfig
+from feedhub.parse import ParseError, parse_feed
+from feedhub.store import Store
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
+
+
+class Failure(click.ClickException):
+    """The command ran but its work failed: exit 1 with a message."""
+
+    exit_code = 1
+
+
+class BadConfig(click.ClickException):
+    exit_code = 2
+
+
+def _load(ctx: click.Context) -> Config:
+    try:
+        return configuration.load_config(ctx.obj["config"])
+    except ConfigError as exc:
+        raise BadConfig(str(exc)) from None
+
+
+def _fail(message: str) -> NoReturn:
+    raise Failure(message)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_path", type=click.Path(path_type=Path),
+              default=configuration.DEFAULT_CONFIG, envvar="FEEDHUB_CONFIG", show_default=True,
+              show_envvar=True, help="The hub's config file.")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"],
+              case_sensitive=False), default="info", show_default=True,
+              help="How much to log (to stderr).")
+@click.version_option(__version__, prog_name="feedhub")
+@click.pass_context
+def cli(ctx: click.Context, config_path: Path, log_level: str) -> None:
+    """feedhub: poll news feeds, keep every article, republish one Atom feed
+    per language with full text and source credits."""
+    logging.basicConfig(level=log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per poll is ours to log
+    ctx.obj = {"config": config_path}
+
+
+def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return parse_duration(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a duration like 90s, 30m, 2h or 1d") from None
+
+
+def _language(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is None or value == "auto":
+        return None
+    tag = normalize_language(value)
+    if tag is None:
+        raise click.BadParameter(f"{value!r} is not a language tag like en, fa or pt-BR")
+    return tag
+
+
+@cli.command()
+@click.argument("url")
+@click.option("--name", help="A short unique name (default: the feed's title).")
+@click.option("--language", callback=_language,
+              help="Language tag of the items, e.g. fa (default: what the feed declares).")
+@click.option("--interval", callback=_duration, help="How often to poll, e.g. 30m.")
+@click.option("--fulltext/--no-fulltext", default=None,
+              help="Fetch the article page when the feed carries only a teaser.")
+@click.option("--no-check", is_flag=True, help="Do not fetch the URL to check it is a feed.")
+@click.pass_context
+def add(ctx: click.Context, url: str, name: str | None, language: str | None,
+        interval: int | None, fulltext: bool | None, no_check: bool) -> None:
+    """Add the feed at URL as a source (written to the config file).
+
+    \b
+    Example:
+        feedhub add https://www.wsws.org/en/rss.xml --name "World Socialist"
+    """
+    config = _load(ctx)
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise click.BadParameter(f"{url!r} is not an http(s) URL", param_hint="URL")
+    if (existing := config.find_source(url)) is not None:
+        _fail(f"{url} is already a source (named {existing.name!r})")
+    if name is not None and config.find_source(name) is not None:
+        _fail(f"a source named {name!r} already exists; choose another --name")
+    if not no_check:
+        info_title, info_language = asyncio.run(_check_feed(config, url))
+        name = name or info_title
+        if language is None and info_language:
+            language = normalize_language(info_language)
+    name = name or parts.hostname
+    source = SourceConfig(name=name, url=url, language=language, interval=interval,
+                          fulltext=fulltext)
+    try:
+        configuration.add_source(config.path, source)
+    except ConfigError as exc:
+        _fail(exc.message + ("; choose a name with --name" if "named" in exc.message else ""))
+    details = ", ".join(filter(None, [
+        f"language {language}" if language else "language from the feed",
+        f"every {format_duration(interval)}" if interval else None]))
+    click.echo(f"Added {name!r} ({url}), {details}.")
+
+
+async def _check_feed(config: Config, url: str) -> tuple[str | None, str | None]:
+    async with make_fetcher(config) as fetcher:
+        try:
+            result = await fetcher.fetch(url)
+        except FetchError as exc:
+            _fail(f"cannot fetch {url}: {exc}")
+    if not result.ok:
+        _fail(f"cannot fetch {url}: {describe_status(result.status)}")
+    try:
+        parsed = parse_feed(result)
+    except ParseError as exc:
+        _fail(f"{url} is not a feed: {exc}")
+    return parsed.info.title, parsed.info.language
+
+
+@cli.command()
+@click.argument("name_or_url")
+@click.pass_context
+def remove(ctx: click.Context, name_or_url: str) -> None:
+    """Remove a source. Its items leave the published feeds at the next
+    publish; they stay in the database.
+
+    \b
+    Example:
+        feedhub remove "World Socialist"
+    """
+    config = _load(ctx)
+    try:
+        source, _ = configuration.remove_source(config.path, name_or_url)
+    except ConfigError as exc:
+        _fail(exc.message)
+    click.echo(f"Removed {source.name!r} ({source.url}).")
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
+
+
+@cli.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.pass_context
+def list_sources(ctx: click.Context, as_json: bool) -> None:
+    """List the sources with their settings and last poll."""
+    config = _load(ctx)
+    with Store(config.hub.database) as store:
+        states = {s.name: s for s in store.source_states([s.name for s in config.sources])}
+    rows = []
+    for source in config.sources:
+        state = states[source.name]
+        rows.append({
+            "name": source.name, "url": source.url, "language": source.language or "auto",
+            "interval": format_duration(config.interval_of(source)),
+            "fulltext": source.fulltext, "items": state.items,
+            "last_poll": state.last_poll, "last_status": state.last_status,
+            "last_error": state.last_error,
+        })
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, ensure_ascii=False, default=_json_default))
+        return
+    if not rows:
+        click.echo("No sources yet. Add one with: feedhub add URL")
+        return
+    click.echo(tabulate(
+        [[r["name"], r["language"], r["interval"], r["items"], r["last_status"] or "-", r["url"]]
+         for r in rows],
+        headers=["name", "language", "interval", "items", "status", "url"]))
+
+
+@cli.command()
+@click.argument("names", nargs=-1)
+@click.option("--all", "poll_all", is_flag=True, help="Poll every source, due or not.")
+@click.option("--json", "as_json", is_flag=True, help="Print the poll reports as JSON.")
+@click.pass_context
+def poll(ctx: click.Context, names: tuple[str, ...], poll_all: bool, as_json: bool) -> None:
+    """Poll the due sources once (or the NAMES given, or --all), store new
+    items, publish, and print a summary. Exits 1 if any poll failed.
+
+    \b
+    Example:
+        feedhub poll --all
+    """
+    config = _load(ctx)
+    sources = _select(config, names, poll_all)
+    reports, published = asyncio.run(_poll_and_publish(config, sources, poll_all or bool(names)))
+    if as_json:
+        click.echo(json.dumps([{**asdict(r), "languages": sorted(r.languages)} for r in reports],
+                              indent=2, ensure_ascii=False))
+    elif reports:
+        click.echo(tabulate(
+            [[r.source, r.status or "-", r.new, r.updated, f"{r.duration:.2f}s", r.error or ""]
+             for r in reports],
+            headers=["source", "status", "new", "updated", "time", "error"]))
+        click.echo(f"{sum(r.new for r in reports)} new, {sum(r.updated for r in reports)} updated"
+                   f" items from {len(reports)} sources; {published} feed files rewritten.")
+    else:
+        click.echo("No source is due. Use --all or name sources to poll them now.")
+    failed = [r for r in reports if not r.ok]
+    if failed:
+        _fail(f"{len(failed)} of {len(reports)} sources failed: "
+              + "; ".join(f"{r.source}: {r.error}" for r in failed))
+
+
+def _select(config: Config, names: tuple[str, ...], poll_all: bool) -> list[SourceConfig]:
+    if poll_all or not names:
+        return list(config.sources)
+    selected = []
+    for name in names:
+        source = config.find_source(name)
+        if source is None:
+            raise click.BadParameter(f"no source named {name!r} (see `feedhub list`)",
+                                     param_hint="NAMES")
+        selected.append(source)
+    return selected
+
+
+async def _poll_and_publish(config: Config, sources: list[SourceConfig],
+                            force: bool) -> tuple[list[PollReport], int]:
+    with Store(config.hub.database) as store:
+        if not force:
+            now = datetime.now(UTC)
+            states = {s.name: s for s in store.source_states([s.name for s in sources])}
+            sources = [s for s in sources
+                       if states[s.name].next_poll is None or states[s.name].next_poll <= now]
+        async with make_fetcher(config) as fetcher:
+            hub = Hub(config, store, fetcher)
+            reports = await _with_progress(hub, sources)
+            published = hub.publish()
+    return reports, sum(feed.written for feed in published)
+
+
+async def _with_progress(hub: Hub, sources: list[SourceConfig]) -> list[PollReport]:
+    """Poll concurrently; on a terminal, show a progress bar while it runs."""
+    if len(sources) < 2 or not sys.stderr.isatty():
+        return await hub.poll_many(sources)
+    reports: list[PollReport] = []
+    with click.progressbar(length=len(sources), label="Polling", file=sys.stderr) as bar:
+        for next_done in asyncio.as_completed([hub.poll(s) for s in sources]):
+            reports.append(await next_done)
+            bar.update(1)
+    order = {s.name: i for i, s in enumerate(sources)}
+    return sorted(reports, key=lambda r: order[r.source])
+
+
+@cli.command()
+@click.pass_context
+def publish(ctx: click.Context) -> None:
+    """Regenerate the feeds from what is stored (no polling)."""
+    config = _load(ctx)
+    with Store(config.hub.database) as store:
+        published = Hub(config, store, None).publish()  # type: ignore[arg-type]
+    if not published:
+        click.echo("Nothing stored yet: poll first (feedhub poll --all).")
+        return
+    click.echo(tabulate(
+        [[f.language, f.entries, str(f.path), "written" if f.written else "unchanged"]
+         for f in published],
+        headers=["language", "entries", "file", ""]))
+
+
+@cli.command()
+@click.pass_context
+def run(ctx: click.Context) -> None:
+    """Run the hub: poll each source on its interval and publish after
+    changes, until SIGTERM or SIGINT.
+
+    \b
+    Example:
+        feedhub --config /etc/feedhub/config.toml run
+    """
+    from feedhub import daemon
+
+    daemon.run(_load(ctx))
+
+
+def main() -> None:
+    cli(prog_name="feedhub")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,397 @@
+"""config.toml in and out.
+
+config.toml is the operator's intent. It is read with tomllib and checked key
+by key, so that a mistake is reported with the file and line that hold it; it
+is edited with tomlkit, so that `feedhub add/remove` keep the operator's
+comments and layout, under a lock and by atomic replace.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import tomlkit
+import tomlkit.items
+
+from feedhub import __version__
+from feedhub._files import atomic_write, locked
+from feedhub.models import Config, HubConfig, LanguageConfig, SourceConfig
+
+DEFAULT_CONFIG = "config.toml"
+
+_LANGUAGE_TAG = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+
+
+class ConfigError(Exception):
+    """A config problem a person can fix: names the file, the line and the key."""
+
+    def __init__(self, message: str, path: Path | None = None, line: int | None = None):
+        self.message = message
+        self.path = path
+        self.line = line
+        where = f"{path}:{line}: " if path and line else (f"{path}: " if path else "")
+        super().__init__(where + message)
+
+
+def parse_duration(value: object) -> int:
+    """'90s', '15m', '2h', '1d' or a number of seconds -> seconds."""
+    if isinstance(value, bool):
+        raise ValueError(value)
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and (match := _DURATION.match(value)):
+        seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    else:
+        raise ValueError(value)
+    if seconds < 1:
+        raise ValueError(value)
+    return int(seconds)
+
+
+def format_duration(seconds: int) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def normalize_language(tag: str) -> str | None:
+    """A well-formed BCP 47 tag in conventional case (`fa-IR`), or None."""
+    tag = tag.strip().replace("_", "-")
+    if not _LANGUAGE_TAG.match(tag):
+        return None
+    primary, *rest = tag.split("-")
+    return "-".join([primary.lower(), *(p.upper() if len(p) == 2 else p for p in rest)])
+
+
+def default_user_agent(hub: HubConfig) -> str:
+    return f"feedhub/{__version__} (+{hub.contact or hub.base_url})"
+
+
+# --- reading -----------------------------------------------------------------
+
+
+def load_config(path: Path | str) -> Config:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            "config file not found (give one with --config or FEEDHUB_CONFIG)", path
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file: {exc}", path) from None
+    return parse_config(text, path)
+
+
+def parse_config(text: str, path: Path) -> Config:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        line = re.search(r"line (\d+)", str(exc))
+        raise ConfigError(
+            f"not valid TOML: {exc}", path, int(line.group(1)) if line else None
+        ) from None
+    return _Reader(text, path).config(data)
+
+
+class _Reader:
+    """Turns the parsed TOML into a Config, raising ConfigError at the first
+    bad key with the line it stands on."""
+
+    def __init__(self, text: str, path: Path):
+        self.lines = text.splitlines()
+        self.path = path
+
+    def fail(self, section: str, index: int | None, key: str | None, message: str) -> ConfigError:
+        return ConfigError(message, self.path, self._locate(section, index, key))
+
+    def _locate(self, section: str, index: int | None, key: str | None) -> int | None:
+        """Line of `key` in table `section` (the `index`-th one for arrays of
+        tables), else of the table's header."""
+        current, seen, header_line = None, -1, None
+        for number, raw in enumerate(self.lines, 1):
+            line = raw.strip()
+            if match := re.match(r"^\[\[\s*([^\]]+?)\s*\]\]", line):
+                current = match.group(1)
+                if current == section:
+                    seen += 1
+            elif match := re.match(r"^\[\s*([^\]]+?)\s*\]", line):
+                current = match.group(1).replace('"', "").replace(" ", "")
+            else:
+                if (
+                    current == section
+                    and (index is None or seen == index)
+                    and key
+                    and re.match(rf"^\"?{re.escape(key)}\"?\s*=", line)
+                ):
+                    return number
+                continue
+            if current == section and (index is None or seen == index) and header_line is None:
+                header_line = number
+        return header_line
+
+    def config(self, data: dict[str, Any]) -> Config:
+        for key in data:
+            if key not in ("hub", "languages", "sources"):
+                raise self._unknown(key, ("hub", "languages", "sources"), key, None, key)
+        hub = self.hub(self._table(data, "hub"))
+        languages = {}
+        for tag, table in self._table(data, "languages").items():
+            section = f"languages.{tag}"
+            if normalize_language(tag) is None:
+                raise self.fail(section, None, None, f"[{section}]: {tag!r} is not a language tag")
+            if not isinstance(table, dict):
+                raise self.fail(section, None, None, f"[{section}] must be a table")
+            languages[tag.lower()] = self.language(section, table)
+        raw_sources = data.get("sources", [])
+        if not isinstance(raw_sources, list):
+            raise self.fail("sources", None, None, "'sources' must be an array of tables: [[sources]]")
+        sources = tuple(self.source(i, table) for i, table in enumerate(raw_sources))
+        self._no_duplicates(sources)
+        return Config(self.path, hub, languages, sources)
+
+    def _table(self, data: dict[str, Any], name: str) -> dict[str, Any]:
+        table = data.get(name, {})
+        if not isinstance(table, dict):
+            raise self.fail(name, None, None, f"'{name}' must be a table: [{name}]")
+        return table
+
+    def _unknown(self, key: str, allowed: tuple[str, ...], section: str, index: int | None,
+                 where: str) -> ConfigError:
+        hint = difflib.get_close_matches(key, allowed, n=1)
+        suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
+        return self.fail(
+            section, index, key,
+            f"unknown key {key!r} in {where}{suggestion}; known keys: {', '.join(allowed)}",
+        )
+
+    def _get(self, table: dict[str, Any], key: str, convert: Callable[[Any], Any], expected: str,
+             section: str, where: str, index: int | None = None, default: Any = None) -> Any:
+        if key not in table:
+            return default
+        value = table[key]
+        try:
+            return convert(value)
+        except (TypeError, ValueError):
+            raise self.fail(
+                section, index, key, f"{where} {key!r}: expected {expected}, got {value!r}"
+            ) from None
+
+    def hub(self, table: dict[str, Any]) -> HubConfig:
+        defaults = HubConfig()
+        allowed = tuple(f for f in HubConfig.__dataclass_fields__)
+        for key in table:
+            if key not in allowed:
+                raise self._unknown(key, allowed, "hub", None, "[hub]")
+        base = self.path.parent
+
+        def get(key: str, convert: Callable[[Any], Any], expected: str) -> Any:
+            return self._get(table, key, convert, expected, "hub", "[hub]",
+                             default=getattr(defaults, key))
+
+        return HubConfig(
+            title=get("title", _text, "a non-empty string"),
+            base_url=get("base_url", _base_url, "an absolute http(s) URL"),
+            output_dir=base / get("output_dir", _text, "a path"),
+            database=base / get("database", _text, "a path"),
+            items_per_feed=get("items_per_feed", _positive_int, "a whole number above 0"),
+            default_interval=get("default_interval", parse_duration, "a duration like '30m'"),
+            default_language=get("default_language", _language, "a language tag like 'en'"),
+            user_agent=get("user_agent", _text, "a non-empty string"),
+            contact=get("contact", _text, "a URL or mailto: address"),
+            allow_private_networks=get("allow_private_networks", _bool, "true or false"),
+            timeout=get("timeout", parse_duration, "a duration like '30s'"),
+            max_response_bytes=get("max_response_bytes", _positive_int, "a number of bytes"),
+            max_connections=get("max_connections", _positive_int, "a whole number above 0"),
+            max_per_host=get("max_per_host", _positive_int, "a whole number above 0"),
+        )
+
+    def language(self, section: str, table: dict[str, Any]) -> LanguageConfig:
+        allowed = ("title", "subtitle", "credit")
+        for key in table:
+            if key not in allowed:
+                raise self._unknown(key, allowed, section, None, f"[{section}]")
+        where = f"[{section}]"
+        credit = self._get(table, "credit", _credit_template, "a credit template using "
+                           "{source}, {source_name}, {link}, {author}, {date}", section, where)
+        return LanguageConfig(
+            title=self._get(table, "title", _text, "a non-empty string", section, where),
+            subtitle=self._get(table, "subtitle", _text, "a non-empty string", section, where),
+            credit=credit,
+        )
+
+    def source(self, index: int, table: Any) -> SourceConfig:
+        where = f"[[sources]] #{index + 1}"
+        if not isinstance(table, dict):
+            raise self.fail("sources", index, None, f"{where} must be a table")
+        allowed = tuple(SourceConfig.__dataclass_fields__)
+        for key in table:
+            if key not in allowed:
+                raise self._unknown(key, allowed, "sources", index, where)
+        for key in ("name", "url"):
+            if key not in table:
+                raise self.fail("sources", index, None, f"{where}: missing required key {key!r}")
+
+        def get(key: str, convert: Callable[[Any], Any], expected: str) -> Any:
+            return self._get(table, key, convert, expected, "sources", where, index)
+
+        language = get("language", _language_or_auto, "a language tag like 'fa' or 'auto'")
+        return SourceConfig(
+            name=get("name", _text, "a non-empty string"),
+            url=get("url", _feed_url, "an absolute http(s) URL"),
+            language=None if language == "auto" else language,
+            interval=get("interval", parse_duration, "a duration like '30m'"),
+            fulltext=get("fulltext", _bool, "true or false"),
+        )
+
+    def _no_duplicates(self, sources: tuple[SourceConfig, ...]) -> None:
+        names: set[str] = set()
+        urls: set[str] = set()
+        for index, source in enumerate(sources):
+            if source.name in names:
+                raise self.fail("sources", index, "name",
+                                f"[[sources]] #{index + 1}: duplicate name {source.name!r}")
+            if source.url in urls:
+                raise self.fail("sources", index, "url",
+                                f"[[sources]] #{index + 1}: duplicate url {source.url!r}")
+            names.add(source.name)
+            urls.add(source.url)
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(value)
+    return value.strip()
+
+
+def _bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(value)
+    return value
+
+
+def _positive_int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(value)
+    return value
+
+
+def _language(value: Any) -> str:
+    tag = normalize_language(_text(value))
+    if tag is None:
+        raise ValueError(value)
+    return tag
+
+
+def _language_or_auto(value: Any) -> str:
+    return "auto" if value == "auto" else _language(value)
+
+
+def _http_url(value: Any) -> str:
+    url = _text(value)
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(value)
+    return url
+
+
+def _feed_url(value: Any) -> str:
+    return _http_url(value)
+
+
+def _base_url(value: Any) -> str:
+    url = _http_url(value)
+    return url if url.endswith("/") else url + "/"
+
+
+def _credit_template(value: Any) -> str:
+    from feedhub.credits import check_template
+
+    template = _text(value)
+    check_template(template)
+    return template
+
+
+# --- editing the source list ------------------------------------------------
+
+
+def add_source(path: Path, source: SourceConfig) -> Config:
+    """Append a [[sources]] table to config.toml; refuses a duplicate name or
+    URL. Returns the new config."""
+
+    def edit(doc: tomlkit.TOMLDocument, config: Config) -> None:
+        for existing in config.sources:
+            if existing.name == source.name:
+                raise ConfigError(f"a source named {source.name!r} already exists", path)
+            if existing.url == source.url:
+                raise ConfigError(
+                    f"{source.url} is already a source (named {existing.name!r})", path
+                )
+        table = tomlkit.table()
+        table["name"] = source.name
+        table["url"] = source.url
+        if source.language:
+            table["language"] = source.language
+        if source.interval:
+            table["interval"] = format_duration(source.interval)
+        if source.fulltext is not None:
+            table["fulltext"] = source.fulltext
+        if "sources" in doc:
+            table.trivia.indent = "\n"  # a blank line between [[sources]] tables
+        else:
+            doc.add(tomlkit.nl())
+            doc.append("sources", tomlkit.aot())
+        doc["sources"].append(table)
+
+    return _edit(path, edit)
+
+
+def remove_source(path: Path, name_or_url: str) -> tuple[SourceConfig, Config]:
+    """Delete the [[sources]] table named (or with the URL) `name_or_url`."""
+    removed: list[SourceConfig] = []
+
+    def edit(doc: tomlkit.TOMLDocument, config: Config) -> None:
+        source = config.find_source(name_or_url)
+        if source is None:
+            raise ConfigError(f"no source named {name_or_url!r} (see `feedhub list`)", path)
+        index = config.sources.index(source)
+        del doc["sources"][index]
+        removed.append(source)
+
+    config = _edit(path, edit)
+    return removed[0], config
+
+
+def set_source_url(path: Path, name: str, url: str) -> Config:
+    """Point a source at a new URL (a permanent redirect), keeping the rest."""
+
+    def edit(doc: tomlkit.TOMLDocument, config: Config) -> None:
+        source = config.find_source(name)
+        if source is None:
+            raise ConfigError(f"no source named {name!r}", path)
+        doc["sources"][config.sources.index(source)]["url"] = url
+
+    return _edit(path, edit)
+
+
+def _edit(path: Path, edit: Callable[[tomlkit.TOMLDocument, Config], None]) -> Config:
+    """Read-modify-write config.toml under a lock; the result is validated
+    before it replaces the file, so a failed edit changes nothing."""
+    path = Path(path)
+    with locked(path):
+        config = load_config(path)
+        doc = tomlkit.parse(path.read_text(encoding="utf-8"))
+        edit(doc, config)
+        text = tomlkit.dumps(doc)
+        new_config = parse_config(text, path)
+        atomic_write(path, text.encode("utf-8"))
+    return new_config

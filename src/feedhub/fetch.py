@@ -1,0 +1,260 @@
+"""The only module that speaks HTTP.
+
+One shared httpx AsyncClient with the manners a site owner expects from a
+poller: conditional GET, compression, a User-Agent with a contact, bounded
+concurrency overall and per host, an overall deadline per request (httpx
+only has per-read timeouts), a cap on the body size that holds also for
+compressed bodies, and no connections to private addresses unless the
+operator allows them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+import time
+import zlib
+from collections import defaultdict
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any
+
+import httpcore
+import httpx
+
+from feedhub.models import FetchResult, Validators
+
+try:  # httpx[brotli] installs it; without it we just do not advertise br.
+    import brotli
+except ImportError:  # pragma: no cover
+    brotli = None
+
+ACCEPT = (
+    "application/atom+xml, application/rss+xml, application/rdf+xml;q=0.9, "
+    "application/xml;q=0.8, text/xml;q=0.8, */*;q=0.5"
+)
+MAX_REDIRECTS = 5
+
+
+class FetchError(Exception):
+    """A request that produced no HTTP response: the message says why, in
+    words an operator can act on."""
+
+
+class BlockedAddressError(FetchError):
+    pass
+
+
+class TooLargeError(FetchError):
+    pass
+
+
+def is_public_address(address: str) -> bool:
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not ip.is_multicast
+
+
+class _GuardedBackend(httpcore.AsyncNetworkBackend):
+    """Resolves the host itself and connects to an address it has checked,
+    so that a name cannot be re-resolved to a private address between the
+    check and the connection. TLS still verifies the host name, because
+    httpcore passes the original host to start_tls."""
+
+    def __init__(self, allow_private: bool):
+        self._inner = httpcore.AnyIOBackend()
+        self._allow_private = allow_private
+
+    async def connect_tcp(self, host: str, port: int, timeout: float | None = None,
+                          local_address: str | None = None,
+                          socket_options: Iterable[Any] | None = None) -> httpcore.AsyncNetworkStream:
+        loop = asyncio.get_running_loop()
+        try:
+            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except socket.gaierror as exc:
+            raise httpcore.ConnectError(f"cannot resolve {host}: {exc.strerror}") from None
+        addresses = list(dict.fromkeys(info[4][0] for info in infos))
+        if not self._allow_private:
+            blocked = [a for a in addresses if not is_public_address(a)]
+            if blocked:
+                raise BlockedAddressError(
+                    f"refused: {host} resolves to non-public address {blocked[0]} "
+                    "(set allow_private_networks = true in [hub] to allow)"
+                )
+        last_error: Exception | None = None
+        for address in addresses:
+            try:
+                return await self._inner.connect_tcp(
+                    address, port, timeout=timeout, local_address=local_address,
+                    socket_options=socket_options,
+                )
+            except httpcore.ConnectError as exc:
+                last_error = exc
+        raise last_error or httpcore.ConnectError(f"no address for {host}")
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+class _BoundedDecoder:
+    """Decodes a Content-Encoding while refusing to produce more than `limit`
+    bytes: a small gzip or brotli body must not expand to gigabytes."""
+
+    def __init__(self, encoding: str, limit: int):
+        self.limit = limit
+        self.produced = 0
+        encoding = encoding.strip().lower()
+        if encoding in ("", "identity"):
+            self._decode = lambda data, budget: data
+        elif encoding in ("gzip", "x-gzip"):
+            self._zlib = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            self._decode = lambda data, budget: self._zlib.decompress(data, budget)
+        elif encoding == "deflate":
+            self._zlib = zlib.decompressobj()
+            self._decode = self._deflate
+        elif encoding == "br" and brotli is not None:
+            self._brotli = brotli.Decompressor()
+            self._decode = lambda data, budget: self._brotli.process(
+                data, output_buffer_limit=budget
+            )
+        else:
+            raise FetchError(f"server sent an unsupported Content-Encoding: {encoding!r}")
+
+    def _deflate(self, data: bytes, budget: int) -> bytes:
+        try:
+            return self._zlib.decompress(data, budget)
+        except zlib.error:  # some servers send raw deflate without the zlib header
+            self._zlib = zlib.decompressobj(-zlib.MAX_WBITS)
+            return self._zlib.decompress(data, budget)
+
+    def feed(self, data: bytes) -> bytes:
+        budget = self.limit - self.produced + 1
+        try:
+            out = self._decode(data, budget)
+        except (zlib.error, Exception) as exc:
+            if isinstance(exc, FetchError):
+                raise
+            raise FetchError(f"cannot decompress the response: {exc}") from None
+        self.produced += len(out)
+        if self.produced > self.limit:
+            raise TooLargeError(f"response larger than the {self.limit:,}-byte cap (decompressed)")
+        return out
+
+
+class Fetcher:
+    """Use as `async with Fetcher(...) as fetcher: await fetcher.fetch(url)`."""
+
+    def __init__(self, *, user_agent: str, timeout: float = 30.0,
+                 max_bytes: int = 10 * 1024 * 1024, allow_private: bool = False,
+                 max_connections: int = 10, max_per_host: int = 2):
+        self.user_agent = user_agent
+        self.timeout = timeout
+        self.max_bytes = max_bytes
+        self._allow_private = allow_private
+        self._overall = asyncio.Semaphore(max_connections)
+        self._per_host: defaultdict[str, asyncio.Semaphore] = defaultdict(
+            lambda: asyncio.Semaphore(max_per_host)
+        )
+        transport = httpx.AsyncHTTPTransport(
+            limits=httpx.Limits(max_connections=max_connections), trust_env=False
+        )
+        # httpx has no public hook for the network backend; swapping the pool
+        # keeps its request/response mapping (pinned httpx<0.29, tested).
+        transport._pool = httpcore.AsyncConnectionPool(
+            ssl_context=httpx.create_ssl_context(),
+            max_connections=max_connections,
+            network_backend=_GuardedBackend(allow_private),
+        )
+        encodings = "gzip, deflate, br" if brotli is not None else "gzip, deflate"
+        self._client = httpx.AsyncClient(
+            transport=transport,
+            follow_redirects=True,
+            max_redirects=MAX_REDIRECTS,
+            timeout=httpx.Timeout(timeout),
+            headers={"User-Agent": user_agent, "Accept-Encoding": encodings},
+            trust_env=False,
+        )
+
+    async def __aenter__(self) -> Fetcher:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def fetch(self, url: str, validators: Validators | None = None, *,
+                    accept: str = ACCEPT) -> FetchResult:
+        """GET `url`. HTTP error statuses come back as results (the caller
+        decides what a 410 or 429 means); no response at all raises FetchError."""
+        headers = {"Accept": accept}
+        if validators and validators.etag:
+            headers["If-None-Match"] = validators.etag
+        if validators and validators.last_modified:
+            headers["If-Modified-Since"] = validators.last_modified
+        host = httpx.URL(url).host if _is_http(url) else ""
+        if not host:
+            raise FetchError(f"not an http(s) URL: {url!r}")
+        started = time.monotonic()
+        async with self._overall, self._per_host[host]:
+            try:
+                async with asyncio.timeout(self.timeout):
+                    return await self._get(url, headers, started)
+            except TimeoutError:
+                raise FetchError(
+                    f"no complete response within {self.timeout:g}s (slow server)"
+                ) from None
+            except httpx.TooManyRedirects:
+                raise FetchError(f"more than {MAX_REDIRECTS} redirects (a redirect loop?)") from None
+            except httpx.TimeoutException:
+                raise FetchError(f"timed out after {self.timeout:g}s") from None
+            except httpx.ConnectError as exc:
+                raise FetchError(f"cannot connect to {host}: {exc or 'connection failed'}") from None
+            except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
+                raise FetchError(f"bad URL {url!r}: {exc}") from None
+            except httpx.HTTPError as exc:
+                raise FetchError(f"HTTP error from {host}: {exc or type(exc).__name__}") from None
+
+    async def _get(self, url: str, headers: dict[str, str], started: float) -> FetchResult:
+        async with self._client.stream("GET", url, headers=headers) as response:
+            body = b""
+            if 200 <= response.status_code < 300:
+                body = await self._read_capped(response)
+            return FetchResult(
+                url=url,
+                final_url=str(response.url),
+                status=response.status_code,
+                content=body,
+                headers={k.lower(): v for k, v in response.headers.items()},
+                fetched_at=datetime.now(UTC),
+                redirects=tuple(
+                    (hop.status_code, str(hop.url.join(hop.headers.get("location", ""))))
+                    for hop in response.history
+                ),
+                elapsed=time.monotonic() - started,
+            )
+
+    async def _read_capped(self, response: httpx.Response) -> bytes:
+        length = response.headers.get("content-length", "")
+        if length.isdigit() and int(length) > self.max_bytes:
+            raise TooLargeError(
+                f"response of {int(length):,} bytes is over the {self.max_bytes:,}-byte cap"
+            )
+        decoder = _BoundedDecoder(response.headers.get("content-encoding", ""), self.max_bytes)
+        raw = 0
+        parts: list[bytes] = []
+        async for chunk in response.aiter_raw():
+            raw += len(chunk)
+            if raw > self.max_bytes:
+                raise TooLargeError(f"response larger than the {self.max_bytes:,}-byte cap")
+            parts.append(decoder.feed(chunk))
+        return b"".join(parts)
+
+
+def _is_http(url: str) -> bool:
+    return url.lower().startswith(("http://", "https://"))

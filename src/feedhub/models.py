@@ -1,0 +1,230 @@
+"""Plain data passed from one stage of the flow to the next.
+
+Nothing here does I/O: each stage takes these values and hands new ones on,
+so a stage can be tested with values built by hand.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+RTL_LANGUAGES = frozenset({"ar", "fa", "ps", "ur", "he", "yi", "dv", "ckb", "sd", "ug", "syr"})
+
+
+def primary_subtag(tag: str) -> str:
+    """`fa-IR` -> `fa`: the feed an item is grouped into."""
+    return tag.split("-", 1)[0].lower()
+
+
+def is_rtl(tag: str) -> bool:
+    return primary_subtag(tag) in RTL_LANGUAGES
+
+
+# --- intent: what config.toml asks for -------------------------------------
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    name: str
+    url: str
+    language: str | None = None
+    interval: int | None = None  # seconds; None: the hub's default
+    fulltext: bool | None = None
+
+
+@dataclass(frozen=True)
+class LanguageConfig:
+    title: str | None = None
+    subtitle: str | None = None
+    credit: str | None = None  # a str.format template, see credits.py
+
+
+@dataclass(frozen=True)
+class HubConfig:
+    title: str = "feedhub"
+    base_url: str = "http://localhost:8080/"
+    output_dir: Path = Path("feeds")
+    database: Path = Path("feedhub.db")
+    items_per_feed: int = 50
+    default_interval: int = 1800
+    default_language: str = "en"
+    user_agent: str | None = None
+    contact: str | None = None
+    allow_private_networks: bool = False
+    timeout: float = 30.0
+    max_response_bytes: int = 10 * 1024 * 1024
+    max_connections: int = 10
+    max_per_host: int = 2
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    hub: HubConfig
+    languages: dict[str, LanguageConfig] = field(default_factory=dict)
+    sources: tuple[SourceConfig, ...] = ()
+
+    def find_source(self, name_or_url: str) -> SourceConfig | None:
+        for source in self.sources:
+            if name_or_url in (source.name, source.url):
+                return source
+        return None
+
+    def interval_of(self, source: SourceConfig) -> int:
+        return source.interval or self.hub.default_interval
+
+
+# --- fetch ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Validators:
+    """What a server gave us to make the next request conditional."""
+
+    etag: str | None = None
+    last_modified: str | None = None
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    url: str  # the URL asked for
+    final_url: str  # after redirects
+    status: int
+    content: bytes  # decoded body; empty for 304 and errors
+    headers: dict[str, str]  # lower-case names
+    fetched_at: datetime
+    redirects: tuple[tuple[int, str], ...] = ()  # (status, location) per hop
+    elapsed: float = 0.0
+
+    @property
+    def not_modified(self) -> bool:
+        return self.status == 304
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+    @property
+    def validators(self) -> Validators:
+        return Validators(self.headers.get("etag"), self.headers.get("last-modified"))
+
+
+# --- parse and enrich -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Link:
+    href: str
+    rel: str = "alternate"
+    type: str | None = None
+    title: str | None = None
+    length: int | None = None
+
+
+@dataclass(frozen=True)
+class FeedInfo:
+    """The upstream feed itself: what atom:source credits."""
+
+    id: str | None = None
+    title: str | None = None
+    subtitle: str | None = None
+    links: tuple[Link, ...] = ()
+    updated: datetime | None = None
+    language: str | None = None
+    rights: str | None = None
+
+    @property
+    def alternate(self) -> str | None:
+        return next((link.href for link in self.links if link.rel == "alternate"), None)
+
+
+@dataclass(frozen=True)
+class Item:
+    upstream_id: str
+    title: str
+    link: str | None
+    author: str | None
+    published: datetime  # aware UTC
+    published_estimated: bool  # no usable upstream date: first-seen time
+    updated: datetime | None
+    content: str  # HTML; full text when upstream sent it
+    content_is_full: bool  # False: only a summary/description was sent
+    summary: str | None = None
+    language: str | None = None  # declared for the entry, or resolved by enrich
+    content_base: str | None = None  # base URL for relative links in content
+    categories: tuple[str, ...] = ()
+    enclosures: tuple[Link, ...] = ()
+    rights: str | None = None
+
+
+@dataclass(frozen=True)
+class ParsedFeed:
+    info: FeedInfo
+    items: tuple[Item, ...]
+    warning: str | None = None  # feedparser's complaint about malformed input
+
+
+# --- store and publish ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoredItem:
+    """An item as kept in SQLite, ready to publish."""
+
+    atom_id: str
+    source: str
+    title: str
+    link: str | None
+    author: str | None
+    published: datetime
+    updated: datetime
+    content: str
+    language: str
+    categories: tuple[str, ...]
+    enclosures: tuple[Link, ...]
+    rights: str | None
+    feed: FeedInfo  # the upstream feed, for atom:source
+
+
+@dataclass(frozen=True)
+class StoreOutcome:
+    new: int = 0
+    updated: int = 0
+    unchanged: int = 0
+
+
+@dataclass(frozen=True)
+class SourceState:
+    name: str
+    url: str | None = None
+    etag: str | None = None
+    last_modified: str | None = None
+    last_poll: datetime | None = None
+    last_status: int | None = None
+    last_error: str | None = None
+    error_count: int = 0
+    next_poll: datetime | None = None
+    items: int = 0
+
+
+@dataclass(frozen=True)
+class PollReport:
+    """One poll of one source, for the log line and `feedhub poll`."""
+
+    source: str
+    status: int | None
+    new: int = 0
+    updated: int = 0
+    error: str | None = None
+    duration: float = 0.0
+    languages: frozenset[str] = frozenset()
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.new or self.updated)

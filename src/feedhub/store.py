@@ -1,0 +1,291 @@
+"""The only module that speaks SQL.
+
+SQLite (WAL mode) remembers what happened: every item ever stored, each
+source's HTTP validators, status and schedule. Items are keyed by
+(source, upstream id); the Atom id the hub publishes is minted once, on
+insert, and never changes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from feedhub.models import (
+    FeedInfo,
+    Item,
+    Link,
+    SourceState,
+    StoredItem,
+    StoreOutcome,
+    Validators,
+    primary_subtag,
+)
+
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_MS = 30_000
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.astimezone(UTC).isoformat(timespec="seconds") if value else None
+
+
+def _dt(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def _links_json(links: Iterable[Link]) -> str:
+    return json.dumps([{k: v for k, v in asdict(link).items() if v is not None} for link in links])
+
+
+def _links(value: str | None) -> tuple[Link, ...]:
+    return tuple(Link(**raw) for raw in json.loads(value or "[]"))
+
+
+class Store:
+    """Open with `Store(path)`; one per thread (sqlite3 connections are not
+    shared across threads)."""
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000)
+        self.db = sqlite_utils.Database(conn)
+        self.db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        self.db.enable_wal()
+        self.db.execute("PRAGMA synchronous = NORMAL")
+        self._migrate()
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite_utils.Database]:
+        """One write transaction, taken with BEGIN IMMEDIATE so that a
+        read-then-write never fails half-way under another process."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.conn.rollback()
+            raise
+        else:
+            self.db.conn.commit()
+
+    def _migrate(self) -> None:
+        with self._write() as db:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version >= SCHEMA_VERSION:
+                return
+            db["sources"].create({
+                "name": str, "url": str, "etag": str, "last_modified": str,
+                "last_poll": str, "last_status": int, "last_error": str,
+                "error_count": int, "next_poll": str,
+                "feed_id": str, "feed_title": str, "feed_subtitle": str, "feed_links": str,
+                "feed_updated": str, "feed_language": str, "feed_rights": str,
+            }, pk="name", not_null={"name"}, defaults={"error_count": 0}, if_not_exists=True)
+            db["items"].create({
+                "id": int, "source": str, "upstream_id": str, "atom_id": str,
+                "title": str, "link": str, "author": str,
+                "published": str, "published_estimated": int, "updated": str,
+                "first_seen": str, "content": str, "content_is_full": int, "summary": str,
+                "language": str, "lang_group": str, "categories": str, "enclosures": str,
+                "rights": str, "content_hash": str,
+            }, pk="id", not_null={"source", "upstream_id", "atom_id", "published", "updated"},
+                if_not_exists=True)
+            db["items"].create_index(["source", "upstream_id"], unique=True, if_not_exists=True)
+            db["items"].create_index(["atom_id"], unique=True, if_not_exists=True)
+            db["items"].create_index(["lang_group", "published"], if_not_exists=True)
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    # --- sources -----------------------------------------------------------
+
+    def validators(self, source: str) -> Validators:
+        row = self.db.execute(
+            "SELECT etag, last_modified FROM sources WHERE name = ?", [source]
+        ).fetchone()
+        return Validators(*row) if row else Validators()
+
+    def record_poll(self, source: str, *, url: str, status: int | None, error: str | None,
+                    at: datetime, next_poll: datetime | None = None,
+                    validators: Validators | None = None, feed: FeedInfo | None = None) -> None:
+        """Remember the outcome of one poll; errors grow the error streak,
+        a success resets it."""
+        with self._write() as db:
+            row: dict[str, Any] = {
+                "name": source, "url": url, "last_poll": _iso(at), "last_status": status,
+                "last_error": error, "next_poll": _iso(next_poll),
+            }
+            if validators is not None:
+                row["etag"] = validators.etag
+                row["last_modified"] = validators.last_modified
+            if feed is not None:
+                row.update({
+                    "feed_id": feed.id, "feed_title": feed.title, "feed_subtitle": feed.subtitle,
+                    "feed_links": _links_json(feed.links), "feed_updated": _iso(feed.updated),
+                    "feed_language": feed.language, "feed_rights": feed.rights,
+                })
+            previous = db.execute(
+                "SELECT error_count FROM sources WHERE name = ?", [source]
+            ).fetchone()
+            row["error_count"] = ((previous[0] or 0) + 1 if previous else 1) if error else 0
+            if previous:
+                db["sources"].update(source, row)
+            else:
+                db["sources"].insert(row)
+
+    def source_states(self, names: Sequence[str] | None = None) -> list[SourceState]:
+        counts = dict(self.db.execute("SELECT source, count(*) FROM items GROUP BY source"))
+        rows = {row["name"]: row for row in self.db["sources"].rows}
+        states = []
+        for name in names if names is not None else sorted(rows):
+            row = rows.get(name) or {"name": name}
+            states.append(SourceState(
+                name=name, url=row.get("url"), etag=row.get("etag"),
+                last_modified=row.get("last_modified"), last_poll=_dt(row.get("last_poll")),
+                last_status=row.get("last_status"), last_error=row.get("last_error"),
+                error_count=row.get("error_count") or 0, next_poll=_dt(row.get("next_poll")),
+                items=counts.get(name, 0),
+            ))
+        return states
+
+    # --- items -------------------------------------------------------------
+
+    def save_items(self, source: str, items: Sequence[Item], *, seen_at: datetime,
+                   id_authority: str) -> tuple[StoreOutcome, frozenset[str]]:
+        """Insert new items, update changed ones in place (same Atom id, new
+        `updated`), leave the rest. Returns the counts and the language groups
+        that changed."""
+        new = updated = unchanged = 0
+        touched: set[str] = set()
+        unique = list({item.upstream_id: item for item in reversed(items)}.values())[::-1]
+        with self._write() as db:
+            existing = self._existing(source, [item.upstream_id for item in unique])
+            inserts = []
+            for item in unique:
+                digest = _content_hash(item)
+                group = primary_subtag(item.language or "und")
+                previous = existing.get(item.upstream_id)
+                if previous is None:
+                    row = _item_row(item, digest)
+                    row.update(
+                        source=source, first_seen=_iso(seen_at),
+                        atom_id=_atom_id(id_authority, seen_at, source, item.upstream_id),
+                        updated=_iso(item.updated or (seen_at if item.published_estimated
+                                                      else item.published)),
+                    )
+                    inserts.append(row)
+                    touched.add(group)
+                    new += 1
+                elif previous["content_hash"] != digest:
+                    row = _item_row(item, digest)
+                    prior = _dt(previous["updated"])
+                    changed_at = item.updated if item.updated and (
+                        prior is None or item.updated > prior) else seen_at
+                    row["updated"] = _iso(changed_at)
+                    db["items"].update(previous["id"], row)
+                    touched.update({group, previous["lang_group"]})
+                    updated += 1
+                else:
+                    unchanged += 1
+            if inserts:
+                db["items"].insert_all(inserts)
+        return StoreOutcome(new, updated, unchanged), frozenset(touched)
+
+    def _existing(self, source: str, upstream_ids: list[str]) -> dict[str, dict[str, Any]]:
+        found: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(upstream_ids), 500):
+            chunk = upstream_ids[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            cursor = self.db.execute(
+                "SELECT id, upstream_id, content_hash, updated, lang_group FROM items "
+                f"WHERE source = ? AND upstream_id IN ({marks})", [source, *chunk])
+            for row in cursor:
+                found[row[1]] = {"id": row[0], "content_hash": row[2], "updated": row[3],
+                                 "lang_group": row[4]}
+        return found
+
+    def language_groups(self, sources: Sequence[str]) -> list[str]:
+        if not sources:
+            return []
+        marks = ",".join("?" * len(sources))
+        cursor = self.db.execute(
+            f"SELECT DISTINCT lang_group FROM items WHERE source IN ({marks}) ORDER BY lang_group",
+            list(sources))
+        return [row[0] for row in cursor]
+
+    def latest_items(self, lang_group: str, sources: Sequence[str], limit: int) -> list[StoredItem]:
+        """The newest `limit` items of one language from the given sources,
+        newest first."""
+        if not sources:
+            return []
+        marks = ",".join("?" * len(sources))
+        cursor = self.db.execute(
+            "SELECT items.*, sources.feed_id, sources.feed_title, sources.feed_subtitle, "
+            "sources.feed_links, sources.feed_updated, sources.feed_language, sources.feed_rights "
+            "FROM items LEFT JOIN sources ON sources.name = items.source "
+            f"WHERE items.lang_group = ? AND items.source IN ({marks}) "
+            "ORDER BY items.published DESC, items.id DESC LIMIT ?",
+            [lang_group, *sources, limit])
+        names = [d[0] for d in cursor.description]
+        return [_stored_item(dict(zip(names, row, strict=True))) for row in cursor]
+
+    def integrity_check(self) -> str:
+        return self.db.execute("PRAGMA integrity_check").fetchone()[0]
+
+
+def _atom_id(authority: str, seen_at: datetime, source: str, upstream_id: str) -> str:
+    """A tag: URI (RFC 4151) minted once per item: never reused, never
+    changed by upstream edits."""
+    digest = hashlib.sha256(f"{source}\n{upstream_id}".encode()).hexdigest()[:24]
+    return f"tag:{authority},{seen_at:%Y-%m-%d}:item/{digest}"
+
+
+def _content_hash(item: Item) -> str:
+    fields = [item.title, item.link, item.author, _iso(item.published), item.content,
+              item.summary, item.language, json.dumps(item.categories),
+              _links_json(item.enclosures), item.rights]
+    return hashlib.sha256("\x1f".join(f or "" for f in fields).encode()).hexdigest()
+
+
+def _item_row(item: Item, digest: str) -> dict[str, Any]:
+    return {
+        "upstream_id": item.upstream_id, "title": item.title, "link": item.link,
+        "author": item.author, "published": _iso(item.published),
+        "published_estimated": int(item.published_estimated), "content": item.content,
+        "content_is_full": int(item.content_is_full), "summary": item.summary,
+        "language": item.language, "lang_group": primary_subtag(item.language or "und"),
+        "categories": json.dumps(item.categories), "enclosures": _links_json(item.enclosures),
+        "rights": item.rights, "content_hash": digest,
+    }
+
+
+def _stored_item(row: dict[str, Any]) -> StoredItem:
+    feed = FeedInfo(
+        id=row["feed_id"], title=row["feed_title"], subtitle=row["feed_subtitle"],
+        links=_links(row["feed_links"]), updated=_dt(row["feed_updated"]),
+        language=row["feed_language"], rights=row["feed_rights"],
+    )
+    return StoredItem(
+        atom_id=row["atom_id"], source=row["source"], title=row["title"] or "",
+        link=row["link"], author=row["author"], published=_dt(row["published"]),
+        updated=_dt(row["updated"]), content=row["content"] or "",
+        language=row["language"] or row["lang_group"],
+        categories=tuple(json.loads(row["categories"] or "[]")),
+        enclosures=_links(row["enclosures"]), rights=row["rights"], feed=feed,
+    )
