@@ -13,6 +13,7 @@ if _TESTS_DIR not in sys.path:
     sys.path.insert(0, _TESTS_DIR)
 
 from feedserver import FeedServer  # noqa: E402
+from hubdir import HubDir  # noqa: E402
 
 
 @pytest.fixture
@@ -20,3 +21,9 @@ def feed_server() -> Iterator[FeedServer]:
     """A running FeedServer on 127.0.0.1, stopped after the test."""
     with FeedServer() as server:
         yield server
+
+
+@pytest.fixture
+def hub(tmp_path: Path) -> HubDir:
+    """An empty hub directory with a config.toml, driven through the CLI."""
+    return HubDir(tmp_path)
