@@ -65,7 +65,9 @@ def cli(ctx: click.Context, config_path: Path, log_level: str) -> None:
     """feedhub: poll news feeds, keep every article, republish one Atom feed
     per language with full text and source credits."""
     logging.basicConfig(level=log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per poll is ours to log
+    # One line per poll is ours to log; the libraries' per-request chatter is noise.
+    for noisy in ("httpx", "apscheduler"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     ctx.obj = {"config": config_path}
 
 
@@ -196,8 +198,8 @@ def list_sources(ctx: click.Context, as_json: bool) -> None:
         click.echo("No sources yet. Add one with: feedhub add URL")
         return
     click.echo(tabulate(
-        [[r["name"], r["language"], r["interval"], r["items"], r["last_status"] or "-", r["url"]]
-         for r in rows],
+        [[r["name"], r["language"], r["interval"], r["items"],
+          r["last_status"] or ("error" if r["last_error"] else "-"), r["url"]] for r in rows],
         headers=["name", "language", "interval", "items", "status", "url"]))
 
 
