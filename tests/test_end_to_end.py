@@ -4,9 +4,11 @@ against feeds served over HTTP on 127.0.0.1."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import sqlite3
+import subprocess
 import time
 
 import feedparser
@@ -286,3 +288,12 @@ def test_run_polls_on_its_interval_and_stops_cleanly_on_sigterm(tmp_path, feed_s
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     for language in ("en", "de"):
         assert not feedparser.parse((hub.feeds / f"{language}.atom").read_bytes()).bozo
+
+
+def test_config_comes_from_feedhub_config_when_not_given(hub: HubDir, tmp_path) -> None:
+    hub.run("add", "https://example.org/rss", "--no-check", "--name", "via-env")
+    entry = hub.command()[:-2]  # the entry point without --config
+    result = subprocess.run([*entry, "list", "--json"], capture_output=True, text=True,
+                            cwd=tmp_path.parent, env={**os.environ, "FEEDHUB_CONFIG": str(hub.config)})
+    assert result.returncode == 0, result.stderr
+    assert [row["name"] for row in json.loads(result.stdout)] == ["via-env"]
