@@ -41,6 +41,10 @@ class ConfigError(Exception):
         super().__init__(where + message)
 
 
+class InvalidValue(ValueError):
+    """A value error whose message helps: it is shown after the expected form."""
+
+
 def parse_duration(value: object) -> int:
     """'90s', '15m', '2h', '1d' or a number of seconds -> seconds."""
     if isinstance(value, bool):
@@ -181,9 +185,10 @@ class _Reader:
         value = table[key]
         try:
             return convert(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError) as exc:
+            detail = f" ({exc})" if isinstance(exc, InvalidValue) else ""
             raise self.fail(
-                section, index, key, f"{where} {key!r}: expected {expected}, got {value!r}"
+                section, index, key, f"{where} {key!r}: expected {expected}, got {value!r}{detail}"
             ) from None
 
     def hub(self, table: dict[str, Any]) -> HubConfig:
@@ -317,7 +322,10 @@ def _credit_template(value: Any) -> str:
     from feedhub.credits import check_template
 
     template = _text(value)
-    check_template(template)
+    try:
+        check_template(template)
+    except ValueError as exc:
+        raise InvalidValue(str(exc)) from None
     return template
 
 
@@ -391,7 +399,7 @@ def _edit(path: Path, edit: Callable[[tomlkit.TOMLDocument, Config], None]) -> C
         config = load_config(path)
         doc = tomlkit.parse(path.read_text(encoding="utf-8"))
         edit(doc, config)
-        text = tomlkit.dumps(doc)
+        text = tomlkit.dumps(doc).rstrip("\n") + "\n"
         new_config = parse_config(text, path)
         atomic_write(path, text.encode("utf-8"))
     return new_config

@@ -92,7 +92,7 @@ class _GuardedBackend(httpcore.AsyncNetworkBackend):
                     socket_options=socket_options,
                 )
             except httpcore.ConnectError as exc:
-                last_error = exc
+                last_error = httpcore.ConnectError(f"port {port} of {address}: {exc}")
         raise last_error or httpcore.ConnectError(f"no address for {host}")
 
     async def sleep(self, seconds: float) -> None:
@@ -124,11 +124,26 @@ class _BoundedDecoder:
             raise FetchError(f"server sent an unsupported Content-Encoding: {encoding!r}")
 
     def _deflate(self, data: bytes, budget: int) -> bytes:
+        first = self.produced == 0 and not self._zlib.unconsumed_tail
         try:
             return self._zlib.decompress(data, budget)
-        except zlib.error:  # some servers send raw deflate without the zlib header
+        except zlib.error:
+            if not first:
+                raise
+            # some servers send raw deflate without the zlib header
             self._zlib = zlib.decompressobj(-zlib.MAX_WBITS)
             return self._zlib.decompress(data, budget)
+
+    def finish(self) -> None:
+        """A compressed body that stops before its end is a broken response,
+        not a short feed."""
+        complete = True
+        if hasattr(self, "_zlib"):
+            complete = self._zlib.eof
+        elif hasattr(self, "_brotli"):
+            complete = self._brotli.is_finished()
+        if not complete:
+            raise FetchError("the compressed response ended early (truncated body)")
 
     def feed(self, data: bytes) -> bytes:
         budget = self.limit - self.produced + 1
@@ -158,13 +173,15 @@ class Fetcher:
         self._per_host: defaultdict[str, asyncio.Semaphore] = defaultdict(
             lambda: asyncio.Semaphore(max_per_host)
         )
+        ssl_context = httpx.create_ssl_context()
         transport = httpx.AsyncHTTPTransport(
-            limits=httpx.Limits(max_connections=max_connections), trust_env=False
+            verify=ssl_context, limits=httpx.Limits(max_connections=max_connections),
+            trust_env=False,
         )
         # httpx has no public hook for the network backend; swapping the pool
         # keeps its request/response mapping (pinned httpx<0.29, tested).
         transport._pool = httpcore.AsyncConnectionPool(
-            ssl_context=httpx.create_ssl_context(),
+            ssl_context=ssl_context,
             max_connections=max_connections,
             network_backend=_GuardedBackend(allow_private),
         )
@@ -253,6 +270,7 @@ class Fetcher:
             if raw > self.max_bytes:
                 raise TooLargeError(f"response larger than the {self.max_bytes:,}-byte cap")
             parts.append(decoder.feed(chunk))
+        decoder.finish()
         return b"".join(parts)
 
 

@@ -23,6 +23,25 @@ from feedhub.models import FeedInfo, FetchResult, Item, Link, ParsedFeed
 # An internal DTD subset is where entity-expansion attacks live; real feeds
 # do not need one, and feedparser's loose parser expands them without limit.
 _INTERNAL_SUBSET = re.compile(rb"<!DOCTYPE[^\[>]*\[.*?\]\s*>", re.DOTALL | re.IGNORECASE)
+_ENTITY = "<!ENTITY"
+_WIDE_ENTITY = tuple(_ENTITY.encode(codec) for codec in ("utf-16-le", "utf-16-be", "utf-32-le",
+                                                         "utf-32-be"))
+
+
+def _without_entity_declarations(body: bytes) -> bytes:
+    """Strip internal DTD subsets wherever they are; refuse a body that still
+    declares entities (in a wide encoding, or hidden from the pattern)."""
+    upper = body.upper()
+    if any(marker in upper for marker in _WIDE_ENTITY):
+        raise ParseError("the feed declares XML entities (<!ENTITY>) in a UTF-16/32 DTD: "
+                         "refused as a possible entity-expansion attack")
+    if _ENTITY.encode() not in upper:
+        return body
+    body = _INTERNAL_SUBSET.sub(b"", body)
+    if _ENTITY.encode() in body.upper():
+        raise ParseError("the feed declares XML entities (<!ENTITY>) outside a DOCTYPE we can "
+                         "strip: refused as a possible entity-expansion attack")
+    return body
 
 
 class ParseError(Exception):
@@ -33,8 +52,7 @@ def parse_feed(result: FetchResult) -> ParsedFeed:
     body = result.content
     if not body.strip():
         raise ParseError("empty response body: not a feed")
-    if b"<!ENTITY" in body[:65536].upper():
-        body = _INTERNAL_SUBSET.sub(b"", body, count=1)
+    body = _without_entity_declarations(body)
     headers = dict(result.headers)
     headers["content-location"] = result.final_url
     headers.pop("content-encoding", None)  # fetch already decoded the body
@@ -55,7 +73,9 @@ def parse_feed(result: FetchResult) -> ParsedFeed:
     warning = None
     if data.bozo:
         warning = f"malformed feed, read what could be read: {data.get('bozo_exception')}"
-    return ParsedFeed(info=info, items=items, warning=warning)
+    ttl = str(data.feed.get("ttl", "")).strip()
+    return ParsedFeed(info=info, items=items, warning=warning,
+                      ttl=int(ttl) * 60 if ttl.isdigit() else None)
 
 
 def _date(parsed: time.struct_time | None) -> datetime | None:
@@ -95,7 +115,7 @@ def _feed_info(feed: Any, final_url: str) -> FeedInfo:
         title=_plain(feed.get("title")),
         subtitle=_plain(feed.get("subtitle")),
         links=tuple(links),
-        updated=_date(feed.get("updated_parsed")),
+        updated=_date(dict.get(feed, "updated_parsed")),
         language=feed.get("language") or None,
         rights=_plain(feed.get("rights")),
     )
@@ -122,8 +142,10 @@ def _item(entry: Any, fetched_at: datetime) -> Item:
     author_detail = entry.get("author_detail") or {}
     author = _plain(author_detail.get("name") or entry.get("author"))
 
-    published = _date(entry.get("published_parsed")) or _date(entry.get("updated_parsed"))
-    updated = _date(entry.get("updated_parsed"))
+    # dict.get: FeedParserDict would fall back from updated to published
+    # (deprecated); the two mean different things here.
+    updated = _date(dict.get(entry, "updated_parsed"))
+    published = _date(dict.get(entry, "published_parsed")) or updated
     estimated = published is None
     if published is None or published > fetched_at:
         published = fetched_at
@@ -147,7 +169,7 @@ def _item(entry: Any, fetched_at: datetime) -> Item:
 
     upstream_id = entry.get("id") or link
     if not upstream_id:
-        stamp = entry.get("published") or entry.get("updated") or ""
+        stamp = dict.get(entry, "published") or dict.get(entry, "updated") or ""
         upstream_id = "sha256:" + hashlib.sha256(f"{title}\n{stamp}".encode()).hexdigest()
 
     enclosures = tuple(
