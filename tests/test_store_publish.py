@@ -33,6 +33,7 @@ def item(n: int, **changes: object) -> Item:
 def store(tmp_path: Path):
     with Store(tmp_path / "hub.db") as store:
         store.record_poll("src", url="https://up.example/feed", status=200, error=None, at=T0,
+                          next_poll=None,
                           feed=FeedInfo(id="urn:up", title="Upstream",
                                         links=(Link("https://up.example/feed", rel="self"),)))
         yield store

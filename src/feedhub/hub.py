@@ -8,22 +8,28 @@ schedule live in the store, intent in the config.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime, timedelta
+from dataclasses import replace
+from datetime import UTC, datetime
 from http import HTTPStatus
+from typing import Any
 from urllib.parse import urlsplit
 
-from feedhub.config import default_user_agent
+from feedhub import schedule
+from feedhub.config import ConfigError, default_user_agent, set_source_url
 from feedhub.enrich import enrich
 from feedhub.fetch import Fetcher, FetchError
-from feedhub.models import Config, PollReport, SourceConfig, Validators
+from feedhub.models import Config, FetchResult, PollReport, SourceConfig, SourceState
 from feedhub.parse import ParseError, parse_feed
 from feedhub.publish import PublishedFeed, publish_feeds, published_languages
 from feedhub.store import Store
 
 log = logging.getLogger("feedhub")
+
+REDIRECTS_TO_MOVE = 3  # permanent redirects seen in a row before a source's URL is changed
 
 
 def make_fetcher(config: Config) -> Fetcher:
@@ -36,6 +42,17 @@ def make_fetcher(config: Config) -> Fetcher:
         max_connections=hub.max_connections,
         max_per_host=hub.max_per_host,
     )
+
+
+def permanent_target(result: FetchResult) -> str | None:
+    """Where a chain of permanent redirects (301/308) leads: the location of
+    the last hop of the unbroken permanent run from the start."""
+    target = None
+    for status, location in result.redirects:
+        if status not in (301, 308):
+            break
+        target = location
+    return target
 
 
 def describe_status(status: int) -> str:
@@ -55,54 +72,102 @@ class Hub:
     async def poll(self, source: SourceConfig) -> PollReport:
         """Poll one source; never raises for anything upstream does."""
         started = time.monotonic()
-        report = await self._poll(source)
-        report = PollReport(**{**report.__dict__, "duration": time.monotonic() - started})
+        report = replace(await self._poll(source), duration=time.monotonic() - started)
+        extra = "".join(f" {k}={v}" for k, v in (("note", report.note), ("error", report.error)) if v)
         log.log(
             logging.INFO if report.ok else logging.WARNING,
             "poll %s status=%s new=%d updated=%d duration=%.2fs%s",
             source.name, report.status if report.status is not None else "-", report.new,
-            report.updated, report.duration, f" error={report.error}" if report.error else "",
+            report.updated, report.duration, extra,
+            extra={"source": source.name, "status": report.status, "new": report.new,
+                   "updated": report.updated, "duration": round(report.duration, 3),
+                   "error": report.error},
         )
         return report
 
     async def _poll(self, source: SourceConfig) -> PollReport:
         now = datetime.now(UTC)
-        next_poll = now + timedelta(seconds=self.config.interval_of(source))
-        state = self.store.source_states([source.name])[0]
-        validators = (Validators(state.etag, state.last_modified)
-                      if state.url == source.url else None)
+        interval = self.config.interval_of(source)
+        state = self.store.source_state(source.name)
+        if state.retired and state.url == source.url:
+            return PollReport(source.name, state.last_status, error=state.retired,
+                              note="retired")
+
+        def record(status: int | None, error: str | None = None, hints: tuple[int | None, ...] = (),
+                   **changes: Any) -> datetime:
+            streak = state.error_count + 1 if error else 0
+            due = schedule.next_poll(now, interval, error_streak=streak, hints=hints)
+            self.store.record_poll(source.name, url=source.url, at=now, status=status, error=error,
+                                   next_poll=due, **changes)
+            return due
+
         try:
-            result = await self.fetcher.fetch(source.url, validators)
+            result = await self.fetcher.fetch(source.url, state.validators_for(source.url))
         except FetchError as exc:
-            return self._failed(source, None, str(exc), now, next_poll)
+            return PollReport(source.name, None, error=str(exc), next_poll=record(None, str(exc)))
+
+        moved = self._follow_permanent_redirect(source, state, result)
+        hints = (schedule.max_age(result.headers.get("cache-control")), state.ttl)
+        if result.status == 410:
+            error = f"{describe_status(410)}: the source is retired, polling stopped"
+            log.warning("source %s answered 410 Gone: retired (remove it or change its url)",
+                        source.name)
+            record(410, error, retired=error, **moved)
+            return PollReport(source.name, 410, error=error, note="retired")
         if result.not_modified:
-            self.store.record_poll(source.name, url=source.url, status=304, error=None,
-                                   at=now, next_poll=next_poll)
-            return PollReport(source.name, 304)
+            return PollReport(source.name, 304, next_poll=record(304, hints=hints, **moved))
         if not result.ok:
-            return self._failed(source, result.status, describe_status(result.status), now,
-                                next_poll)
+            error = describe_status(result.status)
+            wait = None
+            if result.status in (429, 503):
+                wait = schedule.retry_after(result.headers.get("retry-after"), now)
+                if wait is not None:
+                    error += f" (Retry-After {wait}s honoured)"
+            due = record(result.status, error, hints=(wait,), **moved)
+            return PollReport(source.name, result.status, error=error, next_poll=due)
+
+        body_hash = hashlib.sha256(result.content).hexdigest()
+        validators = {"etag": result.validators.etag,
+                      "last_modified": result.validators.last_modified}
+        if body_hash == state.body_hash and state.url == source.url:
+            due = record(result.status, hints=hints, **validators, **moved)
+            return PollReport(source.name, result.status, next_poll=due, note="body unchanged")
         try:
             parsed = await asyncio.to_thread(parse_feed, result)
         except ParseError as exc:
-            return self._failed(source, result.status, str(exc), now, next_poll)
+            due = record(result.status, str(exc), body_hash=None, **moved)
+            return PollReport(source.name, result.status, error=str(exc), next_poll=due)
         if parsed.warning:
             log.info("poll %s: %s", source.name, parsed.warning)
         items = enrich(parsed, source, default_language=self.config.hub.default_language,
                        feed_url=result.final_url)
         outcome, languages = self.store.save_items(
             source.name, items, seen_at=result.fetched_at, id_authority=self.id_authority)
-        self.store.record_poll(source.name, url=source.url, status=result.status, error=None,
-                               at=now, next_poll=next_poll, validators=result.validators,
-                               feed=parsed.info)
+        due = record(result.status, hints=(*hints[:1], parsed.ttl), feed=parsed.info,
+                     body_hash=body_hash, ttl=parsed.ttl, **validators, **moved)
         return PollReport(source.name, result.status, outcome.new, outcome.updated,
-                          languages=languages)
+                          languages=languages, next_poll=due)
 
-    def _failed(self, source: SourceConfig, status: int | None, error: str, now: datetime,
-                next_poll: datetime) -> PollReport:
-        self.store.record_poll(source.name, url=source.url, status=status, error=error, at=now,
-                               next_poll=next_poll)
-        return PollReport(source.name, status, error=error)
+    def _follow_permanent_redirect(self, source: SourceConfig, state: SourceState,
+                                   result: FetchResult) -> dict[str, Any]:
+        """Count polls in a row that were permanently redirected to the same
+        URL; at REDIRECTS_TO_MOVE, point the source there in config.toml.
+        Temporary redirects (302, 307) never move a source."""
+        target = permanent_target(result)
+        if target is None or target == source.url:
+            return {"redirect_url": None, "redirect_count": 0}
+        count = state.redirect_count + 1 if state.redirect_url == target else 1
+        if count < REDIRECTS_TO_MOVE:
+            return {"redirect_url": target, "redirect_count": count}
+        try:
+            set_source_url(self.config.path, source.name, target)
+        except (ConfigError, OSError) as exc:
+            log.error("source %s moved permanently to %s, but config.toml could not be "
+                      "updated: %s", source.name, target, exc)
+            return {"redirect_url": target, "redirect_count": count}
+        log.warning("source %s moved permanently (%d polls in a row): url %s -> %s, "
+                    "config.toml updated", source.name, count, source.url, target)
+        return {"redirect_url": None, "redirect_count": 0}
 
     async def poll_many(self, sources: Sequence[SourceConfig]) -> list[PollReport]:
         return list(await asyncio.gather(*(self.poll(source) for source in sources)))

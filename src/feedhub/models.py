@@ -164,6 +164,7 @@ class ParsedFeed:
     info: FeedInfo
     items: tuple[Item, ...]
     warning: str | None = None  # feedparser's complaint about malformed input
+    ttl: int | None = None  # RSS <ttl>, in seconds: a hint to poll less often
 
 
 # --- store and publish ------------------------------------------------------
@@ -207,6 +208,17 @@ class SourceState:
     error_count: int = 0
     next_poll: datetime | None = None
     items: int = 0
+    body_hash: str | None = None  # to skip parsing a byte-identical body
+    ttl: int | None = None  # seconds, from RSS <ttl>
+    retired: str | None = None  # why polling stopped (410 Gone), if it did
+    redirect_url: str | None = None  # a permanent redirect seen ...
+    redirect_count: int = 0  # ... this many polls in a row
+
+    def validators_for(self, url: str) -> Validators:
+        """Validators are only good for the URL that produced them."""
+        if self.url != url:
+            return Validators()
+        return Validators(self.etag, self.last_modified)
 
 
 @dataclass(frozen=True)
@@ -220,6 +232,8 @@ class PollReport:
     error: str | None = None
     duration: float = 0.0
     languages: frozenset[str] = frozenset()
+    next_poll: datetime | None = None
+    note: str | None = None  # e.g. "body unchanged", "retired", "moved to URL"
 
     @property
     def ok(self) -> bool:

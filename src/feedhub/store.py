@@ -27,11 +27,10 @@ from feedhub.models import (
     SourceState,
     StoredItem,
     StoreOutcome,
-    Validators,
     primary_subtag,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BUSY_TIMEOUT_MS = 30_000
 
 
@@ -88,52 +87,56 @@ class Store:
             self.db.conn.commit()
 
     def _migrate(self) -> None:
+        """Bring the schema up to SCHEMA_VERSION, one step per version, each
+        in the same transaction as the version bump."""
         with self._write() as db:
             version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version >= SCHEMA_VERSION:
-                return
-            db["sources"].create({
-                "name": str, "url": str, "etag": str, "last_modified": str,
-                "last_poll": str, "last_status": int, "last_error": str,
-                "error_count": int, "next_poll": str,
-                "feed_id": str, "feed_title": str, "feed_subtitle": str, "feed_links": str,
-                "feed_updated": str, "feed_language": str, "feed_rights": str,
-            }, pk="name", not_null={"name"}, defaults={"error_count": 0}, if_not_exists=True)
-            db["items"].create({
-                "id": int, "source": str, "upstream_id": str, "atom_id": str,
-                "title": str, "link": str, "author": str,
-                "published": str, "published_estimated": int, "updated": str,
-                "first_seen": str, "content": str, "content_is_full": int, "summary": str,
-                "language": str, "lang_group": str, "categories": str, "enclosures": str,
-                "rights": str, "content_hash": str,
-            }, pk="id", not_null={"source", "upstream_id", "atom_id", "published", "updated"},
-                if_not_exists=True)
-            db["items"].create_index(["source", "upstream_id"], unique=True, if_not_exists=True)
-            db["items"].create_index(["atom_id"], unique=True, if_not_exists=True)
-            db["items"].create_index(["lang_group", "published"], if_not_exists=True)
+            if version < 1:
+                db["sources"].create({
+                    "name": str, "url": str, "etag": str, "last_modified": str,
+                    "last_poll": str, "last_status": int, "last_error": str,
+                    "error_count": int, "next_poll": str,
+                    "feed_id": str, "feed_title": str, "feed_subtitle": str, "feed_links": str,
+                    "feed_updated": str, "feed_language": str, "feed_rights": str,
+                }, pk="name", not_null={"name"}, defaults={"error_count": 0})
+                db["items"].create({
+                    "id": int, "source": str, "upstream_id": str, "atom_id": str,
+                    "title": str, "link": str, "author": str,
+                    "published": str, "published_estimated": int, "updated": str,
+                    "first_seen": str, "content": str, "content_is_full": int, "summary": str,
+                    "language": str, "lang_group": str, "categories": str, "enclosures": str,
+                    "rights": str, "content_hash": str,
+                }, pk="id", not_null={"source", "upstream_id", "atom_id", "published", "updated"})
+                db["items"].create_index(["source", "upstream_id"], unique=True)
+                db["items"].create_index(["atom_id"], unique=True)
+                db["items"].create_index(["lang_group", "published"])
+            if version < 2:
+                for column, kind in (("body_hash", str), ("ttl", int), ("retired", str),
+                                     ("redirect_url", str), ("redirect_count", int)):
+                    db["sources"].add_column(column, kind)
+                db["sources"].create_index(["next_poll"])
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     # --- sources -----------------------------------------------------------
 
-    def validators(self, source: str) -> Validators:
-        row = self.db.execute(
-            "SELECT etag, last_modified FROM sources WHERE name = ?", [source]
-        ).fetchone()
-        return Validators(*row) if row else Validators()
+    _SOURCE_FIELDS = frozenset({"etag", "last_modified", "body_hash", "ttl", "retired",
+                                "redirect_url", "redirect_count"})
 
-    def record_poll(self, source: str, *, url: str, status: int | None, error: str | None,
-                    at: datetime, next_poll: datetime | None = None,
-                    validators: Validators | None = None, feed: FeedInfo | None = None) -> None:
-        """Remember the outcome of one poll; errors grow the error streak,
-        a success resets it."""
+    def record_poll(self, source: str, *, url: str, at: datetime, status: int | None,
+                    error: str | None, next_poll: datetime | None,
+                    feed: FeedInfo | None = None, **changes: Any) -> SourceState:
+        """Remember the outcome of one poll: an error grows the source's error
+        streak, a success resets it. `changes` sets other state columns
+        (etag, last_modified, body_hash, ttl, retired, redirect_url,
+        redirect_count). Returns the new state."""
+        unknown = set(changes) - self._SOURCE_FIELDS
+        if unknown:
+            raise TypeError(f"unknown source fields: {sorted(unknown)}")
         with self._write() as db:
             row: dict[str, Any] = {
                 "name": source, "url": url, "last_poll": _iso(at), "last_status": status,
-                "last_error": error, "next_poll": _iso(next_poll),
+                "last_error": error, "next_poll": _iso(next_poll), **changes,
             }
-            if validators is not None:
-                row["etag"] = validators.etag
-                row["last_modified"] = validators.last_modified
             if feed is not None:
                 row.update({
                     "feed_id": feed.id, "feed_title": feed.title, "feed_subtitle": feed.subtitle,
@@ -148,21 +151,32 @@ class Store:
                 db["sources"].update(source, row)
             else:
                 db["sources"].insert(row)
+        return self.source_state(source)
+
+    def source_state(self, name: str) -> SourceState:
+        """One source's state, cheap (no item count): read before every poll."""
+        cursor = self.db.execute("SELECT * FROM sources WHERE name = ?", [name])
+        row = cursor.fetchone()
+        if row is None:
+            return SourceState(name=name)
+        return _source_state(dict(zip([d[0] for d in cursor.description], row, strict=True)))
 
     def source_states(self, names: Sequence[str] | None = None) -> list[SourceState]:
+        """States with item counts, for `list` and `status`."""
         counts = dict(self.db.execute("SELECT source, count(*) FROM items GROUP BY source"))
         rows = {row["name"]: row for row in self.db["sources"].rows}
-        states = []
-        for name in names if names is not None else sorted(rows):
-            row = rows.get(name) or {"name": name}
-            states.append(SourceState(
-                name=name, url=row.get("url"), etag=row.get("etag"),
-                last_modified=row.get("last_modified"), last_poll=_dt(row.get("last_poll")),
-                last_status=row.get("last_status"), last_error=row.get("last_error"),
-                error_count=row.get("error_count") or 0, next_poll=_dt(row.get("next_poll")),
-                items=counts.get(name, 0),
-            ))
-        return states
+        return [
+            _source_state(rows.get(name) or {"name": name}, counts.get(name, 0))
+            for name in (names if names is not None else sorted(rows))
+        ]
+
+    def items_per_language(self, sources: Sequence[str]) -> dict[str, int]:
+        if not sources:
+            return {}
+        marks = ",".join("?" * len(sources))
+        return dict(self.db.execute(
+            f"SELECT lang_group, count(*) FROM items WHERE source IN ({marks}) "
+            "GROUP BY lang_group ORDER BY lang_group", list(sources)))
 
     # --- items -------------------------------------------------------------
 
@@ -247,6 +261,18 @@ class Store:
 
     def integrity_check(self) -> str:
         return self.db.execute("PRAGMA integrity_check").fetchone()[0]
+
+
+def _source_state(row: dict[str, Any], items: int = 0) -> SourceState:
+    return SourceState(
+        name=row["name"], url=row.get("url"), etag=row.get("etag"),
+        last_modified=row.get("last_modified"), last_poll=_dt(row.get("last_poll")),
+        last_status=row.get("last_status"), last_error=row.get("last_error"),
+        error_count=row.get("error_count") or 0, next_poll=_dt(row.get("next_poll")),
+        items=items, body_hash=row.get("body_hash"), ttl=row.get("ttl"),
+        retired=row.get("retired"), redirect_url=row.get("redirect_url"),
+        redirect_count=row.get("redirect_count") or 0,
+    )
 
 
 def _atom_id(authority: str, seen_at: datetime, source: str, upstream_id: str) -> str:
