@@ -24,6 +24,7 @@ allow_private_networks = true   # the feed server is on 127.0.0.1
 items_per_feed = {items_per_feed}
 default_interval = "{interval}"
 timeout = "5s"
+host_spacing = 0  # the test server is one host
 
 [languages.fa]
 title = "خبرها"

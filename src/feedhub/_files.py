@@ -9,6 +9,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 
 def atomic_write(path: Path, data: bytes, *, mode: int | None = None) -> None:
@@ -47,3 +48,45 @@ def locked(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+class AlreadyRunning(Exception):
+    """Another daemon holds the database."""
+
+
+class DaemonLock:
+    """One daemon per database: an exclusive, non-blocking flock on
+    `<database>.lock`, released by the kernel even if the process is killed.
+    CLI commands do not take it, so they keep working beside the daemon."""
+
+    def __init__(self, database: Path):
+        self.path = Path(database).with_name(Path(database).name + ".lock")
+        self._handle: IO[str] | None = None
+
+    def __enter__(self) -> DaemonLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "a+")  # held for the daemon's life
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            pid = handle.read().strip() or "unknown"
+            handle.close()
+            raise AlreadyRunning(
+                f"another feedhub daemon (pid {pid}) is already running on {self.path.with_suffix('')}; "
+                "stop it first, or give this one another database"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        self._handle = handle
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._handle is not None:
+            self._handle.seek(0)
+            self._handle.truncate()
+            fcntl.flock(self._handle.fileno(), fcntl.LOCK_UN)
+            self._handle.close()
+            self._handle = None

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import sys
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -19,16 +18,15 @@ from urllib.parse import urlsplit
 import click
 from tabulate import tabulate
 
-from feedhub import __version__
+from feedhub import __version__, logs
 from feedhub import config as configuration
+from feedhub._files import AlreadyRunning
 from feedhub.config import ConfigError, format_duration, normalize_language, parse_duration
 from feedhub.fetch import FetchError
 from feedhub.hub import Hub, describe_status, make_fetcher
 from feedhub.models import Config, PollReport, SourceConfig
 from feedhub.parse import ParseError, parse_feed
 from feedhub.store import Store
-
-LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
 
 
 class Failure(click.ClickException):
@@ -59,15 +57,14 @@ def _fail(message: str) -> NoReturn:
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"],
               case_sensitive=False), default="info", show_default=True,
               help="How much to log (to stderr).")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
+              show_default=True, help="Log lines as text, or one JSON object per line.")
 @click.version_option(__version__, prog_name="feedhub")
 @click.pass_context
-def cli(ctx: click.Context, config_path: Path, log_level: str) -> None:
+def cli(ctx: click.Context, config_path: Path, log_level: str, log_format: str) -> None:
     """feedhub: poll news feeds, keep every article, republish one Atom feed
     per language with full text and source credits."""
-    logging.basicConfig(level=log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
-    # One line per poll is ours to log; the libraries' per-request chatter is noise.
-    for noisy in ("httpx", "apscheduler"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+    logs.configure(log_level, log_format)
     ctx.obj = {"config": config_path}
 
 
@@ -306,7 +303,13 @@ def run(ctx: click.Context) -> None:
     """
     from feedhub import daemon
 
-    daemon.run(_load(ctx))
+    _load(ctx)  # a bad config exits 2 before anything starts
+    try:
+        daemon.run(ctx.obj["config"])
+    except AlreadyRunning as exc:
+        _fail(str(exc))
+    except ConfigError as exc:
+        raise BadConfig(str(exc)) from None
 
 
 def main() -> None:

@@ -46,7 +46,15 @@ class InvalidValue(ValueError):
 
 
 def parse_duration(value: object) -> int:
-    """'90s', '15m', '2h', '1d' or a number of seconds -> seconds."""
+    """'90s', '15m', '2h', '1d' or a number of seconds -> whole seconds, at least 1."""
+    seconds = parse_delay(value)
+    if seconds < 1:
+        raise ValueError(value)
+    return int(seconds)
+
+
+def parse_delay(value: object) -> float:
+    """Like parse_duration, but fractions and zero are fine: '0.5s', 0."""
     if isinstance(value, bool):
         raise ValueError(value)
     if isinstance(value, int | float):
@@ -55,9 +63,9 @@ def parse_duration(value: object) -> int:
         seconds = float(match.group(1)) * _UNITS[match.group(2)]
     else:
         raise ValueError(value)
-    if seconds < 1:
+    if seconds < 0:
         raise ValueError(value)
-    return int(seconds)
+    return seconds
 
 
 def format_duration(seconds: int) -> str:
@@ -218,6 +226,7 @@ class _Reader:
             max_response_bytes=get("max_response_bytes", _positive_int, "a number of bytes"),
             max_connections=get("max_connections", _positive_int, "a whole number above 0"),
             max_per_host=get("max_per_host", _positive_int, "a whole number above 0"),
+            host_spacing=get("host_spacing", parse_delay, "a duration like '1s' (0 for none)"),
         )
 
     def language(self, section: str, table: dict[str, Any]) -> LanguageConfig:

@@ -1,9 +1,16 @@
-"""`feedhub run`: poll each source on its own interval until told to stop.
+"""`feedhub run`: poll each source when it is due, until told to stop.
 
-apscheduler's AsyncIOScheduler decides when a source is due; each poll is an
-asyncio task on the same loop as the shared HTTP client. A stop signal
-pauses the scheduler, lets the polls in flight finish (bounded by a grace
-period), then closes the database, so nothing is left half-written.
+The store's `next_poll` is the one schedule: every poll computes the next
+one (interval and jitter, backoff, Retry-After...), the store keeps it, and
+the daemon sets a one-shot apscheduler job for that time. A restart therefore
+resumes the schedule instead of polling everything at once.
+
+config.toml is watched: sources added, removed or changed are picked up
+within a couple of seconds; an edit that does not parse is logged and the
+last good config is kept. Publishing is debounced, so a burst of polls
+produces one regeneration per changed language. A stop signal pauses the
+scheduler, lets polls in flight finish (bounded), publishes what is pending
+and closes the database.
 """
 
 from __future__ import annotations
@@ -11,88 +18,196 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import random
 import signal
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from apscheduler.triggers.interval import IntervalTrigger
+from apscheduler.triggers.date import DateTrigger
 
+from feedhub._files import DaemonLock
+from feedhub.config import ConfigError, load_config
 from feedhub.hub import Hub, make_fetcher
 from feedhub.models import Config, SourceConfig
 from feedhub.store import Store
 
 log = logging.getLogger("feedhub.daemon")
 
-GRACE_SECONDS = 10.0
-
-
-def _jitter(interval: int) -> int:
-    """Up to a tenth of the interval (at most 5 min), so sources added
-    together do not fire together."""
-    return max(0, min(interval // 10, 300))
+GRACE_SECONDS = 10.0  # how long polls in flight may run on after a stop signal
+RELOAD_CHECK_SECONDS = 1.0  # how often config.toml is looked at
+PUBLISH_DEBOUNCE_SECONDS = 1.0  # changes within this window make one publish
+FIRST_POLL_SPREAD = 5.0  # never-polled sources start within this many seconds
 
 
 class Daemon:
     def __init__(self, config: Config):
         self.config = config
         self.stopping = asyncio.Event()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._polls: set[asyncio.Task[None]] = set()
+        self._dirty: set[str] = set()
+        self._publish_all = False
+        self._publisher: asyncio.Task[None] | None = None
+        self._config_stamp = _stamp(config.path)
 
     async def run(self) -> None:
-        store = Store(self.config.hub.database)
-        try:
-            async with make_fetcher(self.config) as fetcher:
-                hub = Hub(self.config, store, fetcher)
-                hub.publish()
-                scheduler = AsyncIOScheduler(timezone=UTC, job_defaults={
-                    "coalesce": True, "misfire_grace_time": None, "max_instances": 1})
-                states = {s.name: s for s in store.source_states(
-                    [source.name for source in self.config.sources])}
-                now = datetime.now(UTC)
-                for source in self.config.sources:
-                    interval = self.config.interval_of(source)
-                    due = states[source.name].next_poll
-                    first = due if due and due > now else now + timedelta(seconds=0.1)
-                    scheduler.add_job(
-                        self._poll_job, IntervalTrigger(seconds=interval, jitter=_jitter(interval),
-                                                        timezone=UTC),
-                        args=[hub, source], id=source.name, next_run_time=first)
-                scheduler.start()
-                log.info("feedhub running: %d sources, output %s", len(self.config.sources),
-                         self.config.hub.output_dir)
-                await self.stopping.wait()
-                log.info("stopping: waiting up to %.0fs for %d polls in flight",
-                         GRACE_SECONDS, len(self._tasks))
-                scheduler.pause()
-                await self._drain()
-                scheduler.shutdown(wait=False)
-        finally:
-            store.close()
+        with DaemonLock(self.config.hub.database):
+            store = Store(self.config.hub.database)
+            try:
+                async with make_fetcher(self.config) as fetcher:
+                    self.hub = Hub(self.config, store, fetcher)
+                    await self._serve()
+            finally:
+                store.close()
         log.info("stopped")
 
-    async def _poll_job(self, hub: Hub, source: SourceConfig) -> None:
-        if self.stopping.is_set():
+    async def _serve(self) -> None:
+        self.hub.publish()
+        self.scheduler = AsyncIOScheduler(timezone=UTC, job_defaults={
+            "coalesce": True, "misfire_grace_time": None, "max_instances": 1})
+        self.scheduler.start()
+        for source in self.config.sources:
+            self._schedule_from_state(source)
+        watcher = asyncio.create_task(self._watch_config())
+        log.info("feedhub running: %d sources, config %s, output %s", len(self.config.sources),
+                 self.config.path, self.config.hub.output_dir)
+        await self.stopping.wait()
+
+        log.info("stopping: %d polls in flight, waiting up to %.0fs", len(self._polls),
+                 GRACE_SECONDS)
+        self.scheduler.pause()
+        watcher.cancel()
+        await self._drain()
+        self.scheduler.shutdown(wait=False)
+        if self._publisher is not None:
+            self._publisher.cancel()
+        self._publish_now()
+
+    # --- scheduling ----------------------------------------------------------
+
+    def _schedule(self, source: SourceConfig, when: datetime) -> None:
+        self.scheduler.add_job(self._poll_job, DateTrigger(run_date=when, timezone=UTC),
+                               args=[source.name], id=source.name, replace_existing=True)
+
+    def _schedule_from_state(self, source: SourceConfig) -> None:
+        state = self.hub.store.source_state(source.name)
+        if state.retired and state.url == source.url:
+            log.info("source %s is retired (%s): not polling it", source.name, state.retired)
+            return
+        now = datetime.now(UTC)
+        due = state.next_poll
+        if due is None or due < now or state.url != source.url:
+            spread = min(self.config.interval_of(source) / 10, FIRST_POLL_SPREAD)
+            due = now + timedelta(seconds=random.uniform(0, spread))
+        self._schedule(source, due)
+
+    def _unschedule(self, name: str) -> None:
+        if self.scheduler.get_job(name) is not None:
+            self.scheduler.remove_job(name)
+
+    async def _poll_job(self, name: str) -> None:
+        source = self.config.find_source(name)
+        if source is None or self.stopping.is_set():
             return
         task = asyncio.current_task()
         assert task is not None
-        self._tasks.add(task)  # type: ignore[arg-type]
+        self._polls.add(task)  # type: ignore[arg-type]
+        next_poll = None
         try:
-            report = await hub.poll(source)
+            report = await self.hub.poll(source)
+            next_poll = report.next_poll
             if report.changed:
-                hub.publish(report.languages)
+                self._request_publish(report.languages)
+            if report.note == "retired":
+                return
         except Exception:
-            log.exception("poll %s failed unexpectedly", source.name)
+            log.exception("poll %s failed unexpectedly; trying again later", name)
         finally:
-            self._tasks.discard(task)  # type: ignore[arg-type]
+            self._polls.discard(task)  # type: ignore[arg-type]
+        current = self.config.find_source(name)
+        if current is not None and not self.stopping.is_set():
+            interval = self.config.interval_of(current)
+            self._schedule(current, next_poll or datetime.now(UTC) + timedelta(seconds=interval))
 
     async def _drain(self) -> None:
-        if not self._tasks:
+        if not self._polls:
             return
-        _done, pending = await asyncio.wait(set(self._tasks), timeout=GRACE_SECONDS)
+        _done, pending = await asyncio.wait(set(self._polls), timeout=GRACE_SECONDS)
         for task in pending:
             task.cancel()
         if pending:
+            log.warning("cancelled %d polls still running after %.0fs", len(pending),
+                        GRACE_SECONDS)
             await asyncio.wait(pending, timeout=2)
+
+    # --- publishing ----------------------------------------------------------
+
+    def _request_publish(self, languages: Iterable[str] | None) -> None:
+        """Publish soon: changes within the debounce window are published
+        together, once per language. None: every language."""
+        if languages is None:
+            self._publish_all = True
+        else:
+            self._dirty.update(languages)
+        if self._publisher is None or self._publisher.done():
+            self._publisher = asyncio.create_task(self._publish_later())
+
+    async def _publish_later(self) -> None:
+        await asyncio.sleep(PUBLISH_DEBOUNCE_SECONDS)
+        self._publish_now()
+
+    def _publish_now(self) -> None:
+        if not (self._dirty or self._publish_all):
+            return
+        languages = None if self._publish_all else set(self._dirty)
+        self._dirty.clear()
+        self._publish_all = False
+        try:
+            self.hub.publish(languages)
+        except OSError as exc:
+            log.error("publishing failed, previous feed files kept: %s", exc)
+            if languages is None:
+                self._publish_all = True
+            else:
+                self._dirty.update(languages)
+
+    # --- config reload -------------------------------------------------------
+
+    async def _watch_config(self) -> None:
+        while True:
+            await asyncio.sleep(RELOAD_CHECK_SECONDS)
+            stamp = _stamp(self.config.path)
+            if stamp == self._config_stamp:
+                continue
+            self._config_stamp = stamp
+            try:
+                new = load_config(self.config.path)
+            except ConfigError as exc:
+                log.error("config change ignored, keeping the last good config: %s", exc)
+                continue
+            self._apply(new)
+
+    def _apply(self, new: Config) -> None:
+        old = self.config
+        old_sources = {s.name: s for s in old.sources}
+        new_sources = {s.name: s for s in new.sources}
+        self.config = self.hub.config = new
+        added = [s for name, s in new_sources.items() if name not in old_sources]
+        removed = [name for name in old_sources if name not in new_sources]
+        changed = [s for name, s in new_sources.items()
+                   if name in old_sources and old_sources[name] != s]
+        for name in removed:
+            self._unschedule(name)
+        for source in added + changed:
+            self._schedule_from_state(source)
+        if _fetch_settings(old) != _fetch_settings(new):
+            log.warning("config: [hub] network settings changed; they apply after a restart")
+        log.info("config reloaded: %d sources (%d added, %d removed, %d changed)",
+                 len(new.sources), len(added), len(removed), len(changed))
+        self._request_publish(None)  # removed sources leave the feeds; titles may change
+
+    # --- signals -------------------------------------------------------------
 
     def install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
@@ -103,12 +218,30 @@ class Daemon:
         if self.stopping.is_set():
             log.warning("second %s: exiting now", signal.Signals(signum).name)
             logging.shutdown()
-            os._exit(1)  # SQLite (WAL) and the atomic renames make this safe
+            os._exit(1)  # SQLite (WAL) and atomic renames make this safe
         log.info("%s received", signal.Signals(signum).name)
         self.stopping.set()
 
 
-def run(config: Config) -> None:
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+
+
+def _fetch_settings(config: Config) -> tuple[object, ...]:
+    hub = config.hub
+    return (hub.user_agent, hub.contact, hub.timeout, hub.max_response_bytes,
+            hub.max_connections, hub.max_per_host, hub.allow_private_networks, hub.host_spacing)
+
+
+def run(config_path: Path) -> None:
+    """Load the config and run until stopped. ConfigError and AlreadyRunning
+    propagate to the CLI, which turns them into exit codes."""
+    config = load_config(config_path)
+
     async def main() -> None:
         daemon = Daemon(config)
         daemon.install_signal_handlers()

@@ -164,7 +164,7 @@ class Fetcher:
 
     def __init__(self, *, user_agent: str, timeout: float = 30.0,
                  max_bytes: int = 10 * 1024 * 1024, allow_private: bool = False,
-                 max_connections: int = 10, max_per_host: int = 2):
+                 max_connections: int = 10, max_per_host: int = 2, host_spacing: float = 0.0):
         self.user_agent = user_agent
         self.timeout = timeout
         self.max_bytes = max_bytes
@@ -173,6 +173,8 @@ class Fetcher:
         self._per_host: defaultdict[str, asyncio.Semaphore] = defaultdict(
             lambda: asyncio.Semaphore(max_per_host)
         )
+        self.host_spacing = host_spacing
+        self._host_next_start: dict[str, float] = {}
         ssl_context = httpx.create_ssl_context()
         transport = httpx.AsyncHTTPTransport(
             verify=ssl_context, limits=httpx.Limits(max_connections=max_connections),
@@ -217,25 +219,41 @@ class Fetcher:
         host = httpx.URL(url).host if _is_http(url) else ""
         if not host:
             raise FetchError(f"not an http(s) URL: {url!r}")
+        async with self._per_host[host]:
+            await self._space(host)
+            async with self._overall:
+                return await self._fetch(url, host, headers)
+
+    async def _space(self, host: str) -> None:
+        """Start requests to one host at least `host_spacing` apart: each
+        caller books the next free slot, then sleeps until it."""
+        if self.host_spacing <= 0:
+            return
+        now = time.monotonic()
+        slot = max(now, self._host_next_start.get(host, now))
+        self._host_next_start[host] = slot + self.host_spacing
+        if slot > now:
+            await asyncio.sleep(slot - now)
+
+    async def _fetch(self, url: str, host: str, headers: dict[str, str]) -> FetchResult:
         started = time.monotonic()
-        async with self._overall, self._per_host[host]:
-            try:
-                async with asyncio.timeout(self.timeout):
-                    return await self._get(url, headers, started)
-            except TimeoutError:
-                raise FetchError(
-                    f"no complete response within {self.timeout:g}s (slow server)"
-                ) from None
-            except httpx.TooManyRedirects:
-                raise FetchError(f"more than {MAX_REDIRECTS} redirects (a redirect loop?)") from None
-            except httpx.TimeoutException:
-                raise FetchError(f"timed out after {self.timeout:g}s") from None
-            except httpx.ConnectError as exc:
-                raise FetchError(f"cannot connect to {host}: {exc or 'connection failed'}") from None
-            except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
-                raise FetchError(f"bad URL {url!r}: {exc}") from None
-            except httpx.HTTPError as exc:
-                raise FetchError(f"HTTP error from {host}: {exc or type(exc).__name__}") from None
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await self._get(url, headers, started)
+        except TimeoutError:
+            raise FetchError(
+                f"no complete response within {self.timeout:g}s (slow server)"
+            ) from None
+        except httpx.TooManyRedirects:
+            raise FetchError(f"more than {MAX_REDIRECTS} redirects (a redirect loop?)") from None
+        except httpx.TimeoutException:
+            raise FetchError(f"timed out after {self.timeout:g}s") from None
+        except httpx.ConnectError as exc:
+            raise FetchError(f"cannot connect to {host}: {exc or 'connection failed'}") from None
+        except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
+            raise FetchError(f"bad URL {url!r}: {exc}") from None
+        except httpx.HTTPError as exc:
+            raise FetchError(f"HTTP error from {host}: {exc or type(exc).__name__}") from None
 
     async def _get(self, url: str, headers: dict[str, str], started: float) -> FetchResult:
         async with self._client.stream("GET", url, headers=headers) as response:

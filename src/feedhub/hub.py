@@ -41,6 +41,7 @@ def make_fetcher(config: Config) -> Fetcher:
         allow_private=hub.allow_private_networks,
         max_connections=hub.max_connections,
         max_per_host=hub.max_per_host,
+        host_spacing=hub.host_spacing,
     )
 
 

@@ -57,6 +57,7 @@ class HubConfig:
     max_response_bytes: int = 10 * 1024 * 1024
     max_connections: int = 10
     max_per_host: int = 2
+    host_spacing: float = 1.0  # seconds between request starts to one host
 
 
 @dataclass(frozen=True)
