@@ -24,7 +24,7 @@ from feedhub._files import AlreadyRunning
 from feedhub.config import ConfigError, format_duration, normalize_language, parse_duration
 from feedhub.fetch import FetchError
 from feedhub.hub import Hub, describe_status, make_fetcher
-from feedhub.models import Config, PollReport, SourceConfig
+from feedhub.models import Config, PollReport, SourceConfig, SourceState
 from feedhub.parse import ParseError, parse_feed
 from feedhub.store import Store
 
@@ -200,6 +200,81 @@ def list_sources(ctx: click.Context, as_json: bool) -> None:
         headers=["name", "language", "interval", "items", "status", "url"]))
 
 
+def _ago(when: datetime | None, now: datetime) -> str:
+    if when is None:
+        return "never"
+    seconds = int((now - when).total_seconds())
+    future = seconds < 0
+    seconds = abs(seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            text = f"{seconds // size}{unit}"
+            break
+    else:
+        text = f"{seconds}s"
+    return f"in {text}" if future else f"{text} ago"
+
+
+def _health(state: SourceState) -> str:
+    if state.retired:
+        return "retired"
+    if state.last_poll is None:
+        return "new"
+    return "failing" if state.error_count else "ok"
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts and monitoring.")
+@click.pass_context
+def status(ctx: click.Context, as_json: bool) -> None:
+    """Health of every source: last poll, HTTP status, error streak and last
+    error, next poll, items stored, retired or not; then a summary.
+
+    \b
+    Example:
+        feedhub status
+        feedhub status --json | jq '.summary'
+    """
+    config = _load(ctx)
+    names = [s.name for s in config.sources]
+    with Store(config.hub.database) as store:
+        states = store.source_states(names)
+        per_language = store.items_per_language(names)
+    now = datetime.now(UTC)
+    health = [_health(state) for state in states]
+    summary = {
+        "sources": len(states),
+        **{key: health.count(key) for key in ("ok", "failing", "retired", "new")},
+        "items_per_language": per_language,
+    }
+    if as_json:
+        sources = [{
+            "name": st.name, "url": st.url, "state": h, "last_poll": st.last_poll,
+            "last_status": st.last_status, "error_streak": st.error_count,
+            "last_error": st.last_error, "next_poll": None if st.retired else st.next_poll,
+            "items": st.items, "retired": st.retired,
+        } for st, h in zip(states, health, strict=True)]
+        click.echo(json.dumps({"sources": sources, "summary": summary}, indent=2,
+                              ensure_ascii=False, default=_json_default))
+        return
+    if states:
+        click.echo(tabulate([[
+            st.name, h, _ago(st.last_poll, now), st.last_status or "-", st.error_count,
+            "-" if st.retired else _ago(st.next_poll, now), st.items,
+            _shorten(st.last_error or "", 60)] for st, h in zip(states, health, strict=True)],
+            headers=["source", "state", "last poll", "status", "errors", "next poll", "items",
+                     "last error"]))
+        click.echo()
+    languages = ", ".join(f"{lang} {count}" for lang, count in per_language.items()) or "none"
+    click.echo(f"{summary['sources']} sources: {summary['ok']} ok, {summary['failing']} failing, "
+               f"{summary['retired']} retired, {summary['new']} not polled yet. "
+               f"Items per language: {languages}.")
+
+
+def _shorten(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
 @cli.command()
 @click.argument("names", nargs=-1)
 @click.option("--all", "poll_all", is_flag=True, help="Poll every source, due or not.")
@@ -221,9 +296,9 @@ def poll(ctx: click.Context, names: tuple[str, ...], poll_all: bool, as_json: bo
                               indent=2, ensure_ascii=False))
     elif reports:
         click.echo(tabulate(
-            [[r.source, r.status or "-", r.new, r.updated, f"{r.duration:.2f}s", r.error or ""]
-             for r in reports],
-            headers=["source", "status", "new", "updated", "time", "error"]))
+            [[r.source, r.status or "-", r.new, r.updated, f"{r.duration:.2f}s",
+              r.error or r.note or ""] for r in reports],
+            headers=["source", "status", "new", "updated", "time", "error / note"]))
         click.echo(f"{sum(r.new for r in reports)} new, {sum(r.updated for r in reports)} updated"
                    f" items from {len(reports)} sources; {published} feed files rewritten.")
     else:
@@ -252,9 +327,13 @@ async def _poll_and_publish(config: Config, sources: list[SourceConfig],
     with Store(config.hub.database) as store:
         if not force:
             now = datetime.now(UTC)
-            states = {s.name: s for s in store.source_states([s.name for s in sources])}
-            sources = [s for s in sources
-                       if states[s.name].next_poll is None or states[s.name].next_poll <= now]
+            due = []
+            for source in sources:
+                state = store.source_state(source.name)
+                retired = state.retired and state.url == source.url
+                if not retired and (state.next_poll is None or state.next_poll <= now):
+                    due.append(source)
+            sources = due
         async with make_fetcher(config) as fetcher:
             hub = Hub(config, store, fetcher)
             reports = await _with_progress(hub, sources)

@@ -119,7 +119,7 @@ class Daemon:
             next_poll = report.next_poll
             if report.changed:
                 self._request_publish(report.languages)
-            if report.note == "retired":
+            if report.retired:
                 return
         except Exception:
             log.exception("poll %s failed unexpectedly; trying again later", name)

@@ -91,8 +91,7 @@ class Hub:
         interval = self.config.interval_of(source)
         state = self.store.source_state(source.name)
         if state.retired and state.url == source.url:
-            return PollReport(source.name, state.last_status, error=state.retired,
-                              note="retired")
+            return PollReport(source.name, None, note="retired, not polled", retired=True)
 
         def record(status: int | None, error: str | None = None, hints: tuple[int | None, ...] = (),
                    **changes: Any) -> datetime:
@@ -114,7 +113,7 @@ class Hub:
             log.warning("source %s answered 410 Gone: retired (remove it or change its url)",
                         source.name)
             record(410, error, retired=error, **moved)
-            return PollReport(source.name, 410, error=error, note="retired")
+            return PollReport(source.name, 410, error=error, retired=True)
         if result.not_modified:
             return PollReport(source.name, 304, next_poll=record(304, hints=hints, **moved))
         if not result.ok:

@@ -234,7 +234,8 @@ class PollReport:
     duration: float = 0.0
     languages: frozenset[str] = frozenset()
     next_poll: datetime | None = None
-    note: str | None = None  # e.g. "body unchanged", "retired", "moved to URL"
+    note: str | None = None  # e.g. "body unchanged"
+    retired: bool = False  # the source is retired: do not schedule it again
 
     @property
     def ok(self) -> bool:
