@@ -4,6 +4,7 @@ real `feedhub` entry point run as a subprocess against it."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -70,3 +71,11 @@ def wait_for(condition: Callable[[], object], timeout: float = 15.0, step: float
             return
         time.sleep(step)
     raise AssertionError(f"condition not met within {timeout}s")
+
+
+def stop(process: subprocess.Popen[str], timeout: float = 15) -> str:
+    """SIGTERM a daemon started with HubDir.start; return what it logged."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=timeout)
+    return stderr

@@ -1,0 +1,249 @@
+"""`feedhub run` as a real subprocess with short intervals: rhythm, backoff,
+Retry-After, redirects, 410, live config changes, signals and the lock."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import signal
+import sqlite3
+import time
+from pathlib import Path
+
+import feedparser
+
+from hubdir import FIXTURES, HubDir, stop, wait_for
+
+RSS = """<?xml version="1.0"?><rss version="2.0"><channel><title>{name}</title>
+<link>https://{name}.example/</link><description>d</description><language>en</language>
+{items}</channel></rss>"""
+ITEM = "<item><title>{title}</title><link>https://x.example/{guid}</link><guid>{guid}</guid></item>"
+
+
+def rss(name: str, *guids: str) -> str:
+    return RSS.format(name=name, items="".join(ITEM.format(title=f"{name} {g}", guid=f"{name}-{g}")
+                                               for g in guids))
+
+
+def starts(feed_server, path: str) -> list[float]:
+    return [r.time for r in feed_server.requests_for(path)]
+
+
+def gaps(times: list[float]) -> list[float]:
+    return [b - a for a, b in itertools.pairwise(times)]
+
+
+def test_failures_back_off_retry_after_is_honoured_and_others_keep_rhythm(
+        tmp_path: Path, feed_server) -> None:
+    hub = HubDir(tmp_path, interval="1s")
+    feed_server.serve("/ok.rss", rss("ok", "1"))
+    feed_server.error("/broken.rss", 500)
+    feed_server.error("/busy.rss", 429, headers={"Retry-After": "4"})
+    for name in ("ok", "broken", "busy"):
+        hub.run("add", feed_server.url(f"/{name}.rss"), "--name", name, "--no-check")
+    daemon = hub.start("run")
+    try:
+        wait_for(lambda: len(starts(feed_server, "/ok.rss")) >= 8, timeout=20)
+    finally:
+        log = stop(daemon)
+    assert daemon.returncode == 0, log
+
+    ok = starts(feed_server, "/ok.rss")
+    assert all(0.9 < gap < 2.0 for gap in gaps(ok)), gaps(ok)  # the interval, plus jitter
+    broken = gaps(starts(feed_server, "/broken.rss"))
+    assert len(broken) >= 2 and all(b > a * 1.5 for a, b in itertools.pairwise(broken)), broken
+    assert broken[0] >= 1.9  # 1 s interval doubled after the first failure
+    busy = gaps(starts(feed_server, "/busy.rss"))
+    assert busy and busy[0] >= 3.9, busy  # Retry-After: 4 beats the 2 s backoff
+    assert "Retry-After 4s honoured" in log
+
+    status = json.loads(hub.run("status", "--json").stdout)
+    by_name = {s["name"]: s for s in status["sources"]}
+    assert by_name["ok"]["state"] == "ok" and by_name["ok"]["error_streak"] == 0
+    assert by_name["broken"]["state"] == "failing"
+    assert by_name["broken"]["error_streak"] == len(broken) + 1
+    assert by_name["broken"]["last_error"] == "HTTP 500 Internal Server Error"
+    assert status["summary"]["ok"] == 1 and status["summary"]["failing"] == 2
+    assert status["summary"]["items_per_language"] == {"en": 1}
+
+
+def test_permanent_redirects_move_a_source_temporary_ones_do_not_and_410_retires(
+        tmp_path: Path, feed_server) -> None:
+    hub = HubDir(tmp_path, interval="1s")
+    feed_server.serve("/new.rss", rss("moved", "1"))
+    feed_server.redirect("/old.rss", "/new.rss", 301)
+    feed_server.serve("/elsewhere.rss", rss("temp", "1"))
+    feed_server.redirect("/temp.rss", "/elsewhere.rss", 302)
+    feed_server.error("/gone.rss", 410)
+    for name in ("old", "temp", "gone"):
+        hub.run("add", feed_server.url(f"/{name}.rss"), "--name", name, "--no-check")
+    daemon = hub.start("run")
+    try:
+        wait_for(lambda: feed_server.url("/new.rss") in hub.config.read_text(encoding="utf-8"))
+        moved_at = len(starts(feed_server, "/old.rss"))
+        wait_for(lambda: len(starts(feed_server, "/temp.rss")) >= 5)
+        time.sleep(1.5)  # let the moved source be polled at its new URL
+    finally:
+        log = stop(daemon)
+    assert daemon.returncode == 0, log
+
+    assert moved_at == 3  # moved after 3 permanent redirects in a row, not before
+    assert len(starts(feed_server, "/old.rss")) == 3  # and never asked for again
+    config = hub.config.read_text(encoding="utf-8")
+    assert "# A test hub: comments must survive" in config
+    assert "moved permanently (3 polls in a row)" in log
+    assert feed_server.url("/temp.rss") in config  # 302: unchanged however often
+    assert len(starts(feed_server, "/gone.rss")) == 1  # 410: polled once, then never
+    [gone] = [s for s in json.loads(hub.run("status", "--json").stdout)["sources"]
+              if s["name"] == "gone"]
+    assert gone["state"] == "retired" and "410" in gone["retired"] and gone["next_poll"] is None
+    assert "retired" in hub.run("status").stdout
+
+
+def test_sources_added_and_removed_while_running_and_bad_edits_ignored(
+        tmp_path: Path, feed_server) -> None:
+    hub = HubDir(tmp_path, interval="1s")
+    feed_server.serve("/a.rss", rss("a", "1"))
+    feed_server.serve("/b.rss", rss("b", "1", "2"))
+    hub.run("add", feed_server.url("/a.rss"), "--name", "a", "--no-check")
+    daemon = hub.start("run")
+    try:
+        wait_for(lambda: (hub.feeds / "en.atom").exists() and len(hub.feed("en").entries) == 1)
+        # another shell adds a source: picked up without a restart
+        assert hub.run("add", feed_server.url("/b.rss"), "--name", "b").returncode == 0
+        wait_for(lambda: len(hub.feed("en").entries) == 3)
+        # a broken hand edit is logged and ignored; polling goes on
+        good = hub.config.read_text(encoding="utf-8")
+        hub.config.write_text(good + "\n[[sources]]\nname = 'broken\n", encoding="utf-8")
+        seen = len(starts(feed_server, "/a.rss"))
+        wait_for(lambda: len(starts(feed_server, "/a.rss")) >= seen + 2)
+        hub.config.write_text(good, encoding="utf-8")
+        # removing a source takes its items out of the feed
+        assert hub.run("remove", "a").returncode == 0
+        wait_for(lambda: {e.title for e in hub.feed("en").entries} == {"b 1", "b 2"})
+        removed_at = len(starts(feed_server, "/a.rss"))
+        time.sleep(1.5)
+        assert len(starts(feed_server, "/a.rss")) == removed_at  # no longer polled
+    finally:
+        log = stop(daemon)
+    assert daemon.returncode == 0, log
+    assert "config change ignored, keeping the last good config" in log
+    assert "config reloaded: 2 sources (1 added" in log
+
+
+def test_a_burst_of_changes_publishes_each_language_once(tmp_path: Path, feed_server) -> None:
+    hub = HubDir(tmp_path, interval="5s")  # first polls spread over 0.5 s: one burst
+    for n in range(5):
+        feed_server.serve(f"/{n}.rss", rss(f"s{n}", "1"))
+        hub.run("add", feed_server.url(f"/{n}.rss"), "--name", f"s{n}", "--no-check")
+    daemon = hub.start("run")
+    try:
+        wait_for(lambda: (hub.feeds / "en.atom").exists() and len(hub.feed("en").entries) == 5)
+        time.sleep(1.5)
+    finally:
+        log = stop(daemon)
+    assert log.count("published") == 1, log  # five polls, one regeneration
+
+
+def test_restart_resumes_the_schedule_instead_of_polling_everything(
+        tmp_path: Path, feed_server) -> None:
+    hub = HubDir(tmp_path, interval="1h")
+    feed_server.serve("/a.rss", rss("a", "1"))
+    hub.run("add", feed_server.url("/a.rss"), "--name", "a", "--no-check")
+    first = hub.start("run")
+    try:
+        wait_for(lambda: len(starts(feed_server, "/a.rss")) == 1)
+    finally:
+        stop(first)
+    second = hub.start("run")
+    time.sleep(2)
+    log = stop(second)
+    assert second.returncode == 0, log
+    assert len(starts(feed_server, "/a.rss")) == 1  # next poll is an hour away, as stored
+
+
+def test_a_body_that_did_not_change_is_not_parsed_again(tmp_path: Path, feed_server) -> None:
+    hub = HubDir(tmp_path, interval="1s")
+    # a server that ignores conditional GET: no ETag, no Last-Modified
+    feed_server.serve("/a.rss", rss("a", "1"), etag=False, last_modified=False)
+    hub.run("add", feed_server.url("/a.rss"), "--name", "a", "--no-check")
+    daemon = hub.start("run")
+    try:
+        wait_for(lambda: len(starts(feed_server, "/a.rss")) >= 3)
+    finally:
+        log = stop(daemon)
+    assert "poll a status=200 new=1" in log
+    assert "poll a status=200 new=0 updated=0" in log and "note=body unchanged" in log
+
+
+def test_sigterm_mid_poll_exits_0_promptly_and_leaves_everything_whole(
+        tmp_path: Path, feed_server) -> None:
+    hub = HubDir(tmp_path, interval="1s")
+    feed_server.serve("/wsws.rss", (FIXTURES / "seed_wsws.rss").read_bytes())
+    feed_server.slow("/slow.rss", rss("slow", "1"), first_byte_delay=2.0)
+    hub.run("add", feed_server.url("/wsws.rss"), "--name", "wsws", "--no-check")
+    hub.run("add", feed_server.url("/slow.rss"), "--name", "slow", "--no-check")
+    daemon = hub.start("run")
+    try:
+        wait_for(lambda: (hub.feeds / "en.atom").exists() and feed_server.requests_for("/slow.rss"))
+    finally:
+        started = time.monotonic()
+        log = stop(daemon)
+    assert daemon.returncode == 0, log
+    assert time.monotonic() - started < 8
+    assert "SIGTERM received" in log and "stopped" in log
+    with sqlite3.connect(hub.database) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert not feedparser.parse((hub.feeds / "en.atom").read_bytes()).bozo
+    assert not [p for p in hub.feeds.iterdir() if p.name.startswith(".")]  # no temp files
+
+
+def test_a_second_signal_exits_at_once(tmp_path: Path, feed_server) -> None:
+    hub = HubDir(tmp_path, interval="1s")
+    feed_server.slow("/slow.rss", rss("slow", "1"), first_byte_delay=4.0)
+    hub.run("add", feed_server.url("/slow.rss"), "--name", "slow", "--no-check")
+    daemon = hub.start("run")
+    wait_for(lambda: feed_server.requests_for("/slow.rss"))
+    daemon.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    daemon.send_signal(signal.SIGINT)
+    started = time.monotonic()
+    _, log = daemon.communicate(timeout=10)
+    assert time.monotonic() - started < 2
+    assert daemon.returncode == 1 and "second SIGINT: exiting now" in log
+
+
+def test_one_daemon_per_database_while_cli_commands_keep_working(
+        tmp_path: Path, feed_server) -> None:
+    hub = HubDir(tmp_path, interval="1h")
+    feed_server.serve("/a.rss", rss("a", "1"))
+    hub.run("add", feed_server.url("/a.rss"), "--name", "a", "--no-check")
+    daemon = hub.start("run")
+    try:
+        wait_for(lambda: feed_server.requests_for("/a.rss"))
+        second = hub.run("run", timeout=20)
+        assert second.returncode == 1
+        assert "another feedhub daemon (pid" in second.stderr and "already running" in second.stderr
+        assert hub.run("status").returncode == 0
+        assert hub.run("list").returncode == 0
+        assert hub.run("poll", "--all").returncode == 0
+        assert hub.run("add", feed_server.url("/a.rss") + "?2", "--name", "b",
+                       "--no-check").returncode == 0
+    finally:
+        log = stop(daemon)
+    assert daemon.returncode == 0, log
+
+
+def test_json_logs_carry_one_object_per_poll(tmp_path: Path, feed_server) -> None:
+    hub = HubDir(tmp_path, interval="1h")
+    feed_server.serve("/a.rss", rss("a", "1"))
+    hub.run("add", feed_server.url("/a.rss"), "--name", "a", "--no-check")
+    daemon = hub.start("--log-format", "json", "run")
+    try:
+        wait_for(lambda: (hub.feeds / "en.atom").exists())
+    finally:
+        log = stop(daemon)
+    records = [json.loads(line) for line in log.splitlines()]
+    [poll] = [r for r in records if r.get("source") == "a"]
+    assert poll["status"] == 200 and poll["new"] == 1 and poll["level"] == "info"
+    assert poll["message"].startswith("poll a status=200")
