@@ -6,6 +6,7 @@ inside it, so its semaphores and connection pool belong to that loop.
 
 import asyncio
 import gzip
+import itertools
 import socket
 import threading
 import time
@@ -334,3 +335,34 @@ def test_non_public_addresses(address):
 @pytest.mark.parametrize("address", ["8.8.8.8", "2606:4700:4700::1111"])
 def test_public_addresses(address):
     assert is_public_address(address) is True
+
+
+# --- politeness: per-host limit and spacing -------------------------------------
+
+
+def test_requests_to_one_host_are_limited_and_spaced(feed_server):
+    feed_server.slow("/slow.xml", FEED[:200], first_byte_delay=0.3, chunk_size=200)
+
+    async def run() -> None:
+        async with Fetcher(user_agent="t", allow_private=True, max_per_host=1,
+                           host_spacing=0.2) as fetcher:
+            await asyncio.gather(*(fetcher.fetch(feed_server.url("/slow.xml")) for _ in range(3)))
+
+    asyncio.run(run())
+    times = [r.time for r in feed_server.requests_for("/slow.xml")]
+    assert len(times) == 3
+    # one at a time: each starts after the previous 0.3 s response, never together
+    assert all(b - a >= 0.28 for a, b in itertools.pairwise(times)), times
+
+
+def test_host_spacing_holds_even_when_responses_are_fast(feed_server):
+    feed_server.serve("/a.xml", FEED)
+
+    async def run() -> None:
+        async with Fetcher(user_agent="t", allow_private=True, max_per_host=4,
+                           host_spacing=0.25) as fetcher:
+            await asyncio.gather(*(fetcher.fetch(feed_server.url("/a.xml")) for _ in range(4)))
+
+    asyncio.run(run())
+    times = [r.time for r in feed_server.requests_for("/a.xml")]
+    assert all(b - a >= 0.2 for a, b in itertools.pairwise(times)), times
