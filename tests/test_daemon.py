@@ -33,6 +33,16 @@ def gaps(times: list[float]) -> list[float]:
     return [b - a for a, b in itertools.pairwise(times)]
 
 
+def hub_with_sources(tmp_path: Path, feed_server, interval: str, *names: str,
+                     **serve: object) -> HubDir:
+    """A hub whose sources are feeds served at /NAME.rss, one item each."""
+    hub = HubDir(tmp_path, interval=interval)
+    for name in names:
+        feed_server.serve(f"/{name}.rss", rss(name, "1"), **serve)
+        hub.run("add", feed_server.url(f"/{name}.rss"), "--name", name, "--no-check")
+    return hub
+
+
 def test_failures_back_off_retry_after_is_honoured_and_others_keep_rhythm(
         tmp_path: Path, feed_server) -> None:
     hub = HubDir(tmp_path, interval="1s")
@@ -147,9 +157,7 @@ def test_a_burst_of_changes_publishes_each_language_once(tmp_path: Path, feed_se
 
 def test_restart_resumes_the_schedule_instead_of_polling_everything(
         tmp_path: Path, feed_server) -> None:
-    hub = HubDir(tmp_path, interval="1h")
-    feed_server.serve("/a.rss", rss("a", "1"))
-    hub.run("add", feed_server.url("/a.rss"), "--name", "a", "--no-check")
+    hub = hub_with_sources(tmp_path, feed_server, "1h", "a")
     first = hub.start("run")
     try:
         wait_for(lambda: len(starts(feed_server, "/a.rss")) == 1)
@@ -163,10 +171,8 @@ def test_restart_resumes_the_schedule_instead_of_polling_everything(
 
 
 def test_a_body_that_did_not_change_is_not_parsed_again(tmp_path: Path, feed_server) -> None:
-    hub = HubDir(tmp_path, interval="1s")
     # a server that ignores conditional GET: no ETag, no Last-Modified
-    feed_server.serve("/a.rss", rss("a", "1"), etag=False, last_modified=False)
-    hub.run("add", feed_server.url("/a.rss"), "--name", "a", "--no-check")
+    hub = hub_with_sources(tmp_path, feed_server, "1s", "a", etag=False, last_modified=False)
     daemon = hub.start("run")
     try:
         wait_for(lambda: len(starts(feed_server, "/a.rss")) >= 3)
@@ -215,9 +221,7 @@ def test_a_second_signal_exits_at_once(tmp_path: Path, feed_server) -> None:
 
 def test_one_daemon_per_database_while_cli_commands_keep_working(
         tmp_path: Path, feed_server) -> None:
-    hub = HubDir(tmp_path, interval="1h")
-    feed_server.serve("/a.rss", rss("a", "1"))
-    hub.run("add", feed_server.url("/a.rss"), "--name", "a", "--no-check")
+    hub = hub_with_sources(tmp_path, feed_server, "1h", "a")
     daemon = hub.start("run")
     try:
         wait_for(lambda: feed_server.requests_for("/a.rss"))
@@ -235,9 +239,7 @@ def test_one_daemon_per_database_while_cli_commands_keep_working(
 
 
 def test_json_logs_carry_one_object_per_poll(tmp_path: Path, feed_server) -> None:
-    hub = HubDir(tmp_path, interval="1h")
-    feed_server.serve("/a.rss", rss("a", "1"))
-    hub.run("add", feed_server.url("/a.rss"), "--name", "a", "--no-check")
+    hub = hub_with_sources(tmp_path, feed_server, "1h", "a")
     daemon = hub.start("--log-format", "json", "run")
     try:
         wait_for(lambda: (hub.feeds / "en.atom").exists())

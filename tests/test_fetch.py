@@ -340,15 +340,17 @@ def test_public_addresses(address):
 # --- politeness: per-host limit and spacing -------------------------------------
 
 
-def test_requests_to_one_host_are_limited_and_spaced(feed_server):
-    feed_server.slow("/slow.xml", FEED[:200], first_byte_delay=0.3, chunk_size=200)
-
+def fetch_together(url: str, times: int, **fetcher_options: object) -> None:
     async def run() -> None:
-        async with Fetcher(user_agent="t", allow_private=True, max_per_host=1,
-                           host_spacing=0.2) as fetcher:
-            await asyncio.gather(*(fetcher.fetch(feed_server.url("/slow.xml")) for _ in range(3)))
+        async with Fetcher(user_agent="t", allow_private=True, **fetcher_options) as fetcher:
+            await asyncio.gather(*(fetcher.fetch(url) for _ in range(times)))
 
     asyncio.run(run())
+
+
+def test_requests_to_one_host_are_limited_and_spaced(feed_server):
+    feed_server.slow("/slow.xml", FEED[:200], first_byte_delay=0.3, chunk_size=200)
+    fetch_together(feed_server.url("/slow.xml"), 3, max_per_host=1, host_spacing=0.2)
     times = [r.time for r in feed_server.requests_for("/slow.xml")]
     assert len(times) == 3
     # one at a time: each starts after the previous 0.3 s response, never together
@@ -357,12 +359,7 @@ def test_requests_to_one_host_are_limited_and_spaced(feed_server):
 
 def test_host_spacing_holds_even_when_responses_are_fast(feed_server):
     feed_server.serve("/a.xml", FEED)
-
-    async def run() -> None:
-        async with Fetcher(user_agent="t", allow_private=True, max_per_host=4,
-                           host_spacing=0.25) as fetcher:
-            await asyncio.gather(*(fetcher.fetch(feed_server.url("/a.xml")) for _ in range(4)))
-
-    asyncio.run(run())
+    fetch_together(feed_server.url("/a.xml"), 4, max_per_host=4, host_spacing=0.25)
     times = [r.time for r in feed_server.requests_for("/a.xml")]
+    assert len(times) == 4
     assert all(b - a >= 0.2 for a, b in itertools.pairwise(times)), times
