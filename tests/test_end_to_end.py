@@ -10,6 +10,7 @@ import signal
 import sqlite3
 import subprocess
 import time
+from datetime import UTC, datetime, timedelta
 
 import feedparser
 import lxml.etree
@@ -21,6 +22,11 @@ from hubdir import FIXTURES, HubDir, wait_for
 SEED_TITLE = "US-backed coup regime in Peru extends emergency rule and military repression"
 SEED_LINK = "https://www.wsws.org/en/articles/2022/12/28/peru-d28.html"
 ATOM = "{http://www.w3.org/2005/Atom}"
+
+
+def report_time_floor() -> str:
+    """An ISO timestamp a minute ago: anything the hub stamps now is later."""
+    return (datetime.now(UTC) - timedelta(minutes=1)).isoformat(timespec="seconds")
 
 
 def seed_paragraphs() -> list[str]:
@@ -123,12 +129,20 @@ def test_second_poll_is_conditional_and_304_changes_nothing(hub: HubDir, feed_se
     assert hub.run("poll").returncode == 0
     before = (hub.feeds / "en.atom").stat()
 
-    second = hub.run("poll", "--all")
+    with sqlite3.connect(hub.database) as db:
+        items_before = db.execute("SELECT * FROM items").fetchall()
+
+    second = hub.run("poll", "--all", "--json")
     assert second.returncode == 0, second.stderr
     request = feed_server.requests_for("/wsws.rss")[-1]
     assert request.headers["if-none-match"].startswith('"')
     assert "if-modified-since" in request.headers
-    assert "304" in second.stdout and "0 new" in second.stdout
+    [report] = json.loads(second.stdout)
+    assert (report["source"], report["status"], report["new"], report["updated"]) == (
+        "wsws", 304, 0, 0)
+    assert report["next_poll"] > report_time_floor()
+    with sqlite3.connect(hub.database) as db:
+        assert db.execute("SELECT * FROM items").fetchall() == items_before
     after = (hub.feeds / "en.atom").stat()
     assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
 
@@ -157,7 +171,8 @@ def test_an_edited_item_is_updated_in_place(hub: HubDir, feed_server) -> None:
     [after] = hub.feed("en").entries
     assert after.id == before.id
     assert "CORRECTION: Curfews have expired" in after.content[0].value
-    assert after.updated > before.updated
+    assert before.updated == "2022-12-28T21:30:00+00:00"  # no upstream <updated>: the pubDate
+    assert after.updated > report_time_floor()  # the edit was seen now
     assert after.published == before.published
     with sqlite3.connect(hub.database) as db:
         assert db.execute("SELECT count(*) FROM items").fetchone()[0] == 1
@@ -182,7 +197,7 @@ def test_removed_source_leaves_the_feeds(hub: HubDir, feed_server) -> None:
         assert db.execute("SELECT count(*) FROM items WHERE source='wsws'").fetchone()[0] == 1
 
     again = hub.run("remove", "wsws")
-    assert again.returncode == 1 and "no source named 'wsws'" in again.stderr
+    assert again.returncode == 2 and "no source named 'wsws'" in again.stderr
 
 
 def test_list_shows_sources_as_a_table_and_json(hub: HubDir, feed_server) -> None:
@@ -236,6 +251,9 @@ def test_unreachable_source_fails_the_poll_but_not_the_others(hub: HubDir, feed_
     ('[hub]\ntitle = "x"\nitems_per_feed = "many"\n', "config.toml:3: [hub] 'items_per_feed'"),
     ('[hub]\ntitel = "x"\n', "config.toml:2: unknown key 'titel' in [hub] (did you mean 'title'?)"),
     ('[hub]\ntitle = "x\n', "config.toml:2: not valid TOML"),
+    ('# top\ntitle = "x"\n[hub]\n', "config.toml:2: unknown key 'title' in the top level"),
+    ('[languages.fa-IR]\ntitle = "x"\n', "config.toml:1: [languages.fa-IR]: feeds are per "
+     "primary language, use [languages.fa]"),
     ('[[sources]]\nname = "a"\nurl = "https://a.example/rss"\n\n[[sources]]\nname = "b"\n'
      'url = "https://b.example/rss"\nlanguage = "not a tag"\n',
      "config.toml:8: [[sources]] #2 'language'"),

@@ -4,6 +4,7 @@ from the local server, parsed, stored, published as valid Atom."""
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import feedparser
@@ -11,6 +12,7 @@ import pytest
 
 from feedhub.config import parse_config
 from feedhub.hub import Hub, make_fetcher
+from feedhub.models import PollReport
 from feedhub.store import Store
 
 RSS_091 = """<?xml version="1.0"?>
@@ -49,6 +51,25 @@ ATOM_03 = """<?xml version="1.0" encoding="utf-8"?>
 </feed>"""
 
 
+def hub_config(tmp_path: Path, url: str):
+    return parse_config(
+        '[hub]\nbase_url = "https://hub.example.org/"\nallow_private_networks = true\n'
+        f'host_spacing = 0\n[[sources]]\nname = "src"\nurl = "{url}"\n', tmp_path / "config.toml")
+
+
+def poll_and_publish(config) -> PollReport:
+    """One poll of the only source, then publish: the hub in-process."""
+    async def run() -> PollReport:
+        with Store(config.hub.database) as store:
+            async with make_fetcher(config) as fetcher:
+                hub = Hub(config, store, fetcher)
+                [report] = await hub.poll_many(config.sources)
+                hub.publish()
+                return report
+
+    return asyncio.run(run())
+
+
 @pytest.mark.parametrize(("body", "language", "title", "check"), [
     (RSS_091, "en", "Item one", "First &amp; only"),
     (RSS_092, "en", "Item", "<p>Hello</p>"),
@@ -58,20 +79,8 @@ ATOM_03 = """<?xml version="1.0" encoding="utf-8"?>
 def test_feed_format_is_ingested_and_republished(tmp_path: Path, feed_server, body: str,
                                                  language: str, title: str, check: str) -> None:
     feed_server.serve("/feed", body, content_type="application/xml")
-    config = parse_config(
-        '[hub]\nbase_url = "https://hub.example.org/"\nallow_private_networks = true\n'
-        f'[[sources]]\nname = "src"\nurl = "{feed_server.url("/feed")}"\n',
-        tmp_path / "config.toml")
-
-    async def poll() -> None:
-        with Store(config.hub.database) as store:
-            async with make_fetcher(config) as fetcher:
-                hub = Hub(config, store, fetcher)
-                [report] = await hub.poll_many(config.sources)
-                assert report.ok and report.new == 1, report
-                hub.publish()
-
-    asyncio.run(poll())
+    report = poll_and_publish(hub_config(tmp_path, feed_server.url("/feed")))
+    assert report.ok and report.new == 1, report
     published = feedparser.parse((tmp_path / "feeds" / f"{language}.atom").read_bytes())
     assert not published.bozo, published.bozo_exception
     [entry] = published.entries
@@ -84,3 +93,62 @@ def test_feed_format_is_ingested_and_republished(tmp_path: Path, feed_server, bo
     if body is RSS_10:
         assert entry.author == "Jeanne"
         assert entry.published == "2024-03-01T09:00:00+00:00"
+
+
+UNDATED = """<?xml version="1.0"?><rss version="2.0"><channel><title>T</title>
+<link>https://u.example/</link><description>d</description><lastBuildDate>{build}</lastBuildDate>
+<item><title>No date</title><link>https://u.example/1</link><guid>12345</guid></item>
+<item><title>From the future</title><link>https://u.example/2</link><guid>2</guid>
+<pubDate>Sat, 01 Jan 2150 00:00:00 GMT</pubDate></item>
+</channel></rss>"""
+
+
+def test_undated_and_future_items_keep_their_first_seen_date(tmp_path: Path, feed_server) -> None:
+    feed_server.serve("/u.rss", UNDATED.format(build="Mon, 01 Jan 2024 00:00:00 GMT"))
+    config = hub_config(tmp_path, feed_server.url("/u.rss"))
+    assert poll_and_publish(config).new == 2
+    first = {e.title: e.published for e in feedparser.parse(
+        (tmp_path / "feeds" / "en.atom").read_bytes()).entries}
+    time.sleep(1.1)
+    feed_server.serve("/u.rss", UNDATED.format(build="Tue, 02 Jan 2024 00:00:00 GMT"))
+    report = poll_and_publish(config)
+    assert (report.new, report.updated) == (0, 0)
+    again = {e.title: e.published for e in feedparser.parse(
+        (tmp_path / "feeds" / "en.atom").read_bytes()).entries}
+    assert again == first
+
+
+def test_item_identity_does_not_depend_on_the_fetch_url(tmp_path: Path, feed_server) -> None:
+    """A bare guid like "12345" is not resolved against the URL it came from:
+    moving a source (http -> https, a 301) must not duplicate its items."""
+    body = UNDATED.format(build="Mon, 01 Jan 2024 00:00:00 GMT")
+    feed_server.serve("/old.rss", body)
+    feed_server.serve("/new.rss", body)
+    assert poll_and_publish(hub_config(tmp_path, feed_server.url("/old.rss"))).new == 2
+    moved = poll_and_publish(hub_config(tmp_path, feed_server.url("/new.rss")))
+    assert (moved.new, moved.updated) == (0, 0)
+
+
+HOSTILE_METADATA = """<?xml version="1.0"?><feed xmlns="http://www.w3.org/2005/Atom">
+<title>Bad\x01Title &lt;b&gt;</title><id>my feed 42</id><updated>2024-01-01T00:00:00Z</updated>
+<author><name>Die Redaktion</name></author>
+<entry><title type="text">Why 3 &lt; 5 and 7 &gt; 2</title><id>urn:e:1</id>
+<updated>2024-01-01T00:00:00Z</updated><content type="html">&lt;p&gt;x&lt;/p&gt;</content>
+<link rel="enclosure" href="https://u.example/a.mp3" type="mp3"/></entry></feed>"""
+
+
+def test_feed_metadata_is_cleaned_and_entries_inherit_the_feed_author(tmp_path: Path,
+                                                                      feed_server) -> None:
+    feed_server.serve("/a.atom", HOSTILE_METADATA.replace("\\x01", "\x01"),
+                      content_type="application/atom+xml")
+    assert poll_and_publish(hub_config(tmp_path, feed_server.url("/a.atom"))).new == 1
+    published = feedparser.parse((tmp_path / "feeds" / "en.atom").read_bytes())
+    assert not published.bozo
+    [entry] = published.entries
+    assert entry.title == "Why 3 < 5 and 7 > 2"
+    assert entry.author == "Die Redaktion"  # RFC 4287 4.2.1: inherited from the feed
+    assert entry.source.title == "BadTitle"  # control character and markup gone
+    assert entry.source.id == feed_server.url("/a.atom")  # "my feed 42" is no IRI: the self link
+    assert [link.href for link in entry.links if link.rel == "enclosure"] == [
+        "https://u.example/a.mp3"]
+    assert b'type="mp3"' not in (tmp_path / "feeds" / "en.atom").read_bytes()  # no media type

@@ -157,6 +157,9 @@ def remove(ctx: click.Context, name_or_url: str) -> None:
         feedhub remove "World Socialist"
     """
     config = _load(ctx)
+    if config.find_source(name_or_url) is None:
+        raise click.BadParameter(f"no source named {name_or_url!r} (see `feedhub list`)",
+                                 param_hint="NAME_OR_URL")
     try:
         source, _ = configuration.remove_source(config.path, name_or_url)
     except ConfigError as exc:
@@ -293,7 +296,7 @@ def poll(ctx: click.Context, names: tuple[str, ...], poll_all: bool, as_json: bo
     reports, published = asyncio.run(_poll_and_publish(config, sources, poll_all or bool(names)))
     if as_json:
         click.echo(json.dumps([{**asdict(r), "languages": sorted(r.languages)} for r in reports],
-                              indent=2, ensure_ascii=False))
+                              indent=2, ensure_ascii=False, default=_json_default))
     elif reports:
         click.echo(tabulate(
             [[r.source, r.status or "-", r.new, r.updated, f"{r.duration:.2f}s",

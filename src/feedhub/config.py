@@ -129,7 +129,8 @@ class _Reader:
     def _locate(self, section: str, index: int | None, key: str | None) -> int | None:
         """Line of `key` in table `section` (the `index`-th one for arrays of
         tables), else of the table's header."""
-        current, seen, header_line = None, -1, None
+        current: str | None = ""  # "": the top level, before any [table]
+        seen, header_line = -1, None
         for number, raw in enumerate(self.lines, 1):
             line = raw.strip()
             if match := re.match(r"^\[\[\s*([^\]]+?)\s*\]\]", line):
@@ -154,13 +155,17 @@ class _Reader:
     def config(self, data: dict[str, Any]) -> Config:
         for key in data:
             if key not in ("hub", "languages", "sources"):
-                raise self._unknown(key, ("hub", "languages", "sources"), key, None, key)
+                raise self._unknown(key, ("hub", "languages", "sources"), "", None, "the top level")
         hub = self.hub(self._table(data, "hub"))
         languages = {}
         for tag, table in self._table(data, "languages").items():
             section = f"languages.{tag}"
             if normalize_language(tag) is None:
                 raise self.fail(section, None, None, f"[{section}]: {tag!r} is not a language tag")
+            if "-" in tag:
+                raise self.fail(section, None, None,
+                                f"[{section}]: feeds are per primary language, "
+                                f"use [languages.{tag.split('-')[0].lower()}]")
             if not isinstance(table, dict):
                 raise self.fail(section, None, None, f"[{section}] must be a table")
             languages[tag.lower()] = self.language(section, table)

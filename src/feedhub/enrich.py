@@ -9,6 +9,7 @@ and script in SVG that feedparser's own sanitizer lets through.
 from __future__ import annotations
 
 import copy
+import html
 import re
 from dataclasses import replace
 
@@ -47,6 +48,15 @@ def sanitize_html(fragment: str, base_url: str | None) -> str:
     )
 
 
+def plain_text(text: str | None) -> str | None:
+    """Text that a reader treating it as HTML would show the same way: tags
+    (and script/style with their content) go, a lone "<" in "3 < 5" stays."""
+    if text is None:
+        return None
+    cleaned = nh3.clean(clean_text(text) or "", tags=set(), clean_content_tags=_CLEAN_CONTENT)
+    return " ".join(html.unescape(cleaned).split())
+
+
 def safe_url(url: str | None) -> str | None:
     """A link we are willing to publish: http(s) only."""
     if url and url.strip().lower().startswith(("http://", "https://")):
@@ -63,6 +73,15 @@ def resolve_language(item: Item, source: SourceConfig, feed: FeedInfo, default: 
     return default
 
 
+def clean_feed_info(info: FeedInfo) -> FeedInfo:
+    """The upstream feed's own fields go into atom:source: same rules."""
+    return replace(
+        info, title=plain_text(info.title), subtitle=plain_text(info.subtitle),
+        rights=plain_text(info.rights), id=clean_text(info.id),
+        links=tuple(link for link in info.links if safe_url(link.href)),
+    )
+
+
 def enrich(parsed: ParsedFeed, source: SourceConfig, *, default_language: str,
            feed_url: str) -> tuple[Item, ...]:
     return tuple(
@@ -76,16 +95,16 @@ def _enrich_item(item: Item, source: SourceConfig, feed: FeedInfo, default_langu
     base = safe_url(item.content_base) or safe_url(item.link) or feed_url
     return replace(
         item,
-        title=clean_text(item.title) or "",
-        author=clean_text(item.author),
+        title=plain_text(item.title) or "",
+        author=plain_text(item.author),
         link=safe_url(item.link),
         content=sanitize_html(item.content, base),
         summary=sanitize_html(item.summary, base) if item.summary else None,
         language=resolve_language(item, source, feed, default_language),
-        categories=tuple(c for c in (clean_text(c) for c in item.categories) if c),
+        categories=tuple(c for c in (plain_text(c) for c in item.categories) if c),
         enclosures=tuple(
             Link(href=href, rel="enclosure", type=e.type, length=e.length)
             for e in item.enclosures if (href := safe_url(e.href))
         ),
-        rights=clean_text(item.rights),
+        rights=plain_text(item.rights),
     )

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 from feedhub import schedule
 from feedhub.config import ConfigError, default_user_agent, set_source_url
-from feedhub.enrich import enrich
+from feedhub.enrich import clean_feed_info, enrich
 from feedhub.fetch import Fetcher, FetchError
 from feedhub.models import Config, FetchResult, PollReport, SourceConfig, SourceState
 from feedhub.parse import ParseError, parse_feed
@@ -143,7 +143,7 @@ class Hub:
                        feed_url=result.final_url)
         outcome, languages = self.store.save_items(
             source.name, items, seen_at=result.fetched_at, id_authority=self.id_authority)
-        due = record(result.status, hints=(*hints[:1], parsed.ttl), feed=parsed.info,
+        due = record(result.status, hints=(*hints[:1], parsed.ttl), feed=clean_feed_info(parsed.info),
                      body_hash=body_hash, ttl=parsed.ttl, **validators, **moved)
         return PollReport(source.name, result.status, outcome.new, outcome.updated,
                           languages=languages, next_poll=due)

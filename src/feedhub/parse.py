@@ -15,8 +15,11 @@ import re
 import time
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urljoin
 
 import feedparser
+import lxml.etree
+import lxml.html
 
 from feedhub.models import FeedInfo, FetchResult, Item, Link, ParsedFeed
 
@@ -54,7 +57,10 @@ def parse_feed(result: FetchResult) -> ParsedFeed:
         raise ParseError("empty response body: not a feed")
     body = _without_entity_declarations(body)
     headers = dict(result.headers)
-    headers["content-location"] = result.final_url
+    # No content-location: feedparser would resolve guids that look relative
+    # ("12345") against the fetch URL, so an item's identity would change
+    # with the URL it was fetched from. Links are made absolute below.
+    headers.pop("content-location", None)
     headers.pop("content-encoding", None)  # fetch already decoded the body
     data = feedparser.parse(
         body, response_headers=headers, sanitize_html=False, resolve_relative_uris=False
@@ -69,7 +75,13 @@ def parse_feed(result: FetchResult) -> ParsedFeed:
         )
     fetched_at = result.fetched_at
     info = _feed_info(data.feed, result.final_url)
-    items = tuple(_item(entry, fetched_at) for entry in data.entries)
+    # RFC 4287 4.2.1: Atom entries without an author inherit the feed's.
+    # (RSS channel-level managingEditor is an editor, not the author.)
+    feed_author = None
+    if str(data.get("version", "")).startswith("atom"):
+        feed_author = (data.feed.get("author_detail") or {}).get("name") or data.feed.get("author")
+    items = tuple(_item(entry, fetched_at, result.final_url, feed_author)
+                  for entry in data.entries)
     warning = None
     if data.bozo:
         warning = f"malformed feed, read what could be read: {data.get('bozo_exception')}"
@@ -87,17 +99,22 @@ def _date(parsed: time.struct_time | None) -> datetime | None:
         return None
 
 
-def _links(raw_links: list[dict[str, Any]]) -> tuple[Link, ...]:
+_MEDIA_TYPE = re.compile(r"^[\w.+-]+/[\w.+-]+$")
+_ABSOLUTE_IRI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:[^\s]+$")
+
+
+def _links(raw_links: list[dict[str, Any]], base: str) -> tuple[Link, ...]:
     links = []
     for raw in raw_links or []:
         href = raw.get("href")
         if not href:
             continue
         length = raw.get("length")
+        media_type = raw.get("type") or ""
         links.append(Link(
-            href=href,
+            href=urljoin(base, href.strip()),
             rel=raw.get("rel") or "alternate",
-            type=raw.get("type") or None,
+            type=media_type if _MEDIA_TYPE.match(media_type) else None,
             title=raw.get("title") or None,
             length=int(length) if str(length or "").isdigit() else None,
         ))
@@ -105,28 +122,41 @@ def _links(raw_links: list[dict[str, Any]]) -> tuple[Link, ...]:
 
 
 def _feed_info(feed: Any, final_url: str) -> FeedInfo:
-    links = list(_links(feed.get("links", [])))
+    links = list(_links(feed.get("links", []), final_url))
     if not any(link.rel == "self" for link in links):
         links.append(Link(href=final_url, rel="self"))
     if feed.get("link") and not any(link.rel == "alternate" for link in links):
-        links.append(Link(href=feed["link"]))
+        links.append(Link(href=urljoin(final_url, feed["link"])))
+    feed_id = (feed.get("id") or "").strip()
     return FeedInfo(
-        id=feed.get("id") or None,
-        title=_plain(feed.get("title")),
-        subtitle=_plain(feed.get("subtitle")),
+        id=feed_id if _ABSOLUTE_IRI.match(feed_id) else None,  # atom:id must be an IRI
+        title=_text_of(feed, "title"),
+        subtitle=_text_of(feed, "subtitle"),
         links=tuple(links),
         updated=_date(dict.get(feed, "updated_parsed")),
         language=feed.get("language") or None,
-        rights=_plain(feed.get("rights")),
+        rights=_text_of(feed, "rights"),
     )
 
 
-def _plain(text: str | None) -> str | None:
-    """Titles may arrive as HTML; the hub publishes them as plain text."""
-    if not text:
+def _text_of(element: Any, key: str) -> str | None:
+    """A title-like field as plain text: feedparser has already decoded text
+    constructs; only an HTML one ("Kids &lt;5" is text, <b>x</b> is markup)
+    needs its markup taken out."""
+    value = element.get(key)
+    if not value:
         return None
-    text = html.unescape(re.sub(r"<[^>]*>", "", text)).strip()
-    return text or None
+    detail = element.get(f"{key}_detail") or {}
+    if detail.get("type") in ("text/html", "application/xhtml+xml"):
+        value = _html_to_text(value)
+    return " ".join(value.split()) or None
+
+
+def _html_to_text(fragment: str) -> str:
+    try:
+        return lxml.html.fragment_fromstring(fragment, create_parent="div").text_content()
+    except (lxml.etree.ParserError, ValueError):
+        return html.unescape(re.sub(r"<[^>]*>", " ", fragment))
 
 
 def _as_html(detail: dict[str, Any]) -> str:
@@ -136,18 +166,20 @@ def _as_html(detail: dict[str, Any]) -> str:
     return value
 
 
-def _item(entry: Any, fetched_at: datetime) -> Item:
-    title = _plain(entry.get("title")) or ""
-    link = entry.get("link") or None
+def _item(entry: Any, fetched_at: datetime, feed_url: str, feed_author: str | None) -> Item:
+    title = _text_of(entry, "title") or ""
+    link = urljoin(feed_url, entry["link"].strip()) if entry.get("link") else None
     author_detail = entry.get("author_detail") or {}
-    author = _plain(author_detail.get("name") or entry.get("author"))
+    author = (author_detail.get("name") or entry.get("author") or feed_author or "").strip() or None
 
     # dict.get: FeedParserDict would fall back from updated to published
     # (deprecated); the two mean different things here.
     updated = _date(dict.get(entry, "updated_parsed"))
     published = _date(dict.get(entry, "published_parsed")) or updated
-    estimated = published is None
-    if published is None or published > fetched_at:
+    # No date, or one in the future: the hub's own estimate (first seen),
+    # which the store keeps from the first poll on.
+    estimated = published is None or published > fetched_at
+    if estimated:
         published = fetched_at
     if updated is not None and updated > fetched_at:
         updated = fetched_at
@@ -173,7 +205,7 @@ def _item(entry: Any, fetched_at: datetime) -> Item:
         upstream_id = "sha256:" + hashlib.sha256(f"{title}\n{stamp}".encode()).hexdigest()
 
     enclosures = tuple(
-        link_ for link_ in _links(entry.get("links", [])) if link_.rel == "enclosure"
+        link_ for link_ in _links(entry.get("links", []), feed_url) if link_.rel == "enclosure"
     )
     categories = tuple(
         dict.fromkeys(t.get("term") for t in entry.get("tags", []) if t.get("term"))
@@ -190,8 +222,9 @@ def _item(entry: Any, fetched_at: datetime) -> Item:
         content_is_full=is_full,
         summary=summary if is_full else None,
         language=language or None,
-        content_base=base or link,
+        # xml:base where the feed sets one, else the document's own URL
+        content_base=urljoin(feed_url, base) if base else feed_url,
         categories=categories,
         enclosures=enclosures,
-        rights=_plain(entry.get("rights")),
+        rights=_text_of(entry, "rights"),
     )

@@ -8,6 +8,7 @@ GET on an unchanged feed stays a 304 and nobody reads half a file.
 from __future__ import annotations
 
 import html
+import logging
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -23,6 +24,8 @@ from feedhub import __version__
 from feedhub._files import atomic_write
 from feedhub.credits import credit_template, render_credit
 from feedhub.models import Config, FeedInfo, Link, StoredItem, is_rtl
+
+log = logging.getLogger("feedhub.publish")
 
 XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -170,7 +173,12 @@ def publish_feeds(config: Config,
     results = []
     for language, items in sorted(feeds.items()):
         path = output / f"{language}.atom"
-        written = write_if_changed(path, render_feed(config, language, items))
+        try:
+            document = render_feed(config, language, items)
+        except ValueError as exc:  # feedgen refuses what XML cannot carry
+            log.error("cannot render %s, previous file kept: %s", path, exc)
+            continue
+        written = write_if_changed(path, document)
         results.append(PublishedFeed(language, path, len(items), written))
     all_languages = sorted(set(published_languages(output)) | set(feeds))
     write_if_changed(output / "index.opml", render_opml(config, all_languages))

@@ -208,6 +208,8 @@ class Store:
                     new += 1
                 elif previous["content_hash"] != digest:
                     row = _item_row(item, digest)
+                    if item.published_estimated:  # keep the first-seen estimate
+                        del row["published"], row["published_estimated"]
                     prior = _dt(previous["updated"])
                     changed_at = item.updated if item.updated and (
                         prior is None or item.updated > prior) else seen_at
@@ -283,7 +285,9 @@ def _atom_id(authority: str, seen_at: datetime, source: str, upstream_id: str) -
 
 
 def _content_hash(item: Item) -> str:
-    fields = [item.title, item.link, item.author, _iso(item.published), item.content,
+    # An estimated date is the fetch time: it must not make every poll an edit.
+    published = None if item.published_estimated else _iso(item.published)
+    fields = [item.title, item.link, item.author, published, item.content,
               item.summary, item.language, json.dumps(item.categories),
               _links_json(item.enclosures), item.rights]
     return hashlib.sha256("\x1f".join(f or "" for f in fields).encode()).hexdigest()
