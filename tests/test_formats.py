@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import feedparser
@@ -152,3 +153,19 @@ def test_feed_metadata_is_cleaned_and_entries_inherit_the_feed_author(tmp_path: 
     assert [link.href for link in entry.links if link.rel == "enclosure"] == [
         "https://u.example/a.mp3"]
     assert b'type="mp3"' not in (tmp_path / "feeds" / "en.atom").read_bytes()  # no media type
+
+
+def test_cache_control_max_age_and_rss_ttl_lengthen_the_interval(tmp_path: Path,
+                                                                  feed_server) -> None:
+    body = UNDATED.format(build="Mon, 01 Jan 2024 00:00:00 GMT")
+    feed_server.serve("/cached.rss", body, headers={"Cache-Control": "public, max-age=7200"})
+    feed_server.serve("/ttl.rss", body.replace("<description>d</description>",
+                                               "<description>d</description><ttl>180</ttl>"))
+    feed_server.serve("/short.rss", body, headers={"Cache-Control": "max-age=5"})
+    for path, at_least in (("/cached.rss", 7200), ("/ttl.rss", 180 * 60), ("/short.rss", 1800)):
+        config = hub_config(tmp_path / path.strip("/"), feed_server.url(path))
+        started = datetime.now(UTC)
+        report = poll_and_publish(config)
+        delay = (report.next_poll - started).total_seconds()
+        # never shorter than the 30 min default interval; lengthened by the hint
+        assert at_least <= delay <= at_least * 1.1 + 5, (path, delay)
