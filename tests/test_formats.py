@@ -169,3 +169,30 @@ def test_cache_control_max_age_and_rss_ttl_lengthen_the_interval(tmp_path: Path,
         delay = (report.next_poll - started).total_seconds()
         # never shorter than the 30 min default interval; lengthened by the hint
         assert at_least <= delay <= at_least * 1.1 + 5, (path, delay)
+
+
+def test_parsing_in_worker_processes_survives_a_dead_worker(tmp_path: Path, feed_server,
+                                                            caplog) -> None:
+    """The daemon parses in a process pool; a worker killed from outside (the
+    OOM killer) costs a restart of the pool, not the poll."""
+    import os
+    import signal
+
+    feed_server.serve("/a.rss", UNDATED.format(build="x"))
+    config = hub_config(tmp_path, feed_server.url("/a.rss"))
+
+    async def run() -> PollReport:
+        with Store(config.hub.database) as store:
+            async with make_fetcher(config) as fetcher:
+                hub = Hub(config, store, fetcher, workers=1)
+                try:
+                    pid = await asyncio.get_running_loop().run_in_executor(hub.executor, os.getpid)
+                    os.kill(pid, signal.SIGKILL)
+                    [report] = await hub.poll_many(config.sources)
+                    return report
+                finally:
+                    hub.close()
+
+    report = asyncio.run(run())
+    assert report.ok and report.new == 2, report
+    assert "a parser worker died; restarting the pool" in caplog.text

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -27,6 +28,8 @@ from feedhub.hub import Hub, describe_status, make_fetcher
 from feedhub.models import Config, PollReport, SourceConfig, SourceState
 from feedhub.parse import ParseError, parse_feed
 from feedhub.store import Store
+
+POOL_THRESHOLD = 8  # sources in one `poll` from which parsing goes to worker processes
 
 
 class Failure(click.ClickException):
@@ -337,9 +340,14 @@ async def _poll_and_publish(config: Config, sources: list[SourceConfig],
                 if not retired and (state.next_poll is None or state.next_poll <= now):
                     due.append(source)
             sources = due
+        # worker processes pay off only past a handful of sources
+        workers = (os.cpu_count() or 1) if len(sources) >= POOL_THRESHOLD else 0
         async with make_fetcher(config) as fetcher:
-            hub = Hub(config, store, fetcher)
-            reports = await _with_progress(hub, sources)
+            hub = Hub(config, store, fetcher, workers=workers)
+            try:
+                reports = await _with_progress(hub, sources)
+            finally:
+                hub.close()
             published = hub.publish()
     return reports, sum(feed.written for feed in published)
 

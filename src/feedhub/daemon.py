@@ -39,6 +39,7 @@ GRACE_SECONDS = 10.0  # how long polls in flight may run on after a stop signal
 RELOAD_CHECK_SECONDS = 1.0  # how often config.toml is looked at
 PUBLISH_DEBOUNCE_SECONDS = 1.0  # changes within this window make one publish
 FIRST_POLL_SPREAD = 5.0  # never-polled sources start within this many seconds
+PARSER_WORKERS = os.cpu_count() or 1  # parsing is CPU-bound: one process per core
 
 
 class Daemon:
@@ -56,8 +57,11 @@ class Daemon:
             store = Store(self.config.hub.database)
             try:
                 async with make_fetcher(self.config) as fetcher:
-                    self.hub = Hub(self.config, store, fetcher)
-                    await self._serve()
+                    self.hub = Hub(self.config, store, fetcher, workers=PARSER_WORKERS)
+                    try:
+                        await self._serve()
+                    finally:
+                        self.hub.close()
             finally:
                 store.close()
         log.info("stopped")

@@ -10,8 +10,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import multiprocessing
+import signal
 import time
 from collections.abc import Iterable, Sequence
+from concurrent.futures import BrokenExecutor, Executor, ProcessPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime
 from http import HTTPStatus
@@ -22,7 +25,7 @@ from feedhub import schedule
 from feedhub.config import ConfigError, default_user_agent, set_source_url
 from feedhub.enrich import clean_feed_info, enrich
 from feedhub.fetch import Fetcher, FetchError
-from feedhub.models import Config, FetchResult, PollReport, SourceConfig, SourceState
+from feedhub.models import Config, FetchResult, ParsedFeed, PollReport, SourceConfig, SourceState
 from feedhub.parse import ParseError, parse_feed
 from feedhub.publish import PublishedFeed, publish_feeds, published_languages
 from feedhub.store import Store
@@ -63,12 +66,60 @@ def describe_status(status: int) -> str:
         return f"HTTP {status}"
 
 
+def parse_and_enrich(result: FetchResult, source: SourceConfig,
+                     default_language: str) -> ParsedFeed:
+    """The CPU-bound middle of a poll, run in a worker process: feedparser
+    and the sanitizer are pure Python / GIL-bound, and a worker keeps the
+    fetch loop free while both cores parse. Takes and returns plain data."""
+    parsed = parse_feed(result)
+    items = enrich(parsed, source, default_language=default_language, feed_url=result.final_url)
+    return replace(parsed, info=clean_feed_info(parsed.info), items=items)
+
+
+def _ignore_stop_signals() -> None:
+    """Workers leave stopping to the parent: a Ctrl-C or a service manager's
+    SIGTERM to the whole group must not break the pool mid-drain."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def parser_pool(workers: int) -> Executor:
+    """Worker processes for parse_and_enrich. forkserver, not fork: the
+    parent has an event loop and threads that must not be copied."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["feedhub.hub"])
+    return ProcessPoolExecutor(max_workers=workers, mp_context=context,
+                               initializer=_ignore_stop_signals)
+
+
 class Hub:
-    def __init__(self, config: Config, store: Store, fetcher: Fetcher):
+    """`workers`: processes that parse (0: a thread of this process, cheap to
+    start for a handful of sources; the daemon and large polls use one per
+    core). Close the hub to stop them."""
+
+    def __init__(self, config: Config, store: Store, fetcher: Fetcher, *, workers: int = 0):
         self.config = config
         self.store = store
         self.fetcher = fetcher
+        self.workers = workers
+        self.executor: Executor | None = parser_pool(workers) if workers else None
         self.id_authority = urlsplit(config.hub.base_url).hostname or "localhost"
+
+    def close(self) -> None:
+        if self.executor is not None:
+            self.executor.shutdown(wait=True, cancel_futures=True)
+            self.executor = None
+
+    async def _parse(self, result: FetchResult, source: SourceConfig) -> ParsedFeed:
+        loop = asyncio.get_running_loop()
+        args = (parse_and_enrich, result, source, self.config.hub.default_language)
+        try:
+            return await loop.run_in_executor(self.executor, *args)
+        except BrokenExecutor:
+            # a worker died (out of memory, killed): start a fresh pool, once
+            log.error("a parser worker died; restarting the pool")
+            self.executor = parser_pool(self.workers)
+            return await loop.run_in_executor(self.executor, *args)
 
     async def poll(self, source: SourceConfig) -> PollReport:
         """Poll one source; never raises for anything upstream does."""
@@ -133,17 +184,15 @@ class Hub:
             due = record(result.status, hints=hints, **validators, **moved)
             return PollReport(source.name, result.status, next_poll=due, note="body unchanged")
         try:
-            parsed = await asyncio.to_thread(parse_feed, result)
+            parsed = await self._parse(result, source)
         except ParseError as exc:
             due = record(result.status, str(exc), body_hash=None, **moved)
             return PollReport(source.name, result.status, error=str(exc), next_poll=due)
         if parsed.warning:
             log.info("poll %s: %s", source.name, parsed.warning)
-        items = enrich(parsed, source, default_language=self.config.hub.default_language,
-                       feed_url=result.final_url)
         outcome, languages = self.store.save_items(
-            source.name, items, seen_at=result.fetched_at, id_authority=self.id_authority)
-        due = record(result.status, hints=(*hints[:1], parsed.ttl), feed=clean_feed_info(parsed.info),
+            source.name, parsed.items, seen_at=result.fetched_at, id_authority=self.id_authority)
+        due = record(result.status, hints=(*hints[:1], parsed.ttl), feed=parsed.info,
                      body_hash=body_hash, ttl=parsed.ttl, **validators, **moved)
         return PollReport(source.name, result.status, outcome.new, outcome.updated,
                           languages=languages, next_poll=due)
