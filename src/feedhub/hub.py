@@ -104,6 +104,10 @@ class Hub:
         self.workers = workers
         self.executor: Executor | None = parser_pool(workers) if workers else None
         self.id_authority = urlsplit(config.hub.base_url).hostname or "localhost"
+        # Polls in progress at once: enough to keep every connection and every
+        # parser busy, few enough that fetched bodies do not pile up in memory
+        # while they wait for a parser.
+        self._slots = asyncio.Semaphore(config.hub.max_connections + 2 * max(workers, 1))
 
     def close(self) -> None:
         if self.executor is not None:
@@ -123,8 +127,9 @@ class Hub:
 
     async def poll(self, source: SourceConfig) -> PollReport:
         """Poll one source; never raises for anything upstream does."""
-        started = time.monotonic()
-        report = replace(await self._poll(source), duration=time.monotonic() - started)
+        async with self._slots:
+            started = time.monotonic()
+            report = replace(await self._poll(source), duration=time.monotonic() - started)
         extra = "".join(f" {k}={v}" for k, v in (("note", report.note), ("error", report.error)) if v)
         log.log(
             logging.INFO if report.ok else logging.WARNING,
