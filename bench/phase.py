@@ -28,7 +28,7 @@ def feedhub_config(workdir: Path, urls: list[str]) -> Path:
         'base_url = "https://bench.example.org/feeds/"',
         "allow_private_networks = true  # the farm is on 127.0.0.1",
         "host_spacing = 0               # one farm host stands in for a thousand sites",
-        "max_per_host = 20",
+        "max_per_host = 4               # as many connections as reader gets (workers=4)",
         "max_connections = 20",
         'timeout = "60s"',
         "",
@@ -114,7 +114,15 @@ def main() -> None:
     system, phase, workdir, urls_file = sys.argv[1:5]
     urls = Path(urls_file).read_text().split()
     run = run_feedhub if system == "feedhub" else run_reader
-    result = run(phase, Path(workdir), urls)
+    profile = os.environ.get("BENCH_PROFILE")  # a path: write cProfile stats of this phase there
+    if profile:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        result = profiler.runcall(run, phase, Path(workdir), urls)
+        profiler.dump_stats(f"{profile}.{system}.{phase}")
+    else:
+        result = run(phase, Path(workdir), urls)
     own = resource.getrusage(resource.RUSAGE_SELF)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     result.update(

@@ -124,34 +124,38 @@ class Store:
 
     def record_poll(self, source: str, *, url: str, at: datetime, status: int | None,
                     error: str | None, next_poll: datetime | None,
-                    feed: FeedInfo | None = None, **changes: Any) -> SourceState:
+                    feed: FeedInfo | None = None, **changes: Any) -> None:
         """Remember the outcome of one poll: an error grows the source's error
         streak, a success resets it. `changes` sets other state columns
         (etag, last_modified, body_hash, ttl, retired, redirect_url,
-        redirect_count). Returns the new state."""
+        redirect_count)."""
         unknown = set(changes) - self._SOURCE_FIELDS
         if unknown:
             raise TypeError(f"unknown source fields: {sorted(unknown)}")
+        row: dict[str, Any] = {
+            "url": url, "last_poll": _iso(at), "last_status": status,
+            "last_error": error, "next_poll": _iso(next_poll), **changes,
+        }
+        if feed is not None:
+            row.update({
+                "feed_id": feed.id, "feed_title": feed.title, "feed_subtitle": feed.subtitle,
+                "feed_links": _links_json(feed.links), "feed_updated": _iso(feed.updated),
+                "feed_language": feed.language, "feed_rights": feed.rights,
+            })
+        # Plain SQL: this runs once per poll (1,000 sources, every few
+        # minutes), and sqlite-utils' update() adds a schema look-up per call.
+        columns = list(row)
+        streak = "error_count + 1" if error else "0"
         with self._write() as db:
-            row: dict[str, Any] = {
-                "name": source, "url": url, "last_poll": _iso(at), "last_status": status,
-                "last_error": error, "next_poll": _iso(next_poll), **changes,
-            }
-            if feed is not None:
-                row.update({
-                    "feed_id": feed.id, "feed_title": feed.title, "feed_subtitle": feed.subtitle,
-                    "feed_links": _links_json(feed.links), "feed_updated": _iso(feed.updated),
-                    "feed_language": feed.language, "feed_rights": feed.rights,
-                })
-            previous = db.execute(
-                "SELECT error_count FROM sources WHERE name = ?", [source]
-            ).fetchone()
-            row["error_count"] = ((previous[0] or 0) + 1 if previous else 1) if error else 0
-            if previous:
-                db["sources"].update(source, row)
-            else:
-                db["sources"].insert(row)
-        return self.source_state(source)
+            updated = db.execute(
+                f"UPDATE sources SET {', '.join(f'{c} = ?' for c in columns)}, "
+                f"error_count = {streak} WHERE name = ?",
+                [*row.values(), source]).rowcount
+            if not updated:
+                db.execute(
+                    f"INSERT INTO sources (name, {', '.join(columns)}, error_count) "
+                    f"VALUES (?, {', '.join('?' * len(columns))}, ?)",
+                    [source, *row.values(), 1 if error else 0])
 
     def source_state(self, name: str) -> SourceState:
         """One source's state, cheap (no item count): read before every poll."""
