@@ -156,11 +156,12 @@ def main() -> None:
 def report(results: dict[tuple[str, str], dict[str, object]], systems: list[str],
            samples: list[dict[str, float]], args: argparse.Namespace) -> None:
     print()
-    print("| phase | system | wall s | CPU s | peak RSS MB (main / worker) | requests | 200 | 304 "
-          "| new items |")
+    print("| phase | system | wall s | CPU s (in workers) | peak RSS MB (main / worker) | requests "
+          "| 200 | 304 | new items |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for (system, phase), r in results.items():
-        print(f"| {phase} | {system} | {r['wall']:.2f} | {r['cpu']:.2f} | "
+        cpu = f"{r['cpu']:.2f}" + (f" ({r['worker_cpu']:.2f})" if r.get("worker_cpu") else "")
+        print(f"| {phase} | {system} | {r['wall']:.2f} | {cpu} | "
               f"{r['peak_rss_mb']:.0f} / {r['peak_rss_worker_mb']:.0f} | {r['requests']} | "
               f"{r['200']} | {r['304']} | {r.get('new', r.get('written', ''))} |")
     if {"feedhub", "reader"} <= set(systems):

