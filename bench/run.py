@@ -59,12 +59,14 @@ def run_phase(system: str, phase: str, workdir: Path, farm: Farm) -> dict[str, o
     return result
 
 
-def process_rss_mb(pid: int) -> tuple[float, float]:
-    """(RSS of the process, RSS of it and its children), from /proc."""
-    def rss(p: int) -> float:
+def process_rss_mb(pid: int) -> tuple[float, float, float]:
+    """(RSS of the process, RSS of it and its descendants, PSS of them all),
+    from /proc. RSS counts the pages forked workers share with the forkserver
+    once per process; PSS divides shared pages among their users."""
+    def rss(p: int, key: str = "VmRSS:", path: str = "status") -> float:
         try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
+            for line in Path(f"/proc/{p}/{path}").read_text().splitlines():
+                if line.startswith(key):
                     return int(line.split()[1]) / 1024
         except OSError:
             pass
@@ -82,7 +84,8 @@ def process_rss_mb(pid: int) -> tuple[float, float]:
         family.append(p)
         todo.extend(children(p))
     own = rss(pid)
-    return own, own + sum(rss(p) for p in family[1:])
+    return (own, own + sum(rss(p) for p in family[1:]),
+            sum(rss(p, "Pss:", "smaps_rollup") for p in family))
 
 
 def daemon_rounds(rounds: int, farm: Farm, workdir: Path, feeds: int) -> list[dict[str, float]]:
@@ -106,8 +109,9 @@ def daemon_rounds(rounds: int, farm: Farm, workdir: Path, feeds: int) -> list[di
                 if time.monotonic() > deadline:
                     raise SystemExit(f"round {n} did not complete")
                 time.sleep(0.2)
-            own, total = process_rss_mb(process.pid)
-            samples.append({"round": n, "rss_mb": own, "rss_with_workers_mb": total})
+            own, total, pss = process_rss_mb(process.pid)
+            samples.append({"round": n, "rss_mb": own, "rss_with_workers_mb": total,
+                            "pss_with_workers_mb": pss})
             farm.call("POST", "/_grow?fraction=0.1&items=5")
     finally:
         process.terminate()
@@ -171,9 +175,10 @@ def report(results: dict[tuple[str, str], dict[str, object]], systems: list[str]
             print(f"{phase}: reader / feedhub wall time = {a['wall'] / b['wall']:.1f}x")
     if samples:
         print()
-        print("daemon memory per poll round (MB): " + ", ".join(
-            f"{s['rss_mb']:.0f}/{s['rss_with_workers_mb']:.0f}" for s in samples)
-            + "  (daemon / daemon + parser workers)")
+        print("daemon memory per poll round, MB (daemon RSS / RSS with parser workers / PSS with "
+              "parser workers): " + ", ".join(
+                  f"{s['rss_mb']:.0f}/{s['rss_with_workers_mb']:.0f}/{s['pss_with_workers_mb']:.0f}"
+                  for s in samples))
     print()
     print(f"command: python bench/run.py --feeds {args.feeds} --items {args.items} "
           f"--systems {','.join(systems)}"

@@ -10,11 +10,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import multiprocessing
-import signal
 import time
 from collections.abc import Iterable, Sequence
-from concurrent.futures import BrokenExecutor, Executor, ProcessPoolExecutor
+from concurrent.futures import BrokenExecutor, Executor
 from dataclasses import replace
 from datetime import UTC, datetime
 from http import HTTPStatus
@@ -23,12 +21,12 @@ from urllib.parse import urlsplit
 
 from feedhub import schedule
 from feedhub.config import ConfigError, default_user_agent, set_source_url
-from feedhub.enrich import clean_feed_info, enrich
 from feedhub.fetch import Fetcher, FetchError
 from feedhub.models import Config, FetchResult, ParsedFeed, PollReport, SourceConfig, SourceState
-from feedhub.parse import ParseError, parse_feed
+from feedhub.parse import ParseError
 from feedhub.publish import PublishedFeed, publish_feeds, published_languages
 from feedhub.store import Store
+from feedhub.worker import parse_and_enrich, parser_pool
 
 log = logging.getLogger("feedhub")
 
@@ -64,32 +62,6 @@ def describe_status(status: int) -> str:
         return f"HTTP {status} {HTTPStatus(status).phrase}"
     except ValueError:
         return f"HTTP {status}"
-
-
-def parse_and_enrich(result: FetchResult, source: SourceConfig,
-                     default_language: str) -> ParsedFeed:
-    """The CPU-bound middle of a poll, run in a worker process: feedparser
-    and the sanitizer are pure Python / GIL-bound, and a worker keeps the
-    fetch loop free while both cores parse. Takes and returns plain data."""
-    parsed = parse_feed(result)
-    items = enrich(parsed, source, default_language=default_language, feed_url=result.final_url)
-    return replace(parsed, info=clean_feed_info(parsed.info), items=items)
-
-
-def _ignore_stop_signals() -> None:
-    """Workers leave stopping to the parent: a Ctrl-C or a service manager's
-    SIGTERM to the whole group must not break the pool mid-drain."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-
-def parser_pool(workers: int) -> Executor:
-    """Worker processes for parse_and_enrich. forkserver, not fork: the
-    parent has an event loop and threads that must not be copied."""
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["feedhub.hub"])
-    return ProcessPoolExecutor(max_workers=workers, mp_context=context,
-                               initializer=_ignore_stop_signals)
 
 
 class Hub:
