@@ -22,6 +22,7 @@ import urllib.request
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+DEFAULT_PHASES = "cold,noop,incremental,publish,publish-noop"
 PHASES = {
     "feedhub": ["cold", "noop", "incremental", "publish", "publish-noop"],
     "reader": ["cold", "noop", "incremental"],
@@ -91,7 +92,10 @@ def process_rss_mb(pid: int) -> tuple[float, float, float]:
 def daemon_rounds(rounds: int, farm: Farm, workdir: Path, feeds: int) -> list[dict[str, float]]:
     """Run `feedhub run` (interval 10 s) for `rounds` poll rounds, 10% of the
     farm growing before each, and sample the daemon's memory per round."""
-    config = (workdir / "feedhub" / "config.toml").read_text(encoding="utf-8")
+    from phase import feedhub_config  # the same config the phases use
+
+    config = feedhub_config(workdir / "feedhub", farm.urls_file.read_text().split()).read_text(
+        encoding="utf-8")
     daemon_dir = workdir / "daemon"
     daemon_dir.mkdir()
     (daemon_dir / "config.toml").write_text(
@@ -102,16 +106,18 @@ def daemon_rounds(rounds: int, farm: Farm, workdir: Path, feeds: int) -> list[di
     process = subprocess.Popen([str(feedhub), "--config", str(daemon_dir / "config.toml"),
                                 "--log-level", "warning", "run"], stderr=subprocess.DEVNULL)
     samples = []
+    round_started = time.monotonic()
     try:
         for n in range(1, rounds + 1):
-            deadline = time.monotonic() + 120
+            deadline = time.monotonic() + 120 + feeds * 0.05  # a cold round of 10,000 takes ~2 min
             while int(farm.call("GET", "/_stats")["requests"]) < n * feeds:
                 if time.monotonic() > deadline:
                     raise SystemExit(f"round {n} did not complete")
                 time.sleep(0.2)
             own, total, pss = process_rss_mb(process.pid)
             samples.append({"round": n, "rss_mb": own, "rss_with_workers_mb": total,
-                            "pss_with_workers_mb": pss})
+                            "pss_with_workers_mb": pss, "seconds": time.monotonic() - round_started})
+            round_started = time.monotonic()
             farm.call("POST", "/_grow?fraction=0.1&items=5")
     finally:
         process.terminate()
@@ -126,6 +132,8 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=30)
     parser.add_argument("--systems", default="feedhub,reader")
     parser.add_argument("--daemon-rounds", type=int, default=0)
+    parser.add_argument("--phases", default=DEFAULT_PHASES,
+                        help="which phases to run ('' for none, e.g. with --daemon-rounds)")
     parser.add_argument("--workdir", type=Path, help="keep the databases here (default: temp)")
     args = parser.parse_args()
     systems = args.systems.split(",")
@@ -141,7 +149,7 @@ def main() -> None:
     print(f"farm built and serving in {time.perf_counter() - started:.1f}s", flush=True)
     results: dict[tuple[str, str], dict[str, object]] = {}
     try:
-        order = ["cold", "noop", "incremental", "publish", "publish-noop"]
+        order = [p for p in args.phases.split(",") if p]
         for phase in order:
             if phase == "incremental":
                 changed = farm.call("POST", "/_grow?fraction=0.1&items=5")["changed"]
@@ -179,10 +187,13 @@ def report(results: dict[tuple[str, str], dict[str, object]], systems: list[str]
               "parser workers): " + ", ".join(
                   f"{s['rss_mb']:.0f}/{s['rss_with_workers_mb']:.0f}/{s['pss_with_workers_mb']:.0f}"
                   for s in samples))
+        print("seconds per round (the first is cold): " + ", ".join(
+            f"{s['seconds']:.0f}" for s in samples))
     print()
     print(f"command: python bench/run.py --feeds {args.feeds} --items {args.items} "
           f"--systems {','.join(systems)}"
-          + (f" --daemon-rounds {args.daemon_rounds}" if args.daemon_rounds else ""))
+          + (f" --daemon-rounds {args.daemon_rounds}" if args.daemon_rounds else "")
+          + (f" --phases '{args.phases}'" if args.phases != DEFAULT_PHASES else ""))
 
 
 if __name__ == "__main__":

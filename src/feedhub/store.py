@@ -12,7 +12,7 @@ import contextlib
 import hashlib
 import json
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,8 +42,14 @@ def _dt(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
 
 
-def _links_json(links: Iterable[Link]) -> str:
+def _links_json(links: Sequence[Link]) -> str:
+    if not links:
+        return "[]"  # the common case, without json's machinery
     return json.dumps([{k: v for k, v in asdict(link).items() if v is not None} for link in links])
+
+
+def _json_list(values: Sequence[str]) -> str:
+    return json.dumps(values) if values else "[]"
 
 
 def _links(value: str | None) -> tuple[Link, ...]:
@@ -307,7 +313,7 @@ def _content_hash(item: Item) -> str:
     # An estimated date is the fetch time: it must not make every poll an edit.
     published = None if item.published_estimated else _iso(item.published)
     fields = [item.title, item.link, item.author, published, item.content,
-              item.summary, item.language, json.dumps(item.categories),
+              item.summary, item.language, _json_list(item.categories),
               _links_json(item.enclosures), item.rights]
     return hashlib.sha256("\x1f".join(f or "" for f in fields).encode()).hexdigest()
 
@@ -319,7 +325,7 @@ def _item_row(item: Item, digest: str) -> dict[str, Any]:
         "published_estimated": int(item.published_estimated), "content": item.content,
         "content_is_full": int(item.content_is_full), "summary": item.summary,
         "language": item.language, "lang_group": primary_subtag(item.language or "und"),
-        "categories": json.dumps(item.categories), "enclosures": _links_json(item.enclosures),
+        "categories": _json_list(item.categories), "enclosures": _links_json(item.enclosures),
         "rights": item.rights, "content_hash": digest,
     }
 
