@@ -96,7 +96,8 @@ def _language(ctx: click.Context, param: click.Parameter, value: str | None) -> 
               help="Language tag of the items, e.g. fa (default: what the feed declares).")
 @click.option("--interval", callback=_duration, help="How often to poll, e.g. 30m.")
 @click.option("--fulltext/--no-fulltext", default=None,
-              help="Fetch the article page when the feed carries only a teaser.")
+              help="Always / never fetch each article's page for its full text "
+                   "(default: only when the feed carries a teaser).")
 @click.option("--no-check", is_flag=True, help="Do not fetch the URL to check it is a feed.")
 @click.pass_context
 def add(ctx: click.Context, url: str, name: str | None, language: str | None,
@@ -122,7 +123,7 @@ def add(ctx: click.Context, url: str, name: str | None, language: str | None,
             language = normalize_language(info_language)
     name = name or parts.hostname
     source = SourceConfig(name=name, url=url, language=language, interval=interval,
-                          fulltext=fulltext)
+                          fulltext={True: "always", False: "never", None: "auto"}[fulltext])
     try:
         configuration.add_source(config.path, source)
     except ConfigError as exc:
@@ -246,6 +247,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
     with Store(config.hub.database) as store:
         states = store.source_states(names)
         per_language = store.items_per_language(names)
+        fulltext = store.fulltext_failures()
     now = datetime.now(UTC)
     health = [_health(state) for state in states]
     summary = {
@@ -259,6 +261,8 @@ def status(ctx: click.Context, as_json: bool) -> None:
             "last_status": st.last_status, "error_streak": st.error_count,
             "last_error": st.last_error, "next_poll": None if st.retired else st.next_poll,
             "items": st.items, "retired": st.retired,
+            "fulltext_failures": fulltext.get(st.name, (0, None))[0],
+            "last_fulltext_failure": fulltext.get(st.name, (0, None))[1],
         } for st, h in zip(states, health, strict=True)]
         click.echo(json.dumps({"sources": sources, "summary": summary}, indent=2,
                               ensure_ascii=False, default=_json_default))
@@ -271,6 +275,9 @@ def status(ctx: click.Context, as_json: bool) -> None:
             headers=["source", "state", "last poll", "status", "errors", "next poll", "items",
                      "last error"]))
         click.echo()
+    for name, (count, reason) in fulltext.items():
+        if name in names:
+            click.echo(f"{name}: full text not extracted for {count} items; latest: {reason}")
     languages = ", ".join(f"{lang} {count}" for lang, count in per_language.items()) or "none"
     click.echo(f"{summary['sources']} sources: {summary['ok']} ok, {summary['failing']} failing, "
                f"{summary['retired']} retired, {summary['new']} not polled yet. "
@@ -363,6 +370,44 @@ async def _with_progress(hub: Hub, sources: list[SourceConfig]) -> list[PollRepo
             bar.update(1)
     order = {s.name: i for i, s in enumerate(sources)}
     return sorted(reports, key=lambda r: order[r.source])
+
+
+@cli.command()
+@click.argument("item_or_source")
+@click.pass_context
+def refetch(ctx: click.Context, item_or_source: str) -> None:
+    """Extract the full text again: of one item (its Atom id or original
+    link) or of every item of a source (its name or URL), at its next poll.
+
+    \b
+    Example:
+        feedhub refetch "World Socialist"
+        feedhub refetch https://www.wsws.org/en/articles/2022/12/28/peru-d28.html
+    """
+    config = _load(ctx)
+    source = config.find_source(item_or_source)
+    with Store(config.hub.database) as store:
+        if source is not None:
+            marked = store.mark_refetch(source.name)
+            what = f"all {marked} items of {source.name!r}"
+        else:
+            name = store.find_item_source(item_or_source)
+            if name is None or config.find_source(name) is None:
+                raise click.BadParameter(
+                    f"no source or stored item {item_or_source!r} (see `feedhub list`)",
+                    param_hint="ITEM_OR_SOURCE")
+            store.mark_refetch(name, item_or_source)
+            source = config.find_source(name)
+            what = f"the item of {name!r}"
+        if source is not None:
+            # due now, so that `feedhub poll` (or the daemon) does it next
+            state = store.source_state(source.name)
+            if state.url is not None:
+                store.record_poll(source.name, url=state.url, at=state.last_poll or datetime.now(UTC),
+                                  status=state.last_status, error=None,
+                                  next_poll=datetime.now(UTC), body_hash=None, etag=None,
+                                  last_modified=None)
+    click.echo(f"Marked {what} for full-text extraction at the next poll.")
 
 
 @cli.command()

@@ -269,7 +269,7 @@ class _Reader:
             url=get("url", _feed_url, "an absolute http(s) URL"),
             language=None if language == "auto" else language,
             interval=get("interval", parse_duration, "a duration like '30m'"),
-            fulltext=get("fulltext", _bool, "true or false"),
+            fulltext=get("fulltext", _fulltext, '"auto", "always" or "never"') or "auto",
         )
 
     def _no_duplicates(self, sources: tuple[SourceConfig, ...]) -> None:
@@ -300,6 +300,15 @@ def _bool(value: Any) -> bool:
 
 def _positive_int(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(value)
+    return value
+
+
+def _fulltext(value: Any) -> str:
+    """"auto" | "always" | "never"; true/false (the first format) mean always/never."""
+    if isinstance(value, bool):
+        return "always" if value else "never"
+    if value not in ("auto", "always", "never"):
         raise ValueError(value)
     return value
 
@@ -365,7 +374,7 @@ def add_source(path: Path, source: SourceConfig) -> Config:
             table["language"] = source.language
         if source.interval:
             table["interval"] = format_duration(source.interval)
-        if source.fulltext is not None:
+        if source.fulltext != "auto":
             table["fulltext"] = source.fulltext
         if "sources" in doc:
             table.trivia.indent = "\n"  # a blank line between [[sources]] tables

@@ -57,6 +57,18 @@ def plain_text(text: str | None) -> str | None:
     return " ".join(html.unescape(cleaned).split())
 
 
+SHORT_TEXT = 600  # characters: less than this is a teaser, not an article
+_TEASER_END = re.compile(
+    r"(…|\.\.\.|\[…\]|\[\.\.\.\]|read more|continue reading|weiterlesen|lire la suite|"
+    r"leer más|seguir leyendo|ادامه مطلب|ادامه خبر|بیشتر بخوانید|نور ولولئ)\W*$", re.IGNORECASE)
+
+
+def is_teaser(item: Item) -> bool:
+    """Missing, short, or ending the way teasers end ("…", "Read more")."""
+    text = plain_text(item.feed_content or item.content) or ""
+    return len(text) < SHORT_TEXT or bool(_TEASER_END.search(text))
+
+
 def safe_url(url: str | None) -> str | None:
     """A link we are willing to publish: http(s) only."""
     if url and url.strip().lower().startswith(("http://", "https://")):
@@ -64,13 +76,42 @@ def safe_url(url: str | None) -> str | None:
     return None
 
 
-def resolve_language(item: Item, source: SourceConfig, feed: FeedInfo, default: str) -> str:
+# Languages the detector chooses among. Restricting py3langid to the
+# languages a news hub meets raised its accuracy (LIBRARY-NOTES; measured
+# again in bench/langid_accuracy.py); Dari comes out as fa, as it should here.
+DETECTABLE = ("en", "de", "fr", "es", "it", "pt", "nl", "sv", "da", "no", "fi", "pl", "cs", "ro",
+              "hu", "el", "bg", "ru", "uk", "tr", "ar", "fa", "ps", "ur", "he", "hi", "bn", "zh",
+              "ja", "ko", "id", "sw")
+LANGUAGE_CONFIDENCE = 0.8  # below it, a detected language is not trusted
+_identifier = None
+
+
+def detect_language(text: str) -> tuple[str, float]:
+    """py3langid, whose model ships inside the package (nothing is
+    downloaded); loaded once per process, about a second."""
+    global _identifier
+    if _identifier is None:
+        from py3langid.langid import MODEL_FILE, LanguageIdentifier
+
+        _identifier = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+        _identifier.set_languages(list(DETECTABLE))
+    language, confidence = _identifier.classify(text[:2000])
+    return language, float(confidence)
+
+
+def resolve_language(item: Item, source: SourceConfig, feed: FeedInfo,
+                     default: str) -> tuple[str, str | None, float | None]:
     """Source setting, then the entry's declared language, then the feed's,
-    then the hub default."""
+    then detection from title and text when confident, then the hub default.
+    Returns (language, detected language, confidence)."""
     for candidate in (source.language, item.language, feed.language):
         if candidate and (tag := normalize_language(candidate)):
-            return tag
-    return default
+            return tag, None, None
+    text = f"{item.title}\n{plain_text(item.content) or ''}".strip()
+    if not text:
+        return default, None, None
+    detected, confidence = detect_language(text)
+    return (detected if confidence >= LANGUAGE_CONFIDENCE else default), detected, confidence
 
 
 def clean_feed_info(info: FeedInfo) -> FeedInfo:
@@ -93,14 +134,19 @@ def enrich(parsed: ParsedFeed, source: SourceConfig, *, default_language: str,
 def _enrich_item(item: Item, source: SourceConfig, feed: FeedInfo, default_language: str,
                  feed_url: str) -> Item:
     base = safe_url(item.content_base) or safe_url(item.link) or feed_url
+    language, detected, confidence = resolve_language(item, source, feed, default_language)
+    content = sanitize_html(item.content, base)
     return replace(
         item,
+        detected_language=detected,
+        language_confidence=confidence,
+        feed_content=content,
         title=plain_text(item.title) or "",
         author=plain_text(item.author),
         link=safe_url(item.link),
-        content=sanitize_html(item.content, base),
+        content=content,
         summary=sanitize_html(item.summary, base) if item.summary else None,
-        language=resolve_language(item, source, feed, default_language),
+        language=language,
         categories=tuple(c for c in (plain_text(c) for c in item.categories) if c),
         enclosures=tuple(
             Link(href=href, rel="enclosure", type=e.type, length=e.length)

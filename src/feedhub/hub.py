@@ -21,15 +21,25 @@ from urllib.parse import urlsplit
 
 from feedhub import schedule
 from feedhub.config import ConfigError, default_user_agent, set_source_url
+from feedhub.enrich import is_teaser, plain_text
 from feedhub.fetch import Fetcher, FetchError
-from feedhub.models import Config, FetchResult, ParsedFeed, PollReport, SourceConfig, SourceState
+from feedhub.models import (
+    Config,
+    FetchResult,
+    Item,
+    ParsedFeed,
+    PollReport,
+    SourceConfig,
+    SourceState,
+)
 from feedhub.parse import ParseError
 from feedhub.publish import PublishedFeed, publish_feeds, published_languages
 from feedhub.store import Store
-from feedhub.worker import parse_and_enrich, parser_pool
+from feedhub.worker import extract_article, parse_and_enrich, parser_pool
 
 log = logging.getLogger("feedhub")
 
+PAGE_ACCEPT = "text/html, application/xhtml+xml;q=0.9, */*;q=0.1"
 REDIRECTS_TO_MOVE = 3  # permanent redirects seen in a row before a source's URL is changed
 
 
@@ -167,14 +177,61 @@ class Hub:
             return PollReport(source.name, result.status, error=str(exc), next_poll=due)
         if parsed.warning:
             log.info("poll %s: %s", source.name, parsed.warning)
+        items = await self._add_full_text(source, parsed.items)
         with self.store.transaction():  # items and the validators that go with them
             outcome, languages = self.store.save_items(
-                source.name, parsed.items, seen_at=result.fetched_at,
+                source.name, items, seen_at=result.fetched_at,
                 id_authority=self.id_authority)
             due = record(result.status, hints=(*hints[:1], parsed.ttl), feed=parsed.info,
                          body_hash=body_hash, ttl=parsed.ttl, **validators, **moved)
         return PollReport(source.name, result.status, outcome.new, outcome.updated,
                           languages=languages, next_poll=due)
+
+    async def _add_full_text(self, source: SourceConfig,
+                             items: Sequence[Item]) -> tuple[Item, ...]:
+        """Fetch and extract the article page of the items that need it
+        (once per item: new ones, changed links, refetch requests)."""
+        if source.fulltext == "never" or not items:
+            return tuple(items)
+        candidates = self.store.fulltext_candidates(source.name, items)
+        if not candidates:
+            return tuple(items)
+
+        async def full(item: Item) -> Item:
+            if item.upstream_id not in candidates:
+                return item
+            if source.fulltext == "auto" and not is_teaser(item):
+                return replace(item, fulltext_status="not needed: the feed has the full text")
+            content, status = await self._extract(item)
+            if content is None:
+                log.info("fulltext %s %s: %s", source.name, item.link, status)
+                return replace(item, fulltext_status=status)
+            return replace(item, content=content, extracted_content=content,
+                           fulltext_status=status)
+
+        return tuple(await asyncio.gather(*(full(item) for item in items)))
+
+    async def _extract(self, item: Item) -> tuple[str | None, str]:
+        """(published HTML, status). On any failure the feed's text stays and
+        the status says why."""
+        if not item.link:
+            return None, "kept feed text: the item has no link"
+        try:
+            page = await self.fetcher.fetch(item.link, accept=PAGE_ACCEPT)
+        except FetchError as exc:
+            return None, f"kept feed text: {exc}"
+        if not page.ok:
+            return None, f"kept feed text: the article page answered {describe_status(page.status)}"
+        loop = asyncio.get_running_loop()
+        try:
+            content, reason = await loop.run_in_executor(self.executor, extract_article, page)
+        except Exception as exc:  # trafilatura on a hostile page: keep going
+            return None, f"kept feed text: extraction failed ({type(exc).__name__}: {exc})"
+        if content is None:
+            return None, f"kept feed text: {reason}"
+        if len(plain_text(content) or "") < len(plain_text(item.feed_content or item.content) or ""):
+            return None, "kept feed text: the page yielded less text than the feed"
+        return content, "extracted"
 
     def _follow_permanent_redirect(self, source: SourceConfig, state: SourceState,
                                    result: FetchResult) -> dict[str, Any]:

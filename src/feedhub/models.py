@@ -31,7 +31,7 @@ class SourceConfig:
     url: str
     language: str | None = None
     interval: int | None = None  # seconds; None: the hub's default
-    fulltext: bool | None = None
+    fulltext: str = "auto"  # "auto": fetch the page for teasers; "always"; "never"
 
 
 @dataclass(frozen=True)
@@ -158,6 +158,13 @@ class Item:
     categories: tuple[str, ...] = ()
     enclosures: tuple[Link, ...] = ()
     rights: str | None = None
+    # set by enrich when nothing declared the language:
+    detected_language: str | None = None
+    language_confidence: float | None = None
+    # full text (issue 5): the feed's own HTML, what extraction gave, and why
+    feed_content: str | None = None
+    extracted_content: str | None = None
+    fulltext_status: str | None = None  # None: not tried on this poll
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,8 @@ from feedhub.models import (
     primary_subtag,
 )
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+REFETCH = "refetch requested"  # fulltext_status of items `feedhub refetch` marked
 BUSY_TIMEOUT_MS = 30_000
 
 
@@ -130,6 +131,11 @@ class Store:
                                      ("redirect_url", str), ("redirect_count", int)):
                     db["sources"].add_column(column, kind)
                 db["sources"].create_index(["next_poll"])
+            if version < 3:
+                for column, kind in (("detected_language", str), ("language_confidence", float),
+                                     ("feed_content", str), ("extracted_content", str),
+                                     ("fulltext_status", str), ("fulltext_link", str)):
+                    db["items"].add_column(column, kind)
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     # --- sources -----------------------------------------------------------
@@ -227,6 +233,13 @@ class Store:
                     new += 1
                 elif previous["content_hash"] != digest:
                     row = _item_row(item, digest)
+                    if item.fulltext_status is None:  # keep an earlier extraction of this link
+                        kept = db.execute(
+                            "SELECT extracted_content FROM items WHERE id = ? AND fulltext_link = ?"
+                            " AND extracted_content IS NOT NULL", [previous["id"], item.link]
+                        ).fetchone()
+                        if kept:
+                            row["content"] = kept[0]
                     if item.published_estimated:  # keep the first-seen estimate
                         del row["published"], row["published_estimated"]
                     prior = _dt(previous["updated"])
@@ -260,6 +273,58 @@ class Store:
                 found[row[1]] = {"id": row[0], "content_hash": row[2], "updated": row[3],
                                  "lang_group": row[4]}
         return found
+
+    def fulltext_candidates(self, source: str, items: Sequence[Item]) -> set[str]:
+        """Upstream ids of the items whose article page may need fetching:
+        new ones, ones whose link changed since their extraction, and ones
+        marked by `feedhub refetch`. An item is not extracted twice."""
+        stored = {}
+        ids = [item.upstream_id for item in items]
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            for upstream_id, link, status in self.db.execute(
+                    "SELECT upstream_id, fulltext_link, fulltext_status FROM items "
+                    f"WHERE source = ? AND upstream_id IN ({marks})", [source, *chunk]):
+                stored[upstream_id] = (link, status)
+        candidates = set()
+        for item in items:
+            if item.upstream_id not in stored:
+                candidates.add(item.upstream_id)
+                continue
+            link, status = stored[item.upstream_id]
+            if status == REFETCH or (status is not None and link != item.link):
+                candidates.add(item.upstream_id)
+        return candidates
+
+    def mark_refetch(self, source: str, atom_id_or_link: str | None = None) -> int:
+        """Mark one item (by its Atom id or link) or every item of a source
+        for re-extraction at its next poll. Returns how many were marked."""
+        with self._write() as db:
+            if atom_id_or_link is None:
+                cursor = db.execute("UPDATE items SET fulltext_status = ? WHERE source = ?",
+                                    [REFETCH, source])
+            else:
+                cursor = db.execute(
+                    "UPDATE items SET fulltext_status = ? WHERE source = ? AND "
+                    "(atom_id = ? OR link = ?)", [REFETCH, source, atom_id_or_link,
+                                                  atom_id_or_link])
+            return cursor.rowcount
+
+    def find_item_source(self, atom_id_or_link: str) -> str | None:
+        row = self.db.execute("SELECT source FROM items WHERE atom_id = ? OR link = ? LIMIT 1",
+                              [atom_id_or_link, atom_id_or_link]).fetchone()
+        return row[0] if row else None
+
+    def fulltext_failures(self) -> dict[str, tuple[int, str | None]]:
+        """Per source: items whose extraction failed (the feed's text is
+        published instead) and the latest reason."""
+        failures: dict[str, tuple[int, str | None]] = {}
+        for source, count, reason in self.db.execute(
+                "SELECT source, count(*), max(fulltext_status) FROM items "
+                "WHERE fulltext_status LIKE 'kept feed text%' GROUP BY source"):
+            failures[source] = (count, reason)
+        return failures
 
     def language_groups(self, sources: Sequence[str]) -> list[str]:
         if not sources:
@@ -312,14 +377,15 @@ def _atom_id(authority: str, seen_at: datetime, source: str, upstream_id: str) -
 def _content_hash(item: Item) -> str:
     # An estimated date is the fetch time: it must not make every poll an edit.
     published = None if item.published_estimated else _iso(item.published)
-    fields = [item.title, item.link, item.author, published, item.content,
+    # the feed's own text: a page extraction must not look like an upstream edit
+    fields = [item.title, item.link, item.author, published, item.feed_content or item.content,
               item.summary, item.language, _json_list(item.categories),
               _links_json(item.enclosures), item.rights]
     return hashlib.sha256("\x1f".join(f or "" for f in fields).encode()).hexdigest()
 
 
 def _item_row(item: Item, digest: str) -> dict[str, Any]:
-    return {
+    row = {
         "upstream_id": item.upstream_id, "title": item.title, "link": item.link,
         "author": item.author, "published": _iso(item.published),
         "published_estimated": int(item.published_estimated), "content": item.content,
@@ -327,7 +393,14 @@ def _item_row(item: Item, digest: str) -> dict[str, Any]:
         "language": item.language, "lang_group": primary_subtag(item.language or "und"),
         "categories": _json_list(item.categories), "enclosures": _links_json(item.enclosures),
         "rights": item.rights, "content_hash": digest,
+        "detected_language": item.detected_language,
+        "language_confidence": item.language_confidence,
+        "feed_content": item.feed_content,
     }
+    if item.fulltext_status is not None:  # extraction was tried on this poll
+        row.update(extracted_content=item.extracted_content, fulltext_status=item.fulltext_status,
+                   fulltext_link=item.link)
+    return row
 
 
 def _stored_item(row: dict[str, Any]) -> StoredItem:

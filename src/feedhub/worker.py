@@ -13,7 +13,7 @@ import signal
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import replace
 
-from feedhub.enrich import clean_feed_info, enrich
+from feedhub.enrich import clean_feed_info, enrich, sanitize_html
 from feedhub.models import FetchResult, ParsedFeed, SourceConfig
 from feedhub.parse import parse_feed
 
@@ -42,3 +42,21 @@ def parser_pool(workers: int) -> Executor:
     context.set_forkserver_preload(["feedhub.worker"])
     return ProcessPoolExecutor(max_workers=workers, mp_context=context,
                                initializer=_ignore_stop_signals)
+
+
+def extract_article(page: FetchResult) -> tuple[str | None, str]:
+    """The main text of an article page, as sanitized HTML, or None and the
+    reason. trafilatura keeps paragraphs, headings, lists, quotes, images and
+    links, and drops navigation, share bars, comments and related lists."""
+    kind = page.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind and "html" not in kind:
+        return None, f"the article page is not HTML ({kind})"
+    import trafilatura  # imported on first use: only fulltext sources need it
+
+    html = trafilatura.extract(
+        page.content, url=page.final_url, output_format="html", include_images=True,
+        include_links=True, include_formatting=True, include_comments=False,
+        include_tables=True, favor_precision=True)
+    if not html:
+        return None, "no article text found on the page"
+    return sanitize_html(html, page.final_url), "extracted"
