@@ -35,7 +35,7 @@ from feedhub.models import (
 from feedhub.parse import ParseError
 from feedhub.publish import PublishedFeed, publish_feeds, published_languages
 from feedhub.store import Store
-from feedhub.worker import extract_article, parse_and_enrich, parser_pool
+from feedhub.worker import detect_item_language, extract_article, parse_and_enrich, parser_pool
 
 log = logging.getLogger("feedhub")
 
@@ -206,8 +206,15 @@ class Hub:
             if content is None:
                 log.info("fulltext %s %s: %s", source.name, item.link, status)
                 return replace(item, fulltext_status=status)
-            return replace(item, content=content, extracted_content=content,
+            item = replace(item, content=content, extracted_content=content,
                            fulltext_status=status)
+            if item.detected_language is not None:  # detected from a teaser: look again
+                language, detected, confidence = await asyncio.get_running_loop(
+                ).run_in_executor(self.executor, detect_item_language, item,
+                                  self.config.hub.default_language)
+                item = replace(item, language=language, detected_language=detected,
+                               language_confidence=confidence)
+            return item
 
         return tuple(await asyncio.gather(*(full(item) for item in items)))
 

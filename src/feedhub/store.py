@@ -249,6 +249,20 @@ class Store:
                     db["items"].update(previous["id"], row)
                     touched.update({group, previous["lang_group"]})
                     updated += 1
+                elif item.fulltext_status is not None:
+                    # same feed item, new extraction (refetch): its text may change
+                    stored = db.execute("SELECT content FROM items WHERE id = ?",
+                                        [previous["id"]]).fetchone()[0]
+                    row = {k: v for k, v in _item_row(item, digest).items() if k in (
+                        "content", "extracted_content", "fulltext_status", "fulltext_link",
+                        "language", "lang_group", "detected_language", "language_confidence")}
+                    if stored != item.content:
+                        row["updated"] = _iso(seen_at)
+                        touched.update({group, previous["lang_group"]})
+                        updated += 1
+                    else:
+                        unchanged += 1
+                    db["items"].update(previous["id"], row)
                 else:
                     unchanged += 1
             if inserts:

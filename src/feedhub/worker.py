@@ -13,8 +13,8 @@ import signal
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import replace
 
-from feedhub.enrich import clean_feed_info, enrich, sanitize_html
-from feedhub.models import FetchResult, ParsedFeed, SourceConfig
+from feedhub.enrich import clean_feed_info, enrich, resolve_language, sanitize_html
+from feedhub.models import FeedInfo, FetchResult, Item, ParsedFeed, SourceConfig
 from feedhub.parse import parse_feed
 
 
@@ -60,3 +60,9 @@ def extract_article(page: FetchResult) -> tuple[str | None, str]:
     if not html:
         return None, "no article text found on the page"
     return sanitize_html(html, page.final_url), "extracted"
+
+
+def detect_item_language(item: Item, default_language: str) -> tuple[str, str | None, float | None]:
+    """Detection again, on the extracted article rather than the teaser."""
+    undeclared = replace(item, language=None)
+    return resolve_language(undeclared, SourceConfig("", ""), FeedInfo(), default_language)

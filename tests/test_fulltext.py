@@ -1,0 +1,151 @@
+"""Full text from article pages, and items sorted into feeds by language,
+through the real CLI against pages served on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import re
+from html import escape
+from pathlib import Path
+
+import lxml.html
+import pytest
+
+from hubdir import FIXTURES, HubDir
+
+PAGES = FIXTURES / "pages"
+ARTICLES = {"en": "en-article", "de": "de-article", "fa": "fa-article"}
+
+
+def normalized(text: str) -> str:
+    return " ".join(text.split())
+
+
+def text_of(fragment: str) -> str:
+    return normalized(lxml.html.fragment_fromstring(fragment, create_parent="div").text_content())
+
+
+def paragraphs(name: str) -> list[str]:
+    return (PAGES / f"{name}.paragraphs.txt").read_text(encoding="utf-8").splitlines()
+
+
+def title_of(name: str) -> str:
+    page = (PAGES / f"{name}.html").read_text(encoding="utf-8")
+    return re.search(r"<h1[^>]*>([^<]*)", page).group(1).strip()
+
+
+def teaser_feed(base: str, names: dict[str, str]) -> str:
+    """An RSS feed with no language whose items carry only a teaser: the
+    first words of the article, cut with an ellipsis."""
+    items = []
+    for n, (slug, name) in enumerate(names.items()):
+        teaser = " ".join(paragraphs(name)[0].split()[:12]) + " …"
+        items.append(
+            f"<item><title>{escape(title_of(name))}</title><link>{base}/articles/{slug}</link>"
+            f"<guid>teaser-{slug}</guid><pubDate>Mon, 0{n + 1} Jan 2024 10:00:00 GMT</pubDate>"
+            f"<description>{escape(teaser)}</description></item>")
+    return ('<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel>'
+            "<title>Teasers</title><link>https://teasers.example/</link><description>d</description>"
+            + "".join(items) + "</channel></rss>")
+
+
+def serve_pages(feed_server) -> None:
+    for slug, name in ARTICLES.items():
+        feed_server.serve(f"/articles/{slug}", (PAGES / f"{name}.html").read_bytes(),
+                          content_type="text/html; charset=utf-8")
+
+
+def entries_by_link(hub: HubDir, language: str) -> dict[str, object]:
+    return {e.link: e for e in hub.feed(language).entries}
+
+
+def test_teasers_are_replaced_by_the_full_article_without_page_chrome(hub: HubDir,
+                                                                      feed_server) -> None:
+    serve_pages(feed_server)
+    feed_server.serve("/teasers.rss", teaser_feed(feed_server.base_url, ARTICLES))
+    assert hub.run("add", feed_server.url("/teasers.rss"), "--name", "teasers").returncode == 0
+    polled = hub.run("poll")
+    assert polled.returncode == 0, polled.stderr
+
+    for slug, name in ARTICLES.items():
+        # no declared language: detected from the article, one feed per language
+        entry = entries_by_link(hub, slug)[feed_server.url(f"/articles/{slug}")]
+        content = entry.content[0].value
+        text = text_of(content)
+        for paragraph in paragraphs(name):
+            assert normalized(paragraph) in text, (slug, paragraph[:50])
+        for chrome in (PAGES / f"{name}.chrome.txt").read_text(encoding="utf-8").splitlines():
+            assert chrome.strip() not in text, (slug, chrome)
+        assert "<script" not in content
+        assert f'src="{feed_server.base_url}/images/' in content  # made absolute
+        if slug == "fa":
+            assert 'dir="rtl"' in content
+    # each page was fetched once, with the hub's User-Agent
+    for slug in ARTICLES:
+        [request] = feed_server.requests_for(f"/articles/{slug}")
+        assert request.headers["user-agent"].startswith("feedhub/")
+
+
+def test_an_item_is_extracted_once_unless_refetch_asks(hub: HubDir, feed_server) -> None:
+    serve_pages(feed_server)
+    feed_server.serve("/teasers.rss", teaser_feed(feed_server.base_url, {"en": "en-article"}))
+    hub.run("add", feed_server.url("/teasers.rss"), "--name", "teasers")
+    hub.run("poll")
+    page = (PAGES / "en-article.html").read_text(encoding="utf-8")
+    first = paragraphs("en-article")[0]
+    feed_server.serve("/articles/en", page.replace(first, "UPDATED. " + first),
+                      content_type="text/html; charset=utf-8")
+    hub.run("poll", "--all")
+    assert len(feed_server.requests_for("/articles/en")) == 1  # not fetched again
+    assert "UPDATED." not in hub.feed("en").entries[0].content[0].value
+
+    marked = hub.run("refetch", "teasers")
+    assert marked.returncode == 0 and "Marked all 1 items of 'teasers'" in marked.stdout
+    assert hub.run("poll").returncode == 0  # the source is due again
+    assert len(feed_server.requests_for("/articles/en")) == 2
+    assert "UPDATED." in hub.feed("en").entries[0].content[0].value
+    assert hub.run("refetch", "https://nowhere.example/x").returncode == 2
+
+
+@pytest.mark.parametrize(("trouble", "reason"), [
+    ("slow", "no complete response within 2s"),
+    ("pdf", "the article page is not HTML (application/pdf)"),
+    ("huge", "the 300,000-byte cap"),
+    ("missing", "HTTP 404 Not Found"),
+])
+def test_a_page_that_fails_keeps_the_feed_text_and_says_why(tmp_path: Path, feed_server,
+                                                             trouble: str, reason: str) -> None:
+    hub = HubDir(tmp_path)
+    hub.config.write_text(hub.config.read_text(encoding="utf-8").replace(
+        'timeout = "5s"', 'timeout = "2s"\nmax_response_bytes = 300000'), encoding="utf-8")
+    page = (PAGES / "en-article.html").read_bytes()
+    if trouble == "slow":
+        feed_server.slow("/articles/en", page, first_byte_delay=5)
+    elif trouble == "pdf":
+        feed_server.serve("/articles/en", b"%PDF-1.4 ...", content_type="application/pdf")
+    elif trouble == "huge":
+        feed_server.serve("/articles/en", page + b"<!--" + b"x" * 400_000 + b"-->",
+                          content_type="text/html")
+    feed_server.serve("/teasers.rss", teaser_feed(feed_server.base_url, {"en": "en-article"}))
+    hub.run("add", feed_server.url("/teasers.rss"), "--name", "teasers", "--language", "en")
+    polled = hub.run("poll")
+    assert polled.returncode == 0, polled.stderr  # the poll itself succeeded
+    assert reason in polled.stderr  # logged
+    [entry] = hub.feed("en").entries
+    assert text_of(entry.content[0].value).startswith(" ".join(paragraphs("en-article")[0].split()[:12]))
+    status = json.loads(hub.run("status", "--json").stdout)
+    [source] = status["sources"]
+    assert source["fulltext_failures"] == 1 and reason in source["last_fulltext_failure"]
+    assert "full text not extracted for 1 items" in hub.run("status").stdout
+
+
+def test_never_and_full_feeds_fetch_no_page(hub: HubDir, feed_server) -> None:
+    serve_pages(feed_server)
+    feed_server.serve("/teasers.rss", teaser_feed(feed_server.base_url, {"en": "en-article"}))
+    feed_server.serve("/wsws.rss", (FIXTURES / "seed_wsws.rss").read_bytes())
+    hub.run("add", feed_server.url("/teasers.rss"), "--name", "teasers", "--no-fulltext")
+    hub.run("add", feed_server.url("/wsws.rss"), "--name", "wsws")  # full text in the feed
+    assert 'fulltext = "never"' in hub.config.read_text(encoding="utf-8")
+    assert hub.run("poll").returncode == 0
+    assert feed_server.requests_for("/articles/en") == []
+    assert not [r for r in feed_server.requests if "peru" in r.path]
