@@ -149,3 +149,26 @@ def test_never_and_full_feeds_fetch_no_page(hub: HubDir, feed_server) -> None:
     assert hub.run("poll").returncode == 0
     assert feed_server.requests_for("/articles/en") == []
     assert not [r for r in feed_server.requests if "peru" in r.path]
+
+
+def test_a_mixed_language_feed_is_split_into_the_right_language_feeds(hub: HubDir,
+                                                                        feed_server) -> None:
+    """No language declared anywhere: each item's language is detected from
+    its title and text (English, German, French, Persian, Pashto)."""
+    feed_server.serve("/mixed.rss", (FIXTURES / "mixed.rss").read_bytes())
+    assert hub.run("add", feed_server.url("/mixed.rss"), "--name", "mixed").returncode == 0
+    assert hub.run("poll").returncode == 0
+    found = {}
+    for feed in hub.feeds.glob("*.atom"):
+        for entry in hub.feed(feed.stem).entries:
+            found[entry.title] = feed.stem
+    expected = {}
+    body = (FIXTURES / "mixed.rss").read_text(encoding="utf-8")
+    for title, guid in re.findall(r"<title>([^<]*)</title>.*?<guid[^>]*>mixed-(\w+)-\d+</guid>",
+                                  body.split("<item>", 1)[1], re.DOTALL):
+        expected[title.strip()] = guid
+    assert len(expected) == 10
+    assert found == expected
+    for language in ("fa", "ps"):
+        for entry in hub.feed(language).entries:
+            assert 'dir="rtl"' in entry.content[0].value
