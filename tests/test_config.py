@@ -250,7 +250,7 @@ def test_non_http_source_url_is_rejected(tmp_path):
 def test_add_source_appends_and_keeps_the_rest_byte_for_byte(example_copy):
     before = example_copy.read_text(encoding="utf-8")
     new = SourceConfig(name="Tolo News", url="https://tolonews.example/feed.xml",
-                       language="fa", interval=3600, fulltext=False)
+                       language="fa", interval=3600, fulltext="never")
     returned = add_source(example_copy, new)
     after = example_copy.read_text(encoding="utf-8")
 
@@ -276,7 +276,7 @@ def test_remove_source_by_name_keeps_comments_and_layout(example_copy):
     before = example_copy.read_text(encoding="utf-8")
     block = (
         '[[sources]]\nname = "BBC فارسی"\nurl = "https://feeds.bbci.co.uk/persian/rss.xml"\n'
-        'language = "fa"\ninterval = "15m"\nfulltext = false\n\n'
+        'language = "fa"\ninterval = "15m"\nfulltext = "never"\n\n'
     )
     assert block in before
     removed, config = remove_source(example_copy, "BBC فارسی")
@@ -362,3 +362,19 @@ def test_concurrent_adds_lose_nothing(tmp_path):
     names = {source.name for source in load_config(path).sources}
     assert names == {f"{prefix} {n}" for prefix in ("alpha", "beta") for n in range(20)}
     assert path.read_text(encoding="utf-8").startswith("# concurrent edits\n")
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ('"auto"', "auto"), ('"always"', "always"), ('"never"', "never"), ("true", "always"),
+    ("false", "never"), (None, "auto")])
+def test_fulltext_modes(tmp_path, value, expected):
+    extra = f"fulltext = {value}\n" if value else ""
+    path = write(tmp_path, MINIMAL + f'[[sources]]\nname = "a"\nurl = "https://a.example/f"\n{extra}')
+    assert load_config(path).sources[0].fulltext == expected
+
+
+def test_fulltext_rejects_other_values(tmp_path):
+    path = write(tmp_path, MINIMAL + '[[sources]]\nname = "a"\nurl = "https://a.example/f"\n'
+                 'fulltext = "sometimes"\n')
+    with pytest.raises(ConfigError, match=r"'fulltext': expected \"auto\", \"always\" or \"never\""):
+        load_config(path)
