@@ -80,6 +80,20 @@ def test_teasers_are_replaced_by_the_full_article_without_page_chrome(hub: HubDi
         assert f'src="{feed_server.base_url}/images/' in content  # made absolute
         if slug == "fa":
             assert 'dir="rtl"' in content
+    # both texts are kept, with which one is published and the detected language
+    import sqlite3
+
+    with sqlite3.connect(hub.database) as db:
+        rows = db.execute("SELECT link, content, feed_content, extracted_content, fulltext_status,"
+                          " detected_language, language_confidence FROM items").fetchall()
+    assert len(rows) == 3
+    for link, content, feed_content, extracted, status, detected, confidence in rows:
+        assert status == "extracted" and content == extracted
+        assert feed_content.endswith("…") and len(feed_content) < len(extracted)
+        assert detected == link.rsplit("/", 1)[1] and confidence >= 0.8
+    # captions stay with their images
+    caption = "Helen Marsh set out the scheme hours after new figures showed inflation falling"
+    assert caption in entries_by_link(hub, "en")[feed_server.url("/articles/en")].content[0].value
     # each page was fetched once, with the hub's User-Agent
     for slug in ARTICLES:
         [request] = feed_server.requests_for(f"/articles/{slug}")

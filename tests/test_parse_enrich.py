@@ -498,3 +498,35 @@ def test_quadratic_blowup_in_utf16_is_not_expanded():
     body = quadratic_blowup(3_000).replace('version="1.0"?>', 'version="1.0" encoding="utf-16"?>', 1)
     # No charset in Content-Type (common): the BOM and the XML declaration decide.
     assert_parses_without_expanding(body.encode("utf-16"), "application/rss+xml")
+
+
+# --- language detection (issue 5) ------------------------------------------------
+
+PERSIAN = ("<item><title>مجلس کلیات بودجه را تصویب کرد</title><guid>p</guid><description>"
+           "نمایندگان مجلس روز یکشنبه کلیات لایحه‌ی بودجه‌ی سال آینده را با اکثریت آرا تصویب "
+           "کردند و قرار است جزئیات آن در هفته‌ی آینده بررسی شود.</description></item>")
+
+
+def test_undeclared_language_is_detected_and_stored_with_its_confidence():
+    item = enrich_one(rss(PERSIAN))
+    assert item.language == "fa"
+    assert item.detected_language == "fa" and item.language_confidence >= 0.8
+
+
+def test_declared_languages_win_over_detection():
+    atom_body = atom('<entry xml:lang="ps"><title>مجلس کلیات بودجه را تصویب کرد</title>'
+                     "<id>urn:p</id><updated>2023-01-01T00:00:00Z</updated>"
+                     '<content type="text">نمایندگان مجلس روز یکشنبه کلیات بودجه را تصویب کردند'
+                     "</content></entry>")
+    assert enrich_one(atom_body, "application/atom+xml").language == "ps"  # entry xml:lang
+    assert enrich_one(rss(PERSIAN, "<language>de</language>")).language == "de"  # the feed's
+    source = SourceConfig(name="s", url=FEED_URL, language="ar")
+    item = enrich_one(rss(PERSIAN), source=source)
+    assert item.language == "ar" and item.detected_language is None  # the source's setting
+
+
+def test_an_unsure_detection_falls_back_to_the_hub_default():
+    item = enrich_one(rss("<item><title>OK</title><guid>x</guid>"
+                          "<description>2-1</description></item>"), default_language="de")
+    assert item.language == "de"
+    assert item.language_confidence is None or item.language_confidence < 0.8

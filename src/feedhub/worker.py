@@ -59,7 +59,37 @@ def extract_article(page: FetchResult) -> tuple[str | None, str]:
         include_tables=True, favor_precision=True)
     if not html:
         return None, "no article text found on the page"
-    return sanitize_html(html, page.final_url), "extracted"
+    return sanitize_html(_with_captions(html, page), page.final_url), "extracted"
+
+
+def _with_captions(extracted: str, page: FetchResult) -> str:
+    """trafilatura keeps an article's images but drops their <figcaption>:
+    put each caption back under its image, found by the image's URL."""
+    import lxml.html
+    from lxml import etree
+
+    try:
+        source = lxml.html.fromstring(page.content)
+        result = lxml.html.fromstring(extracted)
+    except (etree.ParserError, ValueError):
+        return extracted
+    source.make_links_absolute(page.final_url, handle_failures="discard")
+    captions = {}
+    for figure in source.iter("figure"):
+        image, caption = figure.find(".//img"), figure.find(".//figcaption")
+        if image is not None and caption is not None and image.get("src"):
+            captions[image.get("src")] = caption.text_content().strip()
+    if not captions:
+        return extracted
+    for image in list(result.iter("img")):
+        text = captions.get(image.get("src", ""))
+        if text and image.getparent() is not None:
+            figure = etree.Element("figure")
+            image.addprevious(figure)
+            figure.tail, image.tail = image.tail, None  # text after the image stays after it
+            figure.append(image)
+            etree.SubElement(figure, "figcaption").text = text
+    return lxml.html.tostring(result, encoding="unicode")
 
 
 def detect_item_language(item: Item, default_language: str) -> tuple[str, str | None, float | None]:
