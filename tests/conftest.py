@@ -27,3 +27,19 @@ def feed_server() -> Iterator[FeedServer]:
 def hub(tmp_path: Path) -> HubDir:
     """An empty hub directory with a config.toml, driven through the CLI."""
     return HubDir(tmp_path)
+
+
+@pytest.fixture(autouse=True)
+def _only_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests talk to 127.0.0.1 only: a name lookup of anything else in the
+    test process fails the test instead of reaching for the network."""
+    import socket
+
+    real = socket.getaddrinfo
+
+    def guarded(host, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if host not in (None, "localhost", "127.0.0.1", "::1", b"localhost", b"127.0.0.1"):
+            raise AssertionError(f"a test tried to resolve {host!r}: only 127.0.0.1 is allowed")
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", guarded)

@@ -55,7 +55,8 @@ ATOM_03 = """<?xml version="1.0" encoding="utf-8"?>
 def hub_config(tmp_path: Path, url: str):
     return parse_config(
         '[hub]\nbase_url = "https://hub.example.org/"\nallow_private_networks = true\n'
-        f'host_spacing = 0\n[[sources]]\nname = "src"\nurl = "{url}"\n', tmp_path / "config.toml")
+        f'host_spacing = 0\n[[sources]]\nname = "src"\nurl = "{url}"\n'
+        'fulltext = "never"  # the items link to hosts that are not here\n', tmp_path / "config.toml")
 
 
 def poll_and_publish(config) -> PollReport:
