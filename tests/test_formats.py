@@ -197,3 +197,25 @@ def test_parsing_in_worker_processes_survives_a_dead_worker(tmp_path: Path, feed
     report = asyncio.run(run())
     assert report.ok and report.new == 2, report
     assert "a parser worker died; restarting the pool" in caplog.text
+
+
+CHURN = """<?xml version="1.0"?><rss version="2.0"><channel><title>T</title>
+<link>https://c.example/</link><description>d</description>
+<item><title>Same story</title><link>https://c.example/story</link><guid>{guid}</guid>
+<pubDate>Mon, 01 Jan 2024 00:00:00 GMT</pubDate><description>Text.</description></item>
+<item><title>No guid</title><link>https://c.example/other</link>
+<pubDate>Mon, 01 Jan 2024 00:00:00 GMT</pubDate><description>Other.</description></item>
+</channel></rss>"""
+
+
+def test_a_guid_that_changes_on_every_fetch_does_not_flood_the_feed(tmp_path: Path,
+                                                                     feed_server) -> None:
+    config = hub_config(tmp_path, feed_server.url("/churn.rss"))
+    feed_server.serve("/churn.rss", CHURN.format(guid="session-1"))
+    assert poll_and_publish(config).new == 2
+    for n in range(2, 5):
+        feed_server.serve("/churn.rss", CHURN.format(guid=f"session-{n}"))
+        report = poll_and_publish(config)
+        assert (report.new, report.updated) == (0, 0), report
+    entries = feedparser.parse((tmp_path / "feeds" / "en.atom").read_bytes()).entries
+    assert sorted(e.title for e in entries) == ["No guid", "Same story"]

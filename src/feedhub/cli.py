@@ -355,7 +355,10 @@ async def _poll_and_publish(config: Config, sources: list[SourceConfig],
                 reports = await _with_progress(hub, sources)
             finally:
                 hub.close()
-            published = hub.publish()
+            try:
+                published = hub.publish()
+            except OSError as exc:
+                _fail(f"polled and stored, but publishing failed (previous feed files kept): {exc}")
     return reports, sum(feed.written for feed in published)
 
 
@@ -416,7 +419,10 @@ def publish(ctx: click.Context) -> None:
     """Regenerate the feeds from what is stored (no polling)."""
     config = _load(ctx)
     with Store(config.hub.database) as store:
-        published = Hub(config, store, None).publish()  # type: ignore[arg-type]
+        try:
+            published = Hub(config, store, None).publish()  # type: ignore[arg-type]
+        except OSError as exc:
+            _fail(f"publishing failed (previous feed files kept): {exc}")
     if not published:
         click.echo("Nothing stored yet: poll first (feedhub poll --all).")
         return

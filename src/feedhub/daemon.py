@@ -38,6 +38,7 @@ log = logging.getLogger("feedhub.daemon")
 GRACE_SECONDS = 10.0  # how long polls in flight may run on after a stop signal
 RELOAD_CHECK_SECONDS = 1.0  # how often config.toml is looked at
 PUBLISH_DEBOUNCE_SECONDS = 1.0  # changes within this window make one publish
+PUBLISH_RETRY_SECONDS = 5.0  # after a failed publish (disk full, read-only)
 FIRST_POLL_SPREAD = 5.0  # never-polled sources start within this many seconds
 PARSER_WORKERS = os.cpu_count() or 1  # parsing is CPU-bound: one process per core
 
@@ -67,7 +68,8 @@ class Daemon:
         log.info("stopped")
 
     async def _serve(self) -> None:
-        self.hub.publish()
+        self._publish_all = True
+        self._publish_now()  # the index files exist from the start (or the failure is logged)
         self.scheduler = AsyncIOScheduler(timezone=UTC, job_defaults={
             "coalesce": True, "misfire_grace_time": None, "max_instances": 1})
         self.scheduler.start()
@@ -170,11 +172,17 @@ class Daemon:
         try:
             self.hub.publish(languages)
         except OSError as exc:
-            log.error("publishing failed, previous feed files kept: %s", exc)
+            # disk full, read-only output: the old files stay whole (atomic
+            # replace); polling goes on, and publishing is tried again
+            log.error("publishing failed, previous feed files kept; retrying in %.0fs: %s",
+                      PUBLISH_RETRY_SECONDS, exc)
             if languages is None:
                 self._publish_all = True
             else:
                 self._dirty.update(languages)
+            if not self.stopping.is_set():
+                asyncio.get_running_loop().call_later(
+                    PUBLISH_RETRY_SECONDS, self._request_publish, ())
 
     # --- config reload -------------------------------------------------------
 

@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import json
 import sqlite3
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -30,7 +31,7 @@ from feedhub.models import (
     primary_subtag,
 )
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 REFETCH = "refetch requested"  # fulltext_status of items `feedhub refetch` marked
 BUSY_TIMEOUT_MS = 30_000
 
@@ -136,6 +137,8 @@ class Store:
                                      ("feed_content", str), ("extracted_content", str),
                                      ("fulltext_status", str), ("fulltext_link", str)):
                     db["items"].add_column(column, kind)
+            if version < 4:
+                db["items"].create_index(["source", "link"], if_not_exists=True)
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     # --- sources -----------------------------------------------------------
@@ -215,6 +218,7 @@ class Store:
         unique = list({item.upstream_id: item for item in reversed(items)}.values())[::-1]
         with self._write() as db:
             existing = self._existing(source, [item.upstream_id for item in unique])
+            self._match_by_link(source, unique, existing)
             inserts = []
             for item in unique:
                 digest = _content_hash(item)
@@ -246,6 +250,7 @@ class Store:
                     changed_at = item.updated if item.updated and (
                         prior is None or item.updated > prior) else seen_at
                     row["updated"] = _iso(changed_at)
+                    row.pop("upstream_id")  # matched by link: keep the identity it has
                     db["items"].update(previous["id"], row)
                     touched.update({group, previous["lang_group"]})
                     updated += 1
@@ -274,6 +279,29 @@ class Store:
                     f"VALUES ({', '.join('?' * len(columns))})",
                     [[row[c] for c in columns] for row in inserts])
         return StoreOutcome(new, updated, unchanged), frozenset(touched)
+
+    def _match_by_link(self, source: str, items: Sequence[Item],
+                       existing: dict[str, dict[str, Any]]) -> None:
+        """Some feeds mint a new guid on every fetch while the link stays: an
+        unknown guid whose link this source already has is that item, not a
+        new one (else every poll would flood the feed with duplicates)."""
+        shared = Counter(item.link for item in items)
+        ids = {item.upstream_id for item in items}
+        wanted = [item for item in items
+                  if item.upstream_id not in existing and item.link and shared[item.link] == 1]
+        by_link: dict[str, tuple[Any, ...]] = {}
+        for start in range(0, len(wanted), 500):
+            chunk = [item.link for item in wanted[start:start + 500]]
+            marks = ",".join("?" * len(chunk))
+            for row in self.db.execute(
+                    "SELECT link, id, upstream_id, content_hash, updated, lang_group FROM items "
+                    f"WHERE source = ? AND link IN ({marks})", [source, *chunk]):
+                by_link.setdefault(row[0], row)
+        for item in wanted:
+            row = by_link.get(item.link)  # type: ignore[arg-type]
+            if row and row[2] not in ids:
+                existing[item.upstream_id] = {"id": row[1], "content_hash": row[3],
+                                              "updated": row[4], "lang_group": row[5]}
 
     def _existing(self, source: str, upstream_ids: list[str]) -> dict[str, dict[str, Any]]:
         found: dict[str, dict[str, Any]] = {}
