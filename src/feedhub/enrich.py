@@ -53,8 +53,16 @@ def plain_text(text: str | None) -> str | None:
     (and script/style with their content) go, a lone "<" in "3 < 5" stays."""
     if text is None:
         return None
-    cleaned = nh3.clean(clean_text(text) or "", tags=set(), clean_content_tags=_CLEAN_CONTENT)
-    return " ".join(html.unescape(cleaned).split())
+    text = clean_text(text) or ""
+    # Until it is stable: "&ltscript&gt" decodes to "<script>", which must
+    # then go too (a reader may decode a title once more).
+    for _ in range(4):
+        cleaned = " ".join(html.unescape(
+            nh3.clean(text, tags=set(), clean_content_tags=_CLEAN_CONTENT)).split())
+        if cleaned == text:
+            break
+        text = cleaned
+    return text
 
 
 SHORT_TEXT = 600  # characters: less than this is a teaser, not an article
