@@ -90,3 +90,17 @@ class DaemonLock:
             fcntl.flock(self._handle.fileno(), fcntl.LOCK_UN)
             self._handle.close()
             self._handle = None
+
+    @staticmethod
+    def held(database: Path) -> bool:
+        """Whether a daemon holds the lock now (without taking it)."""
+        path = Path(database).with_name(Path(database).name + ".lock")
+        if not path.exists():
+            return False
+        with open(path) as handle:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+            return False

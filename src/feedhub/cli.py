@@ -432,21 +432,70 @@ def publish(ctx: click.Context) -> None:
         headers=["language", "entries", "file", ""]))
 
 
+def _address(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple | None:
+    if value is None:
+        return None
+    from feedhub.server import parse_address
+
+    try:
+        return parse_address(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an address like 127.0.0.1:8080") from None
+
+
 @cli.command()
+@click.option("--address", default="127.0.0.1:8080", show_default=True, callback=_address,
+              help="Where to listen, HOST:PORT.")
 @click.pass_context
-def run(ctx: click.Context) -> None:
+def serve(ctx: click.Context, address: tuple[str, int]) -> None:
+    """Serve the output directory over HTTP (ETag/304, gzip/brotli, HEAD,
+    Cache-Control from the next poll, /healthz), until SIGTERM or SIGINT.
+
+    \b
+    Example:
+        feedhub serve --address 0.0.0.0:8080
+    """
+    import signal
+
+    from feedhub.server import FeedServer
+
+    config = _load(ctx)
+    config.hub.output_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        server = FeedServer(address, config)
+    except OSError as exc:
+        _fail(f"cannot listen on {address[0]}:{address[1]}: {exc.strerror or exc}")
+    def stop(*_: object) -> None:
+        raise KeyboardInterrupt  # leaves serve_forever; handled below
+
+    signal.signal(signal.SIGTERM, stop)
+    click.echo(f"Serving {config.hub.output_dir} on http://{address[0]}:{server.server_address[1]}/",
+               err=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+@cli.command()
+@click.option("--serve", "serve_address", callback=_address, metavar="HOST:PORT",
+              help="Also serve the output directory over HTTP (as `feedhub serve`).")
+@click.pass_context
+def run(ctx: click.Context, serve_address: tuple[str, int] | None) -> None:
     """Run the hub: poll each source on its interval and publish after
     changes, until SIGTERM or SIGINT.
 
     \b
     Example:
-        feedhub --config /etc/feedhub/config.toml run
+        feedhub --config /etc/feedhub/config.toml run --serve 127.0.0.1:8080
     """
     from feedhub import daemon
 
     _load(ctx)  # a bad config exits 2 before anything starts
     try:
-        daemon.run(ctx.obj["config"])
+        daemon.run(ctx.obj["config"], serve_address)
     except AlreadyRunning as exc:
         _fail(str(exc))
     except ConfigError as exc:

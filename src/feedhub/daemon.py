@@ -31,6 +31,7 @@ from feedhub._files import DaemonLock
 from feedhub.config import ConfigError, load_config
 from feedhub.hub import Hub, make_fetcher
 from feedhub.models import Config, SourceConfig
+from feedhub.server import serve_in_thread
 from feedhub.store import Store
 
 log = logging.getLogger("feedhub.daemon")
@@ -249,14 +250,21 @@ def _fetch_settings(config: Config) -> tuple[object, ...]:
             hub.max_connections, hub.max_per_host, hub.allow_private_networks, hub.host_spacing)
 
 
-def run(config_path: Path) -> None:
-    """Load the config and run until stopped. ConfigError and AlreadyRunning
-    propagate to the CLI, which turns them into exit codes."""
+def run(config_path: Path, serve: tuple[str, int] | None = None) -> None:
+    """Load the config and run until stopped, serving feeds/ over HTTP too
+    when `serve` is an address. ConfigError and AlreadyRunning propagate to
+    the CLI, which turns them into exit codes."""
     config = load_config(config_path)
 
     async def main() -> None:
         daemon = Daemon(config)
         daemon.install_signal_handlers()
-        await daemon.run()
+        server = serve_in_thread(config, serve) if serve else None
+        try:
+            await daemon.run()
+        finally:
+            if server is not None:
+                server.shutdown()
+                server.server_close()
 
     asyncio.run(main())

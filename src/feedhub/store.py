@@ -198,6 +198,11 @@ class Store:
             for name in (names if names is not None else sorted(rows))
         ]
 
+    def soonest_next_poll(self) -> datetime | None:
+        row = self.db.execute(
+            "SELECT min(next_poll) FROM sources WHERE retired IS NULL").fetchone()
+        return _dt(row[0]) if row and row[0] else None
+
     def items_per_language(self, sources: Sequence[str]) -> dict[str, int]:
         if not sources:
             return {}
