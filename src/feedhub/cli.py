@@ -177,6 +177,58 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
+@cli.command("import")
+@click.argument("opml_file", type=click.File("rb"))
+@click.pass_context
+def import_(ctx: click.Context, opml_file: Any) -> None:
+    """Add the sources of an OPML file (folders included), skipping URLs or
+    names already configured, and report what was added and skipped.
+
+    \b
+    Example:
+        feedhub import subscriptions.opml
+    """
+    from feedhub.opml import OpmlError, import_opml
+
+    config = _load(ctx)
+    try:
+        candidates = import_opml(opml_file.read())
+    except OpmlError as exc:
+        _fail(f"{opml_file.name}: {exc}")
+    bad = []
+    with click.progressbar(candidates, label="Importing", file=sys.stderr) as bar:
+        checked = []
+        for source in bar:
+            parts = urlsplit(source.url)
+            if parts.scheme in ("http", "https") and parts.hostname:
+                checked.append(source)
+            else:
+                bad.append((source, f"{source.url!r} is not an http(s) URL"))
+    _, skipped = configuration.add_sources(config.path, checked)
+    skipped = bad + skipped
+    added = len(candidates) - len(skipped)
+    click.echo(f"Added {added} sources from {opml_file.name}; skipped {len(skipped)}.")
+    for source, reason in skipped:
+        click.echo(f"  skipped {source.name!r}: {reason}")
+
+
+@cli.command("export")
+@click.option("--output", "-o", type=click.File("wb"), default="-", show_default=True,
+              help="Write the OPML here.")
+@click.pass_context
+def export(ctx: click.Context, output: Any) -> None:
+    """Write the sources as OPML 2.0 (with language, interval, fulltext).
+
+    \b
+    Example:
+        feedhub export -o subscriptions.opml
+    """
+    from feedhub.opml import export_opml
+
+    config = _load(ctx)
+    output.write(export_opml(config.sources, config.hub.title))
+
+
 @cli.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @click.pass_context

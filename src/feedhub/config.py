@@ -12,6 +12,7 @@ import difflib
 import re
 import tomllib
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -355,35 +356,60 @@ def _credit_template(value: Any) -> str:
 # --- editing the source list ------------------------------------------------
 
 
+def duplicate_of(config: Config, source: SourceConfig) -> str | None:
+    """Why `source` cannot be added to `config`, or None."""
+    for existing in config.sources:
+        if existing.url == source.url:
+            return f"{source.url} is already a source (named {existing.name!r})"
+        if existing.name == source.name:
+            return f"a source named {source.name!r} already exists"
+    return None
+
+
 def add_source(path: Path, source: SourceConfig) -> Config:
     """Append a [[sources]] table to config.toml; refuses a duplicate name or
     URL. Returns the new config."""
 
-    def edit(doc: tomlkit.TOMLDocument, config: Config) -> None:
-        for existing in config.sources:
-            if existing.name == source.name:
-                raise ConfigError(f"a source named {source.name!r} already exists", path)
-            if existing.url == source.url:
-                raise ConfigError(
-                    f"{source.url} is already a source (named {existing.name!r})", path
-                )
-        table = tomlkit.table()
-        table["name"] = source.name
-        table["url"] = source.url
-        if source.language:
-            table["language"] = source.language
-        if source.interval:
-            table["interval"] = format_duration(source.interval)
-        if source.fulltext != "auto":
-            table["fulltext"] = source.fulltext
-        if "sources" in doc:
-            table.trivia.indent = "\n"  # a blank line between [[sources]] tables
-        else:
-            doc.add(tomlkit.nl())
-            doc.append("sources", tomlkit.aot())
-        doc["sources"].append(table)
+    def check(config: Config) -> None:
+        if reason := duplicate_of(config, source):
+            raise ConfigError(reason, path)
 
-    return _edit(path, edit)
+    return add_sources(path, [source], check=check)[0]
+
+
+def add_sources(path: Path, sources: list[SourceConfig],
+                check: Callable[[Config], None] | None = None
+                ) -> tuple[Config, list[tuple[SourceConfig, str]]]:
+    """Append many sources in one edit (an OPML import); duplicates of what
+    is configured, or of each other, are skipped. Returns the new config and
+    the skipped sources with the reason."""
+    skipped: list[tuple[SourceConfig, str]] = []
+
+    def edit(doc: tomlkit.TOMLDocument, config: Config) -> None:
+        if check is not None:
+            check(config)
+        for source in sources:
+            if reason := duplicate_of(config, source):
+                skipped.append((source, reason))
+                continue
+            config = replace(config, sources=(*config.sources, source))
+            table = tomlkit.table()
+            table["name"] = source.name
+            table["url"] = source.url
+            if source.language:
+                table["language"] = source.language
+            if source.interval:
+                table["interval"] = format_duration(source.interval)
+            if source.fulltext != "auto":
+                table["fulltext"] = source.fulltext
+            if "sources" in doc:
+                table.trivia.indent = "\n"  # a blank line between [[sources]] tables
+            else:
+                doc.add(tomlkit.nl())
+                doc.append("sources", tomlkit.aot())
+            doc["sources"].append(table)
+
+    return _edit(path, edit), skipped
 
 
 def remove_source(path: Path, name_or_url: str) -> tuple[SourceConfig, Config]:
