@@ -93,7 +93,12 @@ def test_each_language_gets_its_own_feed(hub: HubDir, feed_server) -> None:
         assert hub.run("add", feed_server.url(path)).returncode == 0
     assert hub.run("poll").returncode == 0
 
-    assert sorted(p.name for p in hub.feeds.glob("*.atom")) == ["de.atom", "en.atom", "fa.atom"]
+    assert sorted(p.name for p in hub.feeds.glob("*.atom")) == [
+        "all.atom", "de.atom", "en.atom", "fa.atom"]
+    everything = hub.feed("all")  # the all-languages feed: each entry in its own language
+    assert not everything.bozo and len(everything.entries) == 5
+    assert {e.content[0].language for e in everything.entries} == {"en", "de", "fa-IR"}
+    assert any("Zuerst veröffentlicht von" in e.content[0].value for e in everything.entries)
     persian = hub.feed("fa")
     assert not persian.bozo
     assert persian.feed.title == "خبرها"  # [languages.fa] title
@@ -120,7 +125,8 @@ def test_each_language_gets_its_own_feed(hub: HubDir, feed_server) -> None:
     for language in ("de", "en", "fa"):
         assert f'href="{language}.atom"' in index
     assert [o.get("xmlUrl") for o in opml.iter("outline")] == [
-        f"https://hub.example.org/feeds/{language}.atom" for language in ("de", "en", "fa")]
+        f"https://hub.example.org/feeds/{language}.atom" for language in ("de", "en", "fa", "all")]
+    assert 'href="all.atom"' in index
 
 
 def test_second_poll_is_conditional_and_304_changes_nothing(hub: HubDir, feed_server) -> None:

@@ -33,7 +33,7 @@ from feedhub.models import (
     SourceState,
 )
 from feedhub.parse import ParseError
-from feedhub.publish import PublishedFeed, publish_feeds, published_languages
+from feedhub.publish import ALL, PublishedFeed, publish_feeds, published_languages
 from feedhub.store import Store
 from feedhub.worker import detect_item_language, extract_article, parse_and_enrich, parser_pool
 
@@ -273,8 +273,10 @@ class Hub:
                 published_languages(self.config.hub.output_dir))
         feeds = {
             language: self.store.latest_items(language, names, self.config.hub.items_per_feed)
-            for language in sorted(languages)
+            for language in sorted(set(languages) - {ALL})
         }
+        if feeds:  # any language changed: the all-languages feed did too
+            feeds[ALL] = self.store.latest_items(None, names, self.config.hub.items_per_feed)
         results = publish_feeds(self.config, feeds)
         for feed in results:
             if feed.written:

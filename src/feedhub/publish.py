@@ -23,12 +23,13 @@ from lxml import etree
 from feedhub import __version__
 from feedhub._files import atomic_write
 from feedhub.credits import credit_template, render_credit
-from feedhub.models import Config, FeedInfo, Link, StoredItem, is_rtl
+from feedhub.models import Config, FeedInfo, Link, StoredItem, is_rtl, primary_subtag
 
 log = logging.getLogger("feedhub.publish")
 
 XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+ALL = "all"  # feeds/all.atom: every language in one feed
 _FEED_FILE = re.compile(r"^([a-z]{2,3})\.atom$")
 
 
@@ -107,17 +108,21 @@ def render_feed(config: Config, language: str, items: Sequence[StoredItem]) -> b
     fg.register_extension("feedhub", _HubFeedExtension, _HubEntryExtension, atom=True, rss=False)
     url = feed_url(config, language)
     fg.id(url)
-    fg.title((settings and settings.title) or f"{config.hub.title} ({language})")
+    fg.title(_feed_title(config, language))
     if settings and settings.subtitle:
         fg.subtitle(settings.subtitle)
     fg.link(href=url, rel="self", type="application/atom+xml")
     fg.link(href=f"{config.hub.base_url}index.html", rel="alternate", type="text/html")
-    fg.language(language)
+    if language != ALL:  # the all-languages feed has no one language; its entries each do
+        fg.language(language)
     fg.generator("feedhub", version=__version__)
     fg.updated(max((item.updated for item in items), default=EPOCH))
-    template = credit_template(language, settings.credit if settings else None)
     for item in items:
         name = item.source
+        credit_language = language if language != ALL else primary_subtag(item.language)
+        credit_settings = config.languages.get(credit_language)
+        template = credit_template(credit_language,
+                                   credit_settings.credit if credit_settings else None)
         entry = fg.add_entry(order="append")
         entry.id(item.atom_id)
         entry.title(item.title or "(untitled)")
@@ -163,7 +168,8 @@ def published_languages(output_dir: Path) -> list[str]:
     removed must be rewritten (empty), not left stale."""
     if not output_dir.is_dir():
         return []
-    return sorted(m.group(1) for p in output_dir.iterdir() if (m := _FEED_FILE.match(p.name)))
+    return sorted(m.group(1) for p in output_dir.iterdir()
+                  if (m := _FEED_FILE.match(p.name)) and m.group(1) != ALL)
 
 
 def publish_feeds(config: Config,
@@ -180,13 +186,17 @@ def publish_feeds(config: Config,
             continue
         written = write_if_changed(path, document)
         results.append(PublishedFeed(language, path, len(items), written))
-    all_languages = sorted(set(published_languages(output)) | set(feeds))
+    all_languages = sorted((set(published_languages(output)) | set(feeds)) - {ALL})
+    if (output / f"{ALL}.atom").exists():
+        all_languages.append(ALL)
     write_if_changed(output / "index.opml", render_opml(config, all_languages))
     write_if_changed(output / "index.html", render_index_html(config, all_languages))
     return results
 
 
 def _feed_title(config: Config, language: str) -> str:
+    if language == ALL:
+        return f"{config.hub.title} (all languages)"
     settings = config.languages.get(language)
     return (settings and settings.title) or f"{config.hub.title} ({language})"
 

@@ -382,9 +382,10 @@ class Store:
             list(sources))
         return [row[0] for row in cursor]
 
-    def latest_items(self, lang_group: str, sources: Sequence[str], limit: int) -> list[StoredItem]:
-        """The newest `limit` items of one language from the given sources,
-        newest first."""
+    def latest_items(self, lang_group: str | None, sources: Sequence[str],
+                     limit: int) -> list[StoredItem]:
+        """The newest `limit` items of one language (None: of all) from the
+        given sources, newest first."""
         if not sources:
             return []
         marks = ",".join("?" * len(sources))
@@ -392,9 +393,9 @@ class Store:
             "SELECT items.*, sources.feed_id, sources.feed_title, sources.feed_subtitle, "
             "sources.feed_links, sources.feed_updated, sources.feed_language, sources.feed_rights "
             "FROM items LEFT JOIN sources ON sources.name = items.source "
-            f"WHERE items.lang_group = ? AND items.source IN ({marks}) "
-            "ORDER BY items.published DESC, items.id DESC LIMIT ?",
-            [lang_group, *sources, limit])
+            "WHERE " + ("items.lang_group = ? AND " if lang_group is not None else "")
+            + f"items.source IN ({marks}) ORDER BY items.published DESC, items.id DESC LIMIT ?",
+            [*([lang_group] if lang_group is not None else []), *sources, limit])
         names = [d[0] for d in cursor.description]
         return [_stored_item(dict(zip(names, row, strict=True))) for row in cursor]
 
