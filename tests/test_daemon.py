@@ -155,7 +155,8 @@ def test_a_burst_of_changes_publishes_each_language_once(tmp_path: Path, feed_se
         time.sleep(1.5)
     finally:
         log = stop(daemon)
-    assert log.count("published") == 1, log  # five polls, one regeneration
+    assert log.count("en.atom (5 entries)") == 1, log  # five polls, one regeneration
+    assert log.count("published") == 2, log  # en.atom and all.atom, once each
 
 
 def test_restart_resumes_the_schedule_instead_of_polling_everything(

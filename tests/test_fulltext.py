@@ -174,6 +174,8 @@ def test_a_mixed_language_feed_is_split_into_the_right_language_feeds(hub: HubDi
     assert hub.run("poll").returncode == 0
     found = {}
     for feed in hub.feeds.glob("*.atom"):
+        if feed.stem == "all":
+            continue
         for entry in hub.feed(feed.stem).entries:
             found[entry.title] = feed.stem
     expected = {}
