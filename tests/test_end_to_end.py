@@ -284,7 +284,7 @@ def test_missing_config_is_a_clear_error(tmp_path) -> None:
 
 def test_every_command_has_help(hub: HubDir) -> None:
     for command in ("add", "remove", "list", "poll", "publish", "run", "status", "refetch",
-                    "serve", "import", "export"):
+                    "serve", "import", "export", "withdraw"):
         result = hub.run(command, "--help")
         assert result.returncode == 0 and "Usage: feedhub" in result.stdout, command
 

@@ -300,6 +300,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
         states = store.source_states(names)
         per_language = store.items_per_language(names)
         fulltext = store.fulltext_failures()
+        withdrawn = store.withdrawals()
     now = datetime.now(UTC)
     health = [_health(state) for state in states]
     summary = {
@@ -315,6 +316,8 @@ def status(ctx: click.Context, as_json: bool) -> None:
             "items": st.items, "retired": st.retired,
             "fulltext_failures": fulltext.get(st.name, (0, None))[0],
             "last_fulltext_failure": fulltext.get(st.name, (0, None))[1],
+            "withdrawn_items": withdrawn.get(st.name, (0, None))[0],
+            "withdrawn_at": withdrawn.get(st.name, (0, None))[1],
         } for st, h in zip(states, health, strict=True)]
         click.echo(json.dumps({"sources": sources, "summary": summary}, indent=2,
                               ensure_ascii=False, default=_json_default))
@@ -327,6 +330,9 @@ def status(ctx: click.Context, as_json: bool) -> None:
             headers=["source", "state", "last poll", "status", "errors", "next poll", "items",
                      "last error"]))
         click.echo()
+    for name, (count, when) in withdrawn.items():
+        if name in names:
+            click.echo(f"{name}: {count} items withdrawn (takedown at {when})")
     for name, (count, reason) in fulltext.items():
         if name in names:
             click.echo(f"{name}: full text not extracted for {count} items; latest: {reason}")
@@ -463,6 +469,32 @@ def refetch(ctx: click.Context, item_or_source: str) -> None:
                                   next_poll=datetime.now(UTC), body_hash=None, etag=None,
                                   last_modified=None)
     click.echo(f"Marked {what} for full-text extraction at the next poll.")
+
+
+@cli.command()
+@click.argument("name_or_url")
+@click.pass_context
+def withdraw(ctx: click.Context, name_or_url: str) -> None:
+    """A takedown: every item of a source leaves all published feeds at
+    once (they stay in the database, marked, and `status` records it).
+    New items of the source are published again unless you also remove it.
+
+    \b
+    Example:
+        feedhub withdraw "World Socialist"
+    """
+    config = _load(ctx)
+    source = config.find_source(name_or_url)
+    if source is None:
+        raise click.BadParameter(f"no source named {name_or_url!r} (see `feedhub list`)",
+                                 param_hint="NAME_OR_URL")
+    with Store(config.hub.database) as store:
+        count = store.withdraw(source.name, datetime.now(UTC))
+        try:
+            Hub(config, store, None).publish()  # type: ignore[arg-type]
+        except OSError as exc:
+            _fail(f"withdrew {count} items, but publishing failed (run `feedhub publish`): {exc}")
+    click.echo(f"Withdrew {count} items of {source.name!r} from every published feed.")
 
 
 @cli.command()

@@ -271,6 +271,8 @@ class _Reader:
             language=None if language == "auto" else language,
             interval=get("interval", parse_duration, "a duration like '30m'"),
             fulltext=get("fulltext", _fulltext, '"auto", "always" or "never"') or "auto",
+            publish=get("publish", _publish_policy, '"full", "summary" or "link"') or "full",
+            rights=get("rights", _text, "a licence text or URL"),
         )
 
     def _no_duplicates(self, sources: tuple[SourceConfig, ...]) -> None:
@@ -301,6 +303,12 @@ def _bool(value: Any) -> bool:
 
 def _positive_int(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(value)
+    return value
+
+
+def _publish_policy(value: Any) -> str:
+    if value not in ("full", "summary", "link"):
         raise ValueError(value)
     return value
 
@@ -402,6 +410,10 @@ def add_sources(path: Path, sources: list[SourceConfig],
                 table["interval"] = format_duration(source.interval)
             if source.fulltext != "auto":
                 table["fulltext"] = source.fulltext
+            if source.publish != "full":
+                table["publish"] = source.publish
+            if source.rights:
+                table["rights"] = source.rights
             if "sources" in doc:
                 table.trivia.indent = "\n"  # a blank line between [[sources]] tables
             else:

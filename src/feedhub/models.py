@@ -32,6 +32,8 @@ class SourceConfig:
     language: str | None = None
     interval: int | None = None  # seconds; None: the hub's default
     fulltext: str = "auto"  # "auto": fetch the page for teasers; "always"; "never"
+    publish: str = "full"  # "full" text, a "summary", or only a "link" (republishing rights)
+    rights: str | None = None  # licence text or URL, published as atom:rights
 
 
 @dataclass(frozen=True)

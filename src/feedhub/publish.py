@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
+import lxml.html
 from feedgen.ext.base import BaseEntryExtension, BaseExtension
 from feedgen.feed import FeedGenerator
 from lxml import etree
@@ -129,11 +130,14 @@ def render_feed(config: Config, language: str, items: Sequence[StoredItem]) -> b
         entry.author(name=item.author or name)
         entry.published(item.published)
         entry.updated(item.updated)
-        entry.content(_entry_html(item, name, template), type="html")
+        policy = config.find_source(item.source)
+        entry.content(_entry_html(item, name, template,
+                                  policy.publish if policy else "full"), type="html")
         for term in item.categories:
             entry.category(term=term)
-        if item.rights:
-            entry.rights(item.rights)
+        rights = (policy.rights if policy else None) or item.rights
+        if rights:
+            entry.rights(rights)
         ext = entry.feedhub
         ext.language = item.language
         ext.links = ([Link(href=item.link, type="text/html")] if item.link else []) + list(
@@ -142,14 +146,28 @@ def render_feed(config: Config, language: str, items: Sequence[StoredItem]) -> b
     return fg.atom_str(pretty=True, encoding="UTF-8", xml_declaration=True)
 
 
-def _entry_html(item: StoredItem, source_name: str, template: str) -> str:
-    """The article wrapped with its language and direction, and the credit
-    line at the foot."""
+SUMMARY_CHARACTERS = 400
+
+
+def _entry_html(item: StoredItem, source_name: str, template: str, policy: str = "full") -> str:
+    """The article (all of it, a summary, or nothing, as the source's
+    `publish` policy allows) wrapped with its language and direction, and
+    the credit line at the foot."""
     direction = ' dir="rtl"' if is_rtl(item.language) else ""
     lang = html.escape(item.language)
     credit = render_credit(template, source_name=source_name, link=item.link,
                            author=item.author or source_name, date=item.published)
-    return (f'<div lang="{lang}"{direction}>{item.content}'
+    if policy == "summary":
+        text = " ".join(lxml.html.fragment_fromstring(
+            item.content or "<p></p>", create_parent="div").text_content().split())
+        if len(text) > SUMMARY_CHARACTERS:
+            text = text[:SUMMARY_CHARACTERS].rsplit(" ", 1)[0] + " …"
+        body = f"<p>{html.escape(text)}</p>"
+    elif policy == "link":
+        body = ""
+    else:
+        body = item.content
+    return (f'<div lang="{lang}"{direction}>{body}'
             f'<p class="feedhub-credit"{direction}>{credit}</p></div>')
 
 

@@ -31,7 +31,7 @@ from feedhub.models import (
     primary_subtag,
 )
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 REFETCH = "refetch requested"  # fulltext_status of items `feedhub refetch` marked
 BUSY_TIMEOUT_MS = 30_000
 
@@ -139,6 +139,8 @@ class Store:
                     db["items"].add_column(column, kind)
             if version < 4:
                 db["items"].create_index(["source", "link"], if_not_exists=True)
+            if version < 5:
+                db["items"].add_column("withdrawn", str)  # when a takedown removed it
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     # --- sources -----------------------------------------------------------
@@ -363,6 +365,19 @@ class Store:
                               [atom_id_or_link, atom_id_or_link]).fetchone()
         return row[0] if row else None
 
+    def withdraw(self, source: str, at: datetime) -> int:
+        """A takedown: every item of `source` leaves the published feeds (and
+        stays in the database, marked). Returns how many items."""
+        with self._write() as db:
+            return db.execute("UPDATE items SET withdrawn = ? WHERE source = ? AND withdrawn IS NULL",
+                              [_iso(at), source]).rowcount
+
+    def withdrawals(self) -> dict[str, tuple[int, str]]:
+        """Per source: withdrawn items and the latest takedown time."""
+        return {source: (count, when) for source, count, when in self.db.execute(
+            "SELECT source, count(*), max(withdrawn) FROM items WHERE withdrawn IS NOT NULL "
+            "GROUP BY source")}
+
     def fulltext_failures(self) -> dict[str, tuple[int, str | None]]:
         """Per source: items whose extraction failed (the feed's text is
         published instead) and the latest reason."""
@@ -393,7 +408,8 @@ class Store:
             "SELECT items.*, sources.feed_id, sources.feed_title, sources.feed_subtitle, "
             "sources.feed_links, sources.feed_updated, sources.feed_language, sources.feed_rights "
             "FROM items LEFT JOIN sources ON sources.name = items.source "
-            "WHERE " + ("items.lang_group = ? AND " if lang_group is not None else "")
+            "WHERE items.withdrawn IS NULL AND "
+            + ("items.lang_group = ? AND " if lang_group is not None else "")
             + f"items.source IN ({marks}) ORDER BY items.published DESC, items.id DESC LIMIT ?",
             [*([lang_group] if lang_group is not None else []), *sources, limit])
         names = [d[0] for d in cursor.description]
