@@ -266,7 +266,13 @@ class Fetcher:
         started = time.monotonic()
         try:
             async with asyncio.timeout(self.timeout):
-                return await self._get(url, host, headers, started)
+                try:
+                    return await self._get(url, host, headers, started)
+                except httpx.RemoteProtocolError:
+                    # A kept-alive connection the server had just closed: the
+                    # GET never reached it, so it is safe to send once more
+                    # (on a fresh connection), as browsers do.
+                    return await self._get(url, host, headers, started)
         except TimeoutError:
             raise FetchError(
                 f"no complete response within {self.timeout:g}s (slow server)"
