@@ -267,7 +267,7 @@ class _Reader:
         language = get("language", _language_or_auto, "a language tag like 'fa' or 'auto'")
         return SourceConfig(
             name=get("name", _text, "a non-empty string"),
-            url=get("url", _feed_url, "an absolute http(s) URL"),
+            url=get("url", _http_url, "an absolute http(s) URL"),
             language=None if language == "auto" else language,
             interval=get("interval", parse_duration, "a duration like '30m'"),
             fulltext=get("fulltext", _fulltext, '"auto", "always" or "never"') or "auto",
@@ -339,10 +339,6 @@ def _http_url(value: Any) -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(value)
     return url
-
-
-def _feed_url(value: Any) -> str:
-    return _http_url(value)
 
 
 def _base_url(value: Any) -> str:
