@@ -40,6 +40,7 @@ class PublishedFeed:
     path: Path
     entries: int
     written: bool  # False: the file already had these exact bytes
+    url: str = ""  # where subscribers fetch it (the WebSub topic)
 
 
 class _HubFeedExtension(BaseExtension):
@@ -203,7 +204,7 @@ def publish_feeds(config: Config,
             log.error("cannot render %s, previous file kept: %s", path, exc)
             continue
         written = write_if_changed(path, document)
-        results.append(PublishedFeed(language, path, len(items), written))
+        results.append(PublishedFeed(language, path, len(items), written, feed_url(config, language)))
     all_languages = sorted((set(published_languages(output)) | set(feeds)) - {ALL})
     if (output / f"{ALL}.atom").exists():
         all_languages.append(ALL)
