@@ -124,9 +124,21 @@ def test_each_language_gets_its_own_feed(hub: HubDir, feed_server) -> None:
     opml = lxml.etree.parse(str(hub.feeds / "index.opml")).getroot()
     for language in ("de", "en", "fa"):
         assert f'href="{language}.atom"' in index
-    assert [o.get("xmlUrl") for o in opml.iter("outline")] == [
+    assert [o.get("xmlUrl") for o in opml.findall("body/outline[@xmlUrl]")] == [
         f"https://hub.example.org/feeds/{language}.atom" for language in ("de", "en", "fa", "all")]
     assert 'href="all.atom"' in index
+
+    # a feed per source, each linked from index.html and index.opml
+    by_source = opml.findall("body/outline[@text='By source']/outline")
+    assert len(by_source) == 3
+    for outline in by_source:
+        relative = outline.get("xmlUrl").removeprefix("https://hub.example.org/feeds/")
+        assert relative.startswith("sources/") and f'href="{relative}"' in index
+        own = feedparser.parse((hub.feeds / relative).read_bytes())
+        assert not own.bozo and own.entries
+        assert {e.source.title for e in own.entries} == {outline.get("text")}
+    assert sum(len(feedparser.parse((hub.feeds / o.get("xmlUrl").removeprefix(
+        "https://hub.example.org/feeds/")).read_bytes()).entries) for o in by_source) == 5
 
 
 def test_second_poll_is_conditional_and_304_changes_nothing(hub: HubDir, feed_server) -> None:

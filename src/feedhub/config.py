@@ -223,6 +223,7 @@ class _Reader:
             output_dir=base / get("output_dir", _text, "a path"),
             database=base / get("database", _text, "a path"),
             items_per_feed=get("items_per_feed", _positive_int, "a whole number above 0"),
+            archive_page_size=get("archive_page_size", _count, "a whole number (0: no archives)"),
             default_interval=get("default_interval", parse_duration, "a duration like '30m'"),
             default_language=get("default_language", _language, "a language tag like 'en'"),
             user_agent=get("user_agent", _text, "a non-empty string"),
@@ -233,6 +234,8 @@ class _Reader:
             max_connections=get("max_connections", _positive_int, "a whole number above 0"),
             max_per_host=get("max_per_host", _positive_int, "a whole number above 0"),
             host_spacing=get("host_spacing", parse_delay, "a duration like '1s' (0 for none)"),
+            websub_hubs=get("websub_hubs", _hub_urls,
+                            'a list of absolute http(s) URLs, like ["https://pubsubhubbub.appspot.com/"]'),
         )
 
     def language(self, section: str, table: dict[str, Any]) -> LanguageConfig:
@@ -302,7 +305,13 @@ def _bool(value: Any) -> bool:
 
 
 def _positive_int(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if _count(value) < 1:
+        raise ValueError(value)
+    return value
+
+
+def _count(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValueError(value)
     return value
 
@@ -339,6 +348,23 @@ def _http_url(value: Any) -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(value)
     return url
+
+
+def _hub_urls(value: Any) -> tuple[str, ...]:
+    """[hub] websub_hubs: the hubs pinged after each regeneration. A hub
+    listed twice would be pinged twice for every change: refused."""
+    if not isinstance(value, list):
+        raise ValueError(value)
+    urls: list[str] = []
+    for number, entry in enumerate(value, 1):
+        try:
+            url = _http_url(entry)
+        except ValueError:
+            raise InvalidValue(f"entry {number}, {entry!r}, is not an absolute http(s) URL") from None
+        if url in urls:
+            raise InvalidValue(f"{url} is listed twice")
+        urls.append(url)
+    return tuple(urls)
 
 
 def _base_url(value: Any) -> str:

@@ -31,9 +31,19 @@ from feedhub.models import (
     PollReport,
     SourceConfig,
     SourceState,
+    StoredItem,
 )
 from feedhub.parse import ParseError
-from feedhub.publish import ALL, PublishedFeed, publish_feeds, published_languages
+from feedhub.publish import (
+    ALL,
+    PublishedFeed,
+    missing_archive_pages,
+    publish_archive,
+    publish_feeds,
+    publish_index,
+    publish_source_feeds,
+    published_languages,
+)
 from feedhub.store import Store
 from feedhub.worker import detect_item_language, extract_article, parse_and_enrich, parser_pool
 
@@ -264,21 +274,47 @@ class Hub:
     async def poll_many(self, sources: Sequence[SourceConfig]) -> list[PollReport]:
         return list(await asyncio.gather(*(self.poll(source) for source in sources)))
 
-    def publish(self, languages: Iterable[str] | None = None) -> list[PublishedFeed]:
-        """Regenerate the given language feeds (all of them by default) from
-        the items of the configured sources."""
+    def publish(self, languages: Iterable[str] | None = None,
+                sources: Iterable[str] | None = None) -> list[PublishedFeed]:
+        """Regenerate the given language feeds and per-source feeds (all of
+        them by default) from the items of the configured sources: archive
+        pages first, so no prev-archive link ever points at a missing file.
+        Returns the subscription documents (what a WebSub hub is told of)."""
+        hub = self.config.hub
         names = [source.name for source in self.config.sources]
         if languages is None:
             languages = set(self.store.language_groups(names)) | set(
-                published_languages(self.config.hub.output_dir))
-        feeds = {
-            language: self.store.latest_items(language, names, self.config.hub.items_per_feed)
-            for language in sorted(set(languages) - {ALL})
-        }
+                published_languages(hub.output_dir))
+        feeds: dict[str, list[StoredItem]] = {}
+        pages: dict[str, int] = {}
+        for language in sorted(set(languages) - {ALL}):
+            if hub.archive_page_size:
+                self.store.close_archive_pages(language, names, keep=hub.items_per_feed,
+                                               page_size=hub.archive_page_size)
+                pages[language] = self.store.last_archive_page(language)
+                for page in missing_archive_pages(self.config, language, pages[language]):
+                    self._write_archive(language, page)
+                feeds[language] = self.store.current_items(language, names)
+            else:
+                feeds[language] = self.store.latest_items(language, names, hub.items_per_feed)
+        for language, page in self.store.archive_rewrites():  # after a takedown
+            if self._write_archive(language, page):
+                self.store.archive_rewritten(language, page)
         if feeds:  # any language changed: the all-languages feed did too
-            feeds[ALL] = self.store.latest_items(None, names, self.config.hub.items_per_feed)
-        results = publish_feeds(self.config, feeds)
+            feeds[ALL] = self.store.latest_items(None, names, hub.items_per_feed)
+        results = publish_feeds(self.config, feeds, archived_pages=pages)
+        wanted = names if sources is None else [name for name in sources if name in names]
+        results += publish_source_feeds(self.config, {
+            name: self.store.source_items(name, hub.items_per_feed) for name in wanted})
+        publish_index(self.config)
         for feed in results:
             if feed.written:
                 log.info("published %s (%d entries)", feed.path, feed.entries)
         return results
+
+    def _write_archive(self, language: str, page: int) -> bool:
+        archived = publish_archive(self.config, language, page,
+                                   self.store.archive_items(language, page))
+        if archived and archived.written:
+            log.info("archived %s (%d entries)", archived.path, archived.entries)
+        return archived is not None

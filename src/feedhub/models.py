@@ -60,6 +60,8 @@ class HubConfig:
     max_connections: int = 10
     max_per_host: int = 2
     host_spacing: float = 1.0  # seconds between request starts to one host
+    websub_hubs: tuple[str, ...] = ()  # WebSub hubs pinged after each regeneration
+    archive_page_size: int = 20  # RFC 5005 archive pages; 0: no archives
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ GET on an unchanged feed stays a 304 and nobody reads half a file.
 
 from __future__ import annotations
 
+import hashlib
 import html
 import logging
 import re
@@ -44,7 +45,19 @@ class PublishedFeed:
 
 
 class _HubFeedExtension(BaseExtension):
-    """Registered only to carry the entry extension below."""
+    """Marks an RFC 5005 archive document (<fh:archive/>); also carries the
+    entry extension below."""
+
+    def __init__(self) -> None:
+        self.archive = False
+
+    def extend_ns(self) -> dict[str, str]:
+        return {"fh": HISTORY_NS} if self.archive else {}
+
+    def extend_atom(self, feed: etree._Element) -> etree._Element:
+        if self.archive:
+            etree.SubElement(feed, f"{{{HISTORY_NS}}}archive")
+        return feed
 
 
 class _HubEntryExtension(BaseEntryExtension):
@@ -102,26 +115,104 @@ def feed_url(config: Config, language: str) -> str:
     return f"{config.hub.base_url}{language}.atom"
 
 
-def render_feed(config: Config, language: str, items: Sequence[StoredItem]) -> bytes:
-    """The Atom document for one language, byte-for-byte the same for the same
-    items (its <updated> is the newest item's, not the clock's)."""
-    settings = config.languages.get(language)
+ARCHIVE_DIR = "archive"
+SOURCES_DIR = "sources"
+HISTORY_NS = "http://purl.org/syndication/history/1.0"  # RFC 5005
+
+
+def archive_path(language: str, page: int) -> str:
+    """Where archive page `page` of a language lives, relative to feeds/."""
+    return f"{ARCHIVE_DIR}/{language}/{page}.atom"
+
+
+@dataclass(frozen=True)
+class FeedDocument:
+    """What one published Atom document is: its address, name and place in
+    an RFC 5005 archived feed."""
+
+    url: str
+    title: str
+    language: str | None  # None: a mixed feed whose entries each carry their own
+    feed_id: str  # archive pages share the id of the logical feed they belong to
+    prev_archive: str | None = None
+    current: str | None = None  # set on archive documents only
+
+    @property
+    def is_archive(self) -> bool:
+        return self.current is not None
+
+
+def language_document(config: Config, language: str, *, archived_pages: int = 0) -> FeedDocument:
+    """The subscription document of a language feed (or of all.atom)."""
+    url = feed_url(config, language)
+    prev = f"{config.hub.base_url}{archive_path(language, archived_pages)}" if archived_pages else None
+    return FeedDocument(url, _feed_title(config, language), None if language == ALL else language,
+                        url, prev_archive=prev)
+
+
+def archive_document(config: Config, language: str, page: int) -> FeedDocument:
+    current = feed_url(config, language)
+    prev = f"{config.hub.base_url}{archive_path(language, page - 1)}" if page > 1 else None
+    return FeedDocument(f"{config.hub.base_url}{archive_path(language, page)}",
+                        _feed_title(config, language), language, current,
+                        prev_archive=prev, current=current)
+
+
+def source_document(config: Config, source: str, slug: str) -> FeedDocument:
+    url = f"{config.hub.base_url}{SOURCES_DIR}/{slug}.atom"
+    return FeedDocument(url, f"{config.hub.title}: {source}", None, url)
+
+
+def source_slugs(names: Sequence[str]) -> dict[str, str]:
+    """A file name per source: its name in lower-case ASCII letters, digits
+    and dashes; a name with none of those, or one whose slug an earlier
+    source already took, gets a short hash of the name appended."""
+    slugs: dict[str, str] = {}
+    taken: set[str] = set()
+    for name in names:
+        slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:60]
+        if not slug or slug in taken:
+            slug = f"{slug or 'source'}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
+        taken.add(slug)
+        slugs[name] = slug
+    return slugs
+
+
+def render_feed(config: Config, language: str, items: Sequence[StoredItem], *,
+                archived_pages: int = 0) -> bytes:
+    """The subscription document of one language (ALL: of every language)."""
+    return render_document(config, language_document(config, language,
+                                                     archived_pages=archived_pages), items)
+
+
+def render_document(config: Config, document: FeedDocument, items: Sequence[StoredItem]) -> bytes:
+    """One Atom document, byte-for-byte the same for the same items (its
+    <updated> is the newest item's, not the clock's)."""
+    language = document.language
+    settings = config.languages.get(language) if language else None
     fg = FeedGenerator()
     fg.register_extension("feedhub", _HubFeedExtension, _HubEntryExtension, atom=True, rss=False)
-    url = feed_url(config, language)
-    fg.id(url)
-    fg.title(_feed_title(config, language))
+    fg.id(document.feed_id)
+    fg.title(document.title)
     if settings and settings.subtitle:
         fg.subtitle(settings.subtitle)
-    fg.link(href=url, rel="self", type="application/atom+xml")
+    fg.link(href=document.url, rel="self", type="application/atom+xml")
     fg.link(href=f"{config.hub.base_url}index.html", rel="alternate", type="text/html")
-    if language != ALL:  # the all-languages feed has no one language; its entries each do
+    if document.current:
+        fg.link(href=document.current, rel="current", type="application/atom+xml")
+    if document.prev_archive:
+        fg.link(href=document.prev_archive, rel="prev-archive", type="application/atom+xml")
+    if not document.is_archive:  # a hub is told about subscription documents only
+        for hub_url in config.hub.websub_hubs:
+            fg.link(href=hub_url, rel="hub")
+    fg.feedhub.archive = document.is_archive
+    if language:  # a mixed feed has no one language; its entries each do
         fg.language(language)
     fg.generator("feedhub", version=__version__)
     fg.updated(max((item.updated for item in items), default=EPOCH))
     for item in items:
         name = item.source
-        credit_language = language if language != ALL else primary_subtag(item.language)
+        credit_language = language or primary_subtag(item.language)
         credit_settings = config.languages.get(credit_language)
         template = credit_template(credit_language,
                                    credit_settings.credit if credit_settings else None)
@@ -191,26 +282,86 @@ def published_languages(output_dir: Path) -> list[str]:
                   if (m := _FEED_FILE.match(p.name)) and m.group(1) != ALL)
 
 
-def publish_feeds(config: Config,
-                  feeds: Mapping[str, Sequence[StoredItem]]) -> list[PublishedFeed]:
+def publish_feeds(config: Config, feeds: Mapping[str, Sequence[StoredItem]], *,
+                  archived_pages: Mapping[str, int] | None = None) -> list[PublishedFeed]:
+    """Write the subscription documents of the given languages (and the
+    index pages). `archived_pages`: each language's newest archive page, for
+    its prev-archive link."""
     output = config.hub.output_dir
     output.mkdir(parents=True, exist_ok=True)
     results = []
     for language, items in sorted(feeds.items()):
-        path = output / f"{language}.atom"
-        try:
-            document = render_feed(config, language, items)
-        except ValueError as exc:  # feedgen refuses what XML cannot carry
-            log.error("cannot render %s, previous file kept: %s", path, exc)
-            continue
-        written = write_if_changed(path, document)
-        results.append(PublishedFeed(language, path, len(items), written, feed_url(config, language)))
-    all_languages = sorted((set(published_languages(output)) | set(feeds)) - {ALL})
-    if (output / f"{ALL}.atom").exists():
-        all_languages.append(ALL)
-    write_if_changed(output / "index.opml", render_opml(config, all_languages))
-    write_if_changed(output / "index.html", render_index_html(config, all_languages))
+        pages = (archived_pages or {}).get(language, 0)
+        published = _publish(language_document(config, language, archived_pages=pages),
+                             output / f"{language}.atom", items, config, language)
+        if published:
+            results.append(published)
+    publish_index(config)
     return results
+
+
+def publish_archive(config: Config, language: str, page: int,
+                    items: Sequence[StoredItem]) -> PublishedFeed | None:
+    """Write one archive page. Called when the page is new, lost from disk
+    or changed by a takedown: otherwise an archive is never touched."""
+    return _publish(archive_document(config, language, page),
+                    config.hub.output_dir / archive_path(language, page), items, config, language)
+
+
+def missing_archive_pages(config: Config, language: str, last: int) -> list[int]:
+    """Pages 1..last of a language with no file (a new page, or an output
+    directory restored without its archive/)."""
+    folder = config.hub.output_dir / ARCHIVE_DIR / language
+    present = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
+    return [page for page in range(1, last + 1) if f"{page}.atom" not in present]
+
+
+def publish_source_feeds(config: Config,
+                         feeds: Mapping[str, Sequence[StoredItem]]) -> list[PublishedFeed]:
+    """Write the per-source feeds of the given sources, and delete those of
+    sources no longer configured (their items have left every feed)."""
+    slugs = source_slugs([source.name for source in config.sources])
+    folder = config.hub.output_dir / SOURCES_DIR
+    results = []
+    for name, items in sorted(feeds.items()):
+        if name not in slugs:
+            continue
+        published = _publish(source_document(config, name, slugs[name]),
+                             folder / f"{slugs[name]}.atom", items, config, name)
+        if published:
+            results.append(published)
+    if folder.is_dir():
+        wanted = {f"{slug}.atom" for slug in slugs.values()}
+        for stale in folder.glob("*.atom"):
+            if stale.name not in wanted:
+                stale.unlink(missing_ok=True)
+                log.info("removed %s: its source is no longer configured", stale)
+    return results
+
+
+def _publish(document: FeedDocument, path: Path, items: Sequence[StoredItem], config: Config,
+             label: str) -> PublishedFeed | None:
+    try:
+        data = render_document(config, document, items)
+    except ValueError as exc:  # feedgen refuses what XML cannot carry
+        log.error("cannot render %s, previous file kept: %s", path, exc)
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    written = write_if_changed(path, data)
+    return PublishedFeed(label, path, len(items), written, document.url)
+
+
+def publish_index(config: Config) -> None:
+    """index.html and index.opml: every feed on disk, by language and by source."""
+    output = config.hub.output_dir
+    languages = published_languages(output)
+    if (output / f"{ALL}.atom").exists():
+        languages.append(ALL)
+    slugs = source_slugs([source.name for source in config.sources])
+    sources = [(name, slug) for name, slug in slugs.items()
+               if (output / SOURCES_DIR / f"{slug}.atom").exists()]
+    write_if_changed(output / "index.opml", render_opml(config, languages, sources))
+    write_if_changed(output / "index.html", render_index_html(config, languages, sources))
 
 
 def _feed_title(config: Config, language: str) -> str:
@@ -220,7 +371,8 @@ def _feed_title(config: Config, language: str) -> str:
     return (settings and settings.title) or f"{config.hub.title} ({language})"
 
 
-def render_opml(config: Config, languages: Iterable[str]) -> bytes:
+def render_opml(config: Config, languages: Iterable[str],
+                sources: Sequence[tuple[str, str]] = ()) -> bytes:
     opml = ET.Element("opml", version="2.0")
     head = ET.SubElement(opml, "head")
     ET.SubElement(head, "title").text = config.hub.title
@@ -229,12 +381,23 @@ def render_opml(config: Config, languages: Iterable[str]) -> bytes:
         ET.SubElement(body, "outline", type="rss", text=_feed_title(config, language),
                       title=_feed_title(config, language), xmlUrl=feed_url(config, language),
                       htmlUrl=f"{config.hub.base_url}index.html", language=language)
+    if sources:
+        group = ET.SubElement(body, "outline", text="By source", title="By source")
+        for name, slug in sources:
+            document = source_document(config, name, slug)
+            ET.SubElement(group, "outline", type="rss", text=name, title=document.title,
+                          xmlUrl=document.url, htmlUrl=f"{config.hub.base_url}index.html")
     ET.indent(opml)
     return ET.tostring(opml, encoding="UTF-8", xml_declaration=True) + b"\n"
 
 
-def render_index_html(config: Config, languages: Iterable[str]) -> bytes:
+def render_index_html(config: Config, languages: Iterable[str],
+                      sources: Sequence[tuple[str, str]] = ()) -> bytes:
     title = html.escape(config.hub.title)
+    source_rows = "\n".join(
+        f'<li><a href="{SOURCES_DIR}/{slug}.atom" type="application/atom+xml">{html.escape(name)}</a></li>'
+        for name, slug in sources)
+    by_source = f"<h2>By source</h2>\n<ul>\n{source_rows}\n</ul>\n" if sources else ""
     rows = []
     for language in languages:
         direction = ' dir="rtl"' if is_rtl(language) else ""
@@ -258,7 +421,7 @@ def render_index_html(config: Config, languages: Iterable[str]) -> bytes:
 <ul>
 {chr(10).join(rows)}
 </ul>
-<p><a href="index.opml">All feeds as OPML</a></p>
+{by_source}<p><a href="index.opml">All feeds as OPML</a></p>
 </body>
 </html>
 """

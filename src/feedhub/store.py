@@ -31,7 +31,7 @@ from feedhub.models import (
     primary_subtag,
 )
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 REFETCH = "refetch requested"  # fulltext_status of items `feedhub refetch` marked
 BUSY_TIMEOUT_MS = 30_000
 
@@ -141,6 +141,15 @@ class Store:
                 db["items"].create_index(["source", "link"], if_not_exists=True)
             if version < 5:
                 db["items"].add_column("withdrawn", str)  # when a takedown removed it
+            if version < 6:
+                # RFC 5005 archives: the page an item was filed in, for good
+                # (NULL: still in its language's subscription feed)
+                db["items"].add_column("archive_lang", str)
+                db["items"].add_column("archive_page", int)
+                db["items"].create_index(["lang_group", "archive_page", "id"], if_not_exists=True)
+                db["items"].create_index(["archive_lang", "archive_page"], if_not_exists=True)
+                db["items"].create_index(["source", "published"], if_not_exists=True)
+                db["archive_rewrites"].create({"lang": str, "page": int}, pk=("lang", "page"))
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     # --- sources -----------------------------------------------------------
@@ -366,9 +375,15 @@ class Store:
         return row[0] if row else None
 
     def withdraw(self, source: str, at: datetime) -> int:
-        """A takedown: every item of `source` leaves the published feeds (and
-        stays in the database, marked). Returns how many items."""
+        """A takedown: every item of `source` leaves the published feeds and
+        archives (and stays in the database, marked). The archive pages that
+        held them are queued for rewriting in the same transaction, so a
+        crash cannot leave a withdrawn item in an archive. Returns how many
+        items."""
         with self._write() as db:
+            db.execute("INSERT OR IGNORE INTO archive_rewrites (lang, page) "
+                       "SELECT DISTINCT archive_lang, archive_page FROM items "
+                       "WHERE source = ? AND withdrawn IS NULL AND archive_page IS NOT NULL", [source])
             return db.execute("UPDATE items SET withdrawn = ? WHERE source = ? AND withdrawn IS NULL",
                               [_iso(at), source]).rowcount
 
@@ -404,14 +419,81 @@ class Store:
         if not sources:
             return []
         marks = ",".join("?" * len(sources))
+        return self._items(
+            "items.withdrawn IS NULL AND "
+            + ("items.lang_group = ? AND " if lang_group is not None else "")
+            + f"items.source IN ({marks})",
+            [*([lang_group] if lang_group is not None else []), *sources], limit)
+
+    # --- archives (RFC 5005) --------------------------------------------------
+
+    def close_archive_pages(self, lang_group: str, sources: Sequence[str], *, keep: int,
+                            page_size: int) -> list[int]:
+        """File the oldest items of a language into new archive pages of
+        `page_size` while more than `keep + page_size - 1` are left in the
+        subscription feed. Items are filed in the order they arrived, so a
+        page, once filed, never gains or loses an item (only a takedown
+        removes some). Returns the new page numbers."""
+        if not sources or page_size <= 0:
+            return []
+        marks = ",".join("?" * len(sources))
+        where = (f"lang_group = ? AND archive_page IS NULL AND withdrawn IS NULL "
+                 f"AND source IN ({marks})")
+        params = [lang_group, *sources]
+        pages: list[int] = []
+        with self._write() as db:
+            waiting = db.execute(f"SELECT count(*) FROM items WHERE {where}", params).fetchone()[0]
+            page = self.last_archive_page(lang_group)
+            while waiting >= keep + page_size:
+                page += 1
+                db.execute(f"UPDATE items SET archive_lang = ?, archive_page = ? WHERE id IN ("
+                           f"SELECT id FROM items WHERE {where} ORDER BY id LIMIT ?)",
+                           [lang_group, page, *params, page_size])
+                waiting -= page_size
+                pages.append(page)
+        return pages
+
+    def last_archive_page(self, lang_group: str) -> int:
+        """The newest archive page of a language; 0 when it has none."""
+        return self.db.execute("SELECT coalesce(max(archive_page), 0) FROM items "
+                               "WHERE archive_lang = ?", [lang_group]).fetchone()[0]
+
+    def archive_items(self, lang_group: str, page: int) -> list[StoredItem]:
+        """The items filed in one archive page, removed sources' included (an
+        archive is history), withdrawn ones not."""
+        return self._items("items.withdrawn IS NULL AND items.archive_lang = ? "
+                           "AND items.archive_page = ?", [lang_group, page])
+
+    def current_items(self, lang_group: str, sources: Sequence[str]) -> list[StoredItem]:
+        """The items of a language not filed in an archive yet: its
+        subscription feed, newest first."""
+        if not sources:
+            return []
+        marks = ",".join("?" * len(sources))
+        return self._items(f"items.withdrawn IS NULL AND items.lang_group = ? AND "
+                           f"items.archive_page IS NULL AND items.source IN ({marks})",
+                           [lang_group, *sources])
+
+    def archive_rewrites(self) -> list[tuple[str, int]]:
+        """Archive pages a takedown changed, still to be written again."""
+        return [(lang, page) for lang, page in self.db.execute(
+            "SELECT lang, page FROM archive_rewrites ORDER BY lang, page")]
+
+    def archive_rewritten(self, lang: str, page: int) -> None:
+        with self._write() as db:
+            db.execute("DELETE FROM archive_rewrites WHERE lang = ? AND page = ?", [lang, page])
+
+    def source_items(self, source: str, limit: int) -> list[StoredItem]:
+        """The newest `limit` items of one source: its own feed."""
+        return self._items("items.withdrawn IS NULL AND items.source = ?", [source], limit)
+
+    def _items(self, where: str, params: list[Any], limit: int | None = None) -> list[StoredItem]:
         cursor = self.db.execute(
             "SELECT items.*, sources.feed_id, sources.feed_title, sources.feed_subtitle, "
             "sources.feed_links, sources.feed_updated, sources.feed_language, sources.feed_rights "
-            "FROM items LEFT JOIN sources ON sources.name = items.source "
-            "WHERE items.withdrawn IS NULL AND "
-            + ("items.lang_group = ? AND " if lang_group is not None else "")
-            + f"items.source IN ({marks}) ORDER BY items.published DESC, items.id DESC LIMIT ?",
-            [*([lang_group] if lang_group is not None else []), *sources, limit])
+            f"FROM items LEFT JOIN sources ON sources.name = items.source WHERE {where} "
+            "ORDER BY items.published DESC, items.id DESC" + (" LIMIT ?" if limit is not None else ""),
+            [*params, *([limit] if limit is not None else [])])
         names = [d[0] for d in cursor.description]
         return [_stored_item(dict(zip(names, row, strict=True))) for row in cursor]
 
