@@ -72,6 +72,20 @@ def test_compression_on_request(served: str) -> None:
     assert gzip.decompress(gzip.compress(plain.content)) == plain.content
 
 
+def test_source_feeds_and_archive_pages_are_served(served: str, hub: HubDir) -> None:
+    own = httpx.get(served + "/sources/wsws.atom")  # the per-source feed `poll` wrote
+    assert own.status_code == 200 and own.headers["content-type"].startswith("application/atom+xml")
+    assert feedparser.parse(own.content).entries[0].title == feedparser.parse(
+        (hub.feeds / "en.atom").read_bytes()).entries[0].title
+    assert 60 <= int(own.headers["cache-control"].rsplit("=", 1)[1]) <= 3600
+    page = hub.feeds / "archive" / "en" / "1.atom"
+    page.parent.mkdir(parents=True)
+    page.write_bytes((hub.feeds / "en.atom").read_bytes())
+    archived = httpx.get(served + "/archive/en/1.atom")
+    assert archived.status_code == 200 and archived.content == page.read_bytes()
+    assert archived.headers["cache-control"] == "public, max-age=86400"  # a day: takedowns reach caches
+
+
 @pytest.mark.parametrize("path", ["/../config.toml", "/..%2fconfig.toml", "/%2e%2e/secret.txt",
                                   "/feeds/../../secret.txt", "//etc/passwd", "/.hidden",
                                   "/..\\secret.txt", "/%00en.atom"])

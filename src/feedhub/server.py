@@ -23,6 +23,7 @@ from urllib.parse import unquote, urlsplit
 
 from feedhub._files import DaemonLock
 from feedhub.models import Config
+from feedhub.publish import ARCHIVE_DIR
 from feedhub.store import Store
 
 try:
@@ -35,6 +36,7 @@ log = logging.getLogger("feedhub.server")
 TYPES = {".atom": "application/atom+xml; charset=utf-8", ".opml": "text/x-opml; charset=utf-8",
          ".html": "text/html; charset=utf-8", ".xml": "application/xml; charset=utf-8"}
 MIN_MAX_AGE, MAX_MAX_AGE = 60, 3600
+ARCHIVE_MAX_AGE = 86400
 
 
 class FeedServer(ThreadingHTTPServer):
@@ -108,8 +110,12 @@ class _Handler(BaseHTTPRequestHandler):
         if target is None:
             return self._send(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain", head)
         body, etag, mtime = self.server.load(target)
+        # an archive page changes only on a takedown: cache it for a day,
+        # not forever, so a takedown reaches caches within one
+        max_age = (ARCHIVE_MAX_AGE if target.is_relative_to(self.server.root / ARCHIVE_DIR)
+                   else self.server.max_age())
         headers = {"ETag": etag, "Last-Modified": formatdate(mtime, usegmt=True),
-                   "Cache-Control": f"public, max-age={self.server.max_age()}",
+                   "Cache-Control": f"public, max-age={max_age}",
                    "Vary": "Accept-Encoding"}
         if self._not_modified(etag, mtime):
             return self._send(HTTPStatus.NOT_MODIFIED, b"", None, True, headers)
