@@ -52,3 +52,20 @@ def _only_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
         return real(host, *args, **kwargs)
 
     monkeypatch.setattr(socket, "getaddrinfo", guarded)
+
+
+@pytest.fixture(autouse=True)
+def _published_feeds_are_valid_atom(request: pytest.FixtureRequest,
+                                    tmp_path: Path) -> Iterator[None]:
+    """Every Atom document feedhub wrote during a test (feeds, archive pages,
+    per-source feeds) must pass the RFC 4287 / RFC 5005 checks, whatever the
+    test itself asserts."""
+    yield
+    if request.node.get_closest_marker("writes_invalid_atom"):  # the checker's own tests
+        return
+    from atomcheck import assert_valid_atom
+
+    for path in sorted(tmp_path.rglob("*.atom")):
+        data = path.read_bytes()
+        if b">feedhub</generator>" in data:  # ours, not an upstream fixture
+            assert_valid_atom(data, str(path.relative_to(tmp_path)))

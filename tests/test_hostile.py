@@ -15,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from atomcheck import assert_valid_atom
 from feedhub.config import parse_config
 from feedhub.fetch import BlockedAddressError, _GuardedBackend
 from feedhub.models import FetchResult, SourceConfig
@@ -88,6 +89,7 @@ def assert_safe_and_well_formed(document: bytes) -> None:
         part = b"<?xml" + part
         root = lxml.etree.fromstring(part)  # well-formed, or this raises
         assert not feedparser.parse(part).bozo
+        assert_valid_atom(part)  # RFC 4287: ids, IRIs, dates, xml:lang, whatever came in
         assert_feed_is_safe(root)
 
 

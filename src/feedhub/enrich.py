@@ -12,6 +12,7 @@ import copy
 import html
 import re
 from dataclasses import replace
+from urllib.parse import quote, urlsplit
 
 import nh3
 
@@ -81,11 +82,24 @@ def is_teaser(item: Item) -> bool:
     return not item.content_is_full and len(text) < SHORT_TEXT
 
 
+# what an IRI cannot hold (RFC 3987: spaces, controls, delimiters, bidi
+# formatting marks), and a '%' that starts no escape: percent-encoded
+_NOT_IN_IRI = re.compile(r'[\s<>"{}|\\^`\x00-\x1f\x7f\u200e\u200f\u202a-\u202e\u2066-\u2069]'
+                         r"|%(?![0-9A-Fa-f]{2})")
+
+
 def safe_url(url: str | None) -> str | None:
-    """A link we are willing to publish: http(s) only."""
-    if url and url.strip().lower().startswith(("http://", "https://")):
-        return url.strip()
-    return None
+    """A link we are willing to publish: http(s) with a host, written as a
+    valid IRI (a space in an upstream link becomes %20)."""
+    if not url:
+        return None
+    url = url.strip()
+    try:
+        if not url.lower().startswith(("http://", "https://")) or not urlsplit(url).netloc:
+            return None
+    except ValueError:  # "http://[::1" and the like
+        return None
+    return _NOT_IN_IRI.sub(lambda m: quote(m.group(), safe=""), url)
 
 
 # Languages the detector chooses among. Restricting py3langid to the
@@ -144,7 +158,7 @@ def clean_feed_info(info: FeedInfo) -> FeedInfo:
     return replace(
         info, title=plain_text(info.title), subtitle=plain_text(info.subtitle),
         rights=plain_text(info.rights), id=clean_text(info.id),
-        links=tuple(link for link in info.links if safe_url(link.href)),
+        links=tuple(replace(link, href=href) for link in info.links if (href := safe_url(link.href))),
     )
 
 

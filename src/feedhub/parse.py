@@ -100,7 +100,10 @@ def _date(parsed: time.struct_time | None) -> datetime | None:
 
 
 _MEDIA_TYPE = re.compile(r"^[\w.+-]+/[\w.+-]+$")
-_ABSOLUTE_IRI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:[^\s]+$")
+# a scheme and no whitespace; http(s) also needs a host ("http:foo" is not)
+_ABSOLUTE_IRI = re.compile(r"^(?!https?:(?!//[^/\s]))[A-Za-z][A-Za-z0-9+.-]*:"
+                           r'[^\s<>"{}|\\^`\x00-\x1f\x7f\u200e\u200f\u202a-\u202e\u2066-\u2069]+$',
+                           re.IGNORECASE)
 
 
 def _links(raw_links: list[dict[str, Any]], base: str) -> tuple[Link, ...]:
@@ -228,3 +231,64 @@ def _item(entry: Any, fetched_at: datetime, feed_url: str, feed_author: str | No
         enclosures=enclosures,
         rights=_text_of(entry, "rights"),
     )
+
+
+# --- feed discovery: the feeds an HTML page points to ---------------------------
+
+# The media types of <link rel="alternate"> that announce a feed feedparser
+# reads. JSON Feed (application/feed+json) is left out: it is not parsed here.
+FEED_LINK_TYPES = frozenset({"application/rss+xml", "application/atom+xml"})
+_HTML_START = re.compile(rb"^(?:\xef\xbb\xbf)?\s*(?:<!--.*?-->\s*)*<(?:!doctype\s+html|html[\s>])",
+                         re.IGNORECASE | re.DOTALL)
+
+
+def looks_like_html(result: FetchResult) -> bool:
+    """Whether a body that parse_feed refused is a web page, where feed
+    discovery has something to look at (a JSON error or an image has not)."""
+    kind = result.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind in ("text/html", "application/xhtml+xml"):
+        return True
+    return bool(_HTML_START.match(result.content[:1024]))
+
+
+def feed_links(page: bytes | str, page_url: str, *, encoding: str | None = None) -> tuple[Link, ...]:
+    """The feeds a page announces with <link rel="alternate" type=RSS|Atom>,
+    in document order without repeats, hrefs made absolute (against <base
+    href> when the page has one). `encoding` is the charset of the response
+    header, if any: without it a UTF-8 body is read as UTF-8 (libxml2 would
+    guess Latin-1 for a page without <meta charset>), anything else as the
+    page declares."""
+    if isinstance(page, str):  # lxml refuses text with an <?xml encoding?> declaration
+        page, encoding = page.encode("utf-8"), "utf-8"
+    if encoding is None:
+        try:
+            page.decode("utf-8")
+            encoding = "utf-8"
+        except UnicodeDecodeError:
+            pass
+    try:
+        parser = lxml.html.HTMLParser(encoding=encoding) if encoding else None
+    except LookupError:  # a charset the server made up: let the page say
+        parser = None
+    try:
+        root = lxml.html.document_fromstring(page, parser=parser)
+    except (lxml.etree.ParserError, ValueError, LookupError):
+        return ()
+    base = page_url
+    for element in root.iter("base"):
+        if (href := (element.get("href") or "").strip()):
+            base = urljoin(page_url, href)
+            break  # HTML: only the first <base href> counts
+    links: dict[str, Link] = {}
+    for element in root.iter("link"):
+        rel = (element.get("rel") or "").lower().split()
+        media_type = (element.get("type") or "").split(";")[0].strip().lower()
+        href = (element.get("href") or "").strip()
+        if "alternate" not in rel or media_type not in FEED_LINK_TYPES or not href:
+            continue
+        url = urljoin(base, href).split("#", 1)[0]
+        if not url.lower().startswith(("http://", "https://")) or url in links:
+            continue
+        title = " ".join((element.get("title") or "").split()) or None
+        links[url] = Link(href=url, rel="alternate", type=media_type, title=title)
+    return tuple(links.values())

@@ -96,7 +96,8 @@ def _link_element(link: Link) -> etree._Element:
 def _source_element(feed: FeedInfo) -> etree._Element:
     source = etree.Element("source")
     self_link = next((link.href for link in feed.links if link.rel == "self"), None)
-    etree.SubElement(source, "id").text = feed.id or self_link or feed.alternate or ""
+    if source_id := feed.id or self_link or feed.alternate:  # never an empty atom:id
+        etree.SubElement(source, "id").text = source_id
     if feed.title:
         etree.SubElement(source, "title").text = feed.title
     if feed.subtitle:

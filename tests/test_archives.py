@@ -1,0 +1,151 @@
+"""RFC 5005 archived feeds: a subscriber who walks prev-archive back from a
+language feed gets every item the hub ever published there, once; archive
+pages, once written, never change (but a takedown reaches into them)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from pathlib import Path
+
+import lxml.etree
+
+from atomcheck import assert_valid_atom_tree
+from hubdir import HubDir
+
+ATOM = "{http://www.w3.org/2005/Atom}"
+HISTORY = "{http://purl.org/syndication/history/1.0}"
+BASE = "https://hub.example.org/feeds/"
+START = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def rss(source: str, numbers: range) -> str:
+    """An upstream feed showing only its newest items, as news sites do."""
+    items = "".join(
+        f"<item><title>{source} {n}</title><guid>{source}-{n}</guid>"
+        f"<link>https://{source}.example.com/{n}</link>"
+        f"<pubDate>{format_datetime(START + timedelta(hours=n))}</pubDate>"
+        f"<description>Story {n} from {source}.</description></item>" for n in numbers)
+    return (f'<?xml version="1.0"?><rss version="2.0"><channel><title>{source}</title>'
+            f"<link>https://{source}.example.com/</link><language>en</language>{items}"
+            "</channel></rss>")
+
+
+def archived_hub(hub: HubDir, feed_server, sources: tuple[str, ...] = ("alpha",), *,
+                 page_size: int = 3) -> HubDir:
+    text = hub.config.read_text(encoding="utf-8").replace(
+        "host_spacing = 0", f"host_spacing = 0\narchive_page_size = {page_size}").replace(
+        "items_per_feed = 50", "items_per_feed = 5")
+    for source in sources:
+        text += (f'\n[[sources]]\nname = "{source}"\nurl = "{feed_server.url(f"/{source}.rss")}"\n'
+                 'fulltext = "never"\n')
+    hub.config.write_text(text, encoding="utf-8")
+    return hub
+
+
+def walk(hub: HubDir, language: str = "en") -> list[lxml.etree._Element]:
+    """Follow prev-archive from the subscription document to the oldest
+    archive, as an RFC 5005 client does; return the documents in order."""
+    documents = []
+    path: Path | None = hub.feeds / f"{language}.atom"
+    while path is not None:
+        root = lxml.etree.parse(str(path)).getroot()
+        documents.append(root)
+        prev = root.find(f"{ATOM}link[@rel='prev-archive']")
+        path = hub.feeds / prev.get("href").removeprefix(BASE) if prev is not None else None
+        assert len(documents) < 100, "the prev-archive chain loops"
+    return documents
+
+
+def entry_links(root: lxml.etree._Element) -> list[str]:
+    return [entry.find(f"{ATOM}link[@rel='alternate']").get("href")
+            for entry in root.iter(f"{ATOM}entry")]
+
+
+def archive_files(hub: HubDir) -> dict[str, bytes]:
+    return {str(p.relative_to(hub.feeds)): p.read_bytes()
+            for p in sorted((hub.feeds / "archive").rglob("*.atom"))}
+
+
+def test_walking_the_archive_chain_recovers_every_item_exactly_once(hub: HubDir, feed_server) -> None:
+    archived_hub(hub, feed_server)
+    published: list[str] = []
+    earlier: dict[str, bytes] = {}
+    newest = 0
+    for batch in (4, 7, 1, 9, 6):  # the upstream feed grows; it shows only its newest 10
+        newest += batch
+        feed_server.serve("/alpha.rss", rss("alpha", range(max(1, newest - 9), newest + 1)),
+                          content_type="application/rss+xml")
+        assert hub.run("poll", "--all").returncode == 0
+        published += [f"https://alpha.example.com/{n}" for n in range(newest - batch + 1, newest + 1)]
+
+        archives = archive_files(hub)
+        for name, data in earlier.items():  # an archive page, once written, never changes
+            assert archives[name] == data, f"{name} changed"
+        earlier = archives
+
+        documents = walk(hub)
+        collected = [link for root in documents for link in entry_links(root)]
+        assert sorted(collected) == sorted(published)  # all of them, none twice
+        current = documents[0]
+        assert len(entry_links(current)) >= min(5, len(published))  # items_per_feed = 5
+        assert current.find(f"{HISTORY}archive") is None
+        for root in documents[1:]:
+            assert root.find(f"{HISTORY}archive") is not None
+            assert root.find(f"{ATOM}link[@rel='current']").get("href") == f"{BASE}en.atom"
+            assert root.findtext(f"{ATOM}id") == current.findtext(f"{ATOM}id")  # one logical feed
+    assert len(earlier) == (27 - 5) // 3  # pages of 3 filed while more than 5+2 waited
+    assert newest == 27
+    # the newest items are in the subscription document, the oldest in page 1
+    assert "https://alpha.example.com/27" in entry_links(walk(hub)[0])
+    assert entry_links(walk(hub)[-1]) and set(entry_links(walk(hub)[-1])) <= {
+        f"https://alpha.example.com/{n}" for n in (1, 2, 3)}
+    assert assert_valid_atom_tree(hub.feeds) >= 2 + len(earlier)
+
+
+def test_withdraw_removes_a_source_from_every_archive_page_and_leaves_others_alone(
+        hub: HubDir, feed_server) -> None:
+    archived_hub(hub, feed_server, ("alpha", "beta"))
+    feed_server.serve("/alpha.rss", rss("alpha", range(1, 9)), content_type="application/rss+xml")
+    feed_server.serve("/beta.rss", rss("beta", range(1, 3)), content_type="application/rss+xml")
+    assert hub.run("poll", "--all").returncode == 0  # beta's 2 and alpha's 8 items, filed in
+    feed_server.serve("/beta.rss", rss("beta", range(20, 29)), content_type="application/rss+xml")
+    assert hub.run("poll", "--all").returncode == 0  # ... then beta's 9 newer ones
+    before = archive_files(hub)
+    assert len(before) >= 3
+    holds_beta = {name for name, data in before.items() if b"beta.example.com" in data}
+    assert holds_beta and holds_beta != set(before)
+
+    result = hub.run("withdraw", "beta")
+    assert result.returncode == 0, result.stderr
+
+    collected = [link for root in walk(hub) for link in entry_links(root)]
+    assert not [link for link in collected if "beta" in link]
+    assert sorted(collected) == sorted(f"https://alpha.example.com/{n}" for n in range(1, 9))
+    after = archive_files(hub)
+    assert after.keys() == before.keys()  # the chain keeps its shape: no URL disappears
+    for name in before.keys() - holds_beta:
+        assert after[name] == before[name], f"{name} had no beta item, yet changed"
+    assert all(b"beta.example.com" not in after[name] for name in holds_beta)
+    assert assert_valid_atom_tree(hub.feeds) >= 2 + len(after)
+
+
+def test_lost_archive_pages_are_written_again_identically(hub: HubDir, feed_server) -> None:
+    archived_hub(hub, feed_server)
+    feed_server.serve("/alpha.rss", rss("alpha", range(1, 15)), content_type="application/rss+xml")
+    assert hub.run("poll").returncode == 0
+    before = archive_files(hub)
+    assert before
+    for path in (hub.feeds / "archive").rglob("*.atom"):
+        path.unlink()
+    assert hub.run("publish").returncode == 0
+    assert archive_files(hub) == before
+
+
+def test_archive_page_size_zero_keeps_a_plain_sliding_window(hub: HubDir, feed_server) -> None:
+    archived_hub(hub, feed_server, page_size=0)
+    feed_server.serve("/alpha.rss", rss("alpha", range(1, 15)), content_type="application/rss+xml")
+    assert hub.run("poll").returncode == 0
+    [current] = walk(hub)
+    assert len(entry_links(current)) == 5
+    assert not (hub.feeds / "archive").exists()
