@@ -45,9 +45,12 @@ class HubDir:
         entry = [str(FEEDHUB)] if FEEDHUB.exists() else [sys.executable, "-m", "feedhub"]
         return [*entry, "--config", str(self.config), *args]
 
-    def run(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    def run(self, *args: str, timeout: float = 60,
+            input: str | None = None) -> subprocess.CompletedProcess[str]:
+        """Run the CLI; `input`, if given, is its stdin (answers to prompts)."""
         return subprocess.run(self.command(*args), capture_output=True, text=True,
-                              timeout=timeout, cwd=self.root, env=_env())
+                              timeout=timeout, cwd=self.root, env=_env(),
+                              input=input)
 
     def start(self, *args: str) -> subprocess.Popen[str]:
         return subprocess.Popen(self.command(*args), stdout=subprocess.PIPE,
