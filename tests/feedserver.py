@@ -69,6 +69,7 @@ class Request:
     path: str
     headers: dict[str, str]
     time: float
+    body: bytes = b""  # what a POST sent (see ``receive_posts``)
 
 
 @dataclass(frozen=True)
@@ -118,7 +119,15 @@ class _Slow:
     content_type: str
 
 
-_Route = _Static | _Redirect | _Error | _Slow
+@dataclass(frozen=True)
+class _Post:
+    statuses: tuple[int, ...]  # answered in turn; the last one repeats
+    headers: dict[str, str]
+    delay: float
+    body: bytes  # sent with error statuses (a hub saying why)
+
+
+_Route = _Static | _Redirect | _Error | _Slow | _Post
 
 
 def _to_bytes(body: bytes | str) -> bytes:
@@ -232,14 +241,41 @@ class _Handler(BaseHTTPRequestHandler):
         self._record()
         self._send_simple(405, b"", {"Allow": "GET, HEAD"})
 
-    do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _not_allowed
+    do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _not_allowed
 
-    def _record(self) -> None:
+    def do_POST(self) -> None:
+        """Only a ``receive_posts`` route takes a POST; elsewhere 405 as before."""
+        route = self.server.feed._lookup(self.path)
+        if not isinstance(route, _Post):
+            self._not_allowed()
+            return
+        length = self.headers.get("Content-Length", "0")
+        self._record(self.rfile.read(int(length)) if length.isdigit() else b"")
+        status = self.server.feed._next_status(self.path, route)
+        if route.delay > 0:
+            self._peer_sent_data = False
+            self.close_connection = True
+            if not self._pause(route.delay):
+                return
+        body = route.body if status >= 300 else b""
+        headers = dict(route.headers)
+        if body:
+            headers.setdefault("Content-Type", "text/plain; charset=utf-8")
+        if status not in (204, 304):  # those never carry a body, nor its length
+            headers["Content-Length"] = str(len(body))
+        try:
+            self._write_head(status, headers)
+            if body:
+                self.wfile.write(body)
+        except _QUIET_ERRORS:
+            return
+
+    def _record(self, body: bytes = b"") -> None:
         headers: dict[str, str] = {}
         for name, value in self.headers.items():
             key = name.lower()
             headers[key] = f"{headers[key]}, {value}" if key in headers else value
-        self.server.feed._record(Request(self.command, self.path, headers, time.monotonic()))
+        self.server.feed._record(Request(self.command, self.path, headers, time.monotonic(), body))
 
     def _dispatch(self) -> None:
         self._record()
@@ -253,6 +289,8 @@ class _Handler(BaseHTTPRequestHandler):
         elif isinstance(route, _Error):
             defaults = {"Content-Type": "text/plain; charset=utf-8"} if route.body else {}
             self._send_simple(route.status, route.body, _merge_headers(defaults, route.headers))
+        elif isinstance(route, _Post):
+            self._send_simple(405, b"", {"Allow": "POST"})
         else:
             self._send_slow(route)
 
@@ -401,10 +439,11 @@ class FeedServer:
     """A scriptable HTTP server on 127.0.0.1 for exercising feed fetching.
 
     Routes are registered at runtime (``serve``, ``redirect``, ``error``,
-    ``slow``) and can be replaced or removed while the server runs, so a test
-    can simulate a feed changing, moving or dying between fetches. Every
-    request is logged in ``requests`` so tests can assert on what the client
-    actually sent (conditional headers, User-Agent, request spacing...).
+    ``slow``; ``receive_posts`` for POSTs) and can be replaced or removed
+    while the server runs, so a test can simulate a feed changing, moving or
+    dying between fetches. Every request is logged in ``requests`` so tests
+    can assert on what the client actually sent (conditional headers,
+    User-Agent, request spacing, a POST's body...).
     """
 
     def __init__(self) -> None:
@@ -418,6 +457,7 @@ class FeedServer:
         self._clock = int(time.time()) - 86400
         self._stopping = threading.Event()
         self.requests: list[Request] = []
+        self._posts_answered: dict[str, int] = {}
         self._httpd = _HTTPServer(self)
         host, port = self._httpd.server_address[:2]
         self.base_url: str = f"http://{host}:{port}"
@@ -571,6 +611,33 @@ class FeedServer:
                 content_type=content_type,
             ),
         )
+
+    def receive_posts(
+        self,
+        path: str,
+        *statuses: int,
+        headers: dict[str, str] | None = None,
+        delay: float = 0.0,
+        body: bytes | str = b"",
+    ) -> None:
+        """Take POSTs at ``path`` (a WebSub hub stand-in): each is logged in
+        ``requests`` with its body, and answered with ``statuses`` in turn,
+        the last one repeating (default 202), with ``headers`` (e.g.
+        Retry-After) and, for a status from 300 up, ``body`` (the hub's
+        reason). ``delay`` holds every answer that long (a hub that hangs);
+        it is abandoned when the client goes away or the server stops.
+        Registering the path again starts the statuses over."""
+        with self._lock:
+            self._routes[path] = _Post(statuses=statuses or (202,), headers=dict(headers or {}),
+                                       delay=delay, body=_to_bytes(body))
+            self._posts_answered[path] = 0
+
+    def _next_status(self, path: str, route: _Post) -> int:
+        with self._lock:
+            key = path if path in self._posts_answered else _split_query(path)
+            count = self._posts_answered.get(key, 0)
+            self._posts_answered[key] = count + 1
+        return route.statuses[min(count, len(route.statuses) - 1)]
 
     def remove(self, path: str) -> None:
         """Forget ``path`` so it answers 404 (a no-op if it was never registered)."""

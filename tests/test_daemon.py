@@ -156,7 +156,9 @@ def test_a_burst_of_changes_publishes_each_language_once(tmp_path: Path, feed_se
     finally:
         log = stop(daemon)
     assert log.count("en.atom (5 entries)") == 1, log  # five polls, one regeneration
-    assert log.count("published") == 2, log  # en.atom and all.atom, once each
+    # en.atom, all.atom and each source's own feed, once each
+    assert log.count("published") == 7, log
+    assert all(log.count(f"sources/s{n}.atom (1 entries)") == 1 for n in range(5)), log
 
 
 def test_restart_resumes_the_schedule_instead_of_polling_everything(

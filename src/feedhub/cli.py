@@ -19,14 +19,15 @@ from urllib.parse import urlsplit
 import click
 from tabulate import tabulate
 
-from feedhub import __version__, logs
+from feedhub import __version__, logs, websub
 from feedhub import config as configuration
 from feedhub._files import AlreadyRunning
 from feedhub.config import ConfigError, format_duration, normalize_language, parse_duration
-from feedhub.fetch import FetchError
-from feedhub.hub import Hub, describe_status, make_fetcher
+from feedhub.discover import DiscoveredFeed, DiscoveryError, discover_feeds
+from feedhub.fetch import Fetcher, FetchError
+from feedhub.hub import Hub, make_fetcher
 from feedhub.models import Config, PollReport, SourceConfig, SourceState
-from feedhub.parse import ParseError, parse_feed
+from feedhub.publish import PublishedFeed
 from feedhub.store import Store
 
 POOL_THRESHOLD = 8  # sources in one `poll` from which parsing goes to worker processes
@@ -98,29 +99,46 @@ def _language(ctx: click.Context, param: click.Parameter, value: str | None) -> 
 @click.option("--fulltext/--no-fulltext", default=None,
               help="Always / never fetch each article's page for its full text "
                    "(default: only when the feed carries a teaser).")
-@click.option("--no-check", is_flag=True, help="Do not fetch the URL to check it is a feed.")
+@click.option("--pick", type=click.IntRange(min=1), metavar="N",
+              help="When URL is a page offering several feeds, add the Nth of the list "
+                   "instead of asking.")
+@click.option("--no-check", is_flag=True,
+              help="Do not fetch the URL to check it is a feed (nor look for feeds on a page).")
 @click.pass_context
 def add(ctx: click.Context, url: str, name: str | None, language: str | None,
-        interval: int | None, fulltext: bool | None, no_check: bool) -> None:
+        interval: int | None, fulltext: bool | None, pick: int | None, no_check: bool) -> None:
     """Add the feed at URL as a source (written to the config file).
 
+    URL may also be a site's page: its feeds are found (the page's <link
+    rel="alternate"> feeds, else common paths such as /feed or /rss.xml) and
+    checked; the only one is added, or you choose among several (--pick N
+    chooses without asking).
+
     \b
-    Example:
+    Examples:
         feedhub add https://www.wsws.org/en/rss.xml --name "World Socialist"
+        feedhub add https://blog.example.org/
+        feedhub add https://blog.example.org/ --pick 2
     """
     config = _load(ctx)
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise click.BadParameter(f"{url!r} is not an http(s) URL", param_hint="URL")
+    if pick is not None and no_check:
+        raise click.UsageError("--pick chooses among the feeds found on a page: it needs the page "
+                               "fetched, so it cannot go with --no-check")
     if (existing := config.find_source(url)) is not None:
         _fail(f"{url} is already a source (named {existing.name!r})")
     if name is not None and config.find_source(name) is not None:
         _fail(f"a source named {name!r} already exists; choose another --name")
     if not no_check:
-        info_title, info_language = asyncio.run(_check_feed(config, url))
-        name = name or info_title
-        if language is None and info_language:
-            language = normalize_language(info_language)
+        feed = _choose_feed(config, url, asyncio.run(_discover(config, url)), pick)
+        if feed.url != url and (existing := config.find_source(feed.url)) is not None:
+            _fail(f"{feed.url} is already a source (named {existing.name!r})")
+        url, parts = feed.url, urlsplit(feed.url)
+        name = name or feed.title
+        if language is None and feed.language:
+            language = normalize_language(feed.language)
     name = name or parts.hostname
     source = SourceConfig(name=name, url=url, language=language, interval=interval,
                           fulltext={True: "always", False: "never", None: "auto"}[fulltext])
@@ -134,19 +152,48 @@ def add(ctx: click.Context, url: str, name: str | None, language: str | None,
     click.echo(f"Added {name!r} ({url}), {details}.")
 
 
-async def _check_feed(config: Config, url: str) -> tuple[str | None, str | None]:
+async def _discover(config: Config, url: str) -> list[DiscoveredFeed]:
     async with make_fetcher(config) as fetcher:
         try:
-            result = await fetcher.fetch(url)
+            return await discover_feeds(fetcher, url)
         except FetchError as exc:
             _fail(f"cannot fetch {url}: {exc}")
-    if not result.ok:
-        _fail(f"cannot fetch {url}: {describe_status(result.status)}")
-    try:
-        parsed = parse_feed(result)
-    except ParseError as exc:
-        _fail(f"{url} is not a feed: {exc}")
-    return parsed.info.title, parsed.info.language
+        except DiscoveryError as exc:
+            _fail(str(exc))
+
+
+def _choose_feed(config: Config, url: str, feeds: list[DiscoveredFeed],
+                 pick: int | None) -> DiscoveredFeed:
+    """The URL's own feed; or the one found on the page; or the one --pick
+    or the operator at the prompt chooses among several (already configured
+    ones are marked, so nobody picks a duplicate by accident)."""
+    if pick is not None and pick > len(feeds):
+        found = "it is a feed itself" if feeds[0].via == "url" else f"{len(feeds)} found on the page"
+        raise click.BadParameter(f"{pick} is not in the list: {found}", param_hint="--pick")
+    if feeds[0].via == "url":
+        return feeds[0]
+    if len(feeds) == 1:
+        click.echo(f"Found 1 feed on {url}: {feeds[0].url}")
+        return feeds[0]
+    if pick is None and all(config.find_source(feed.url) for feed in feeds):
+        _fail(f"every feed found on {url} is already a source: "
+              + ", ".join(feed.url for feed in feeds))
+    rows = []
+    for number, feed in enumerate(feeds, 1):
+        existing = config.find_source(feed.url)
+        note = f" (already a source, named {existing.name!r})" if existing else ""
+        rows.append([number, (feed.title or "") + note, feed.url])
+    click.echo(f"Found {len(feeds)} feeds on {url}:")
+    click.echo(tabulate(rows, headers=["#", "title", "url"]))
+    if pick is None:
+        try:
+            pick = click.prompt(f"Add which feed? (1-{len(feeds)})",
+                                type=click.IntRange(1, len(feeds)))
+        except click.Abort:
+            _fail(f"no feed chosen; choose one with --pick N (1-{len(feeds)})")
+    else:
+        click.echo(f"Picked {pick}: {feeds[pick - 1].url}")
+    return feeds[pick - 1]
 
 
 @cli.command()
@@ -353,7 +400,8 @@ def _shorten(text: str, width: int) -> str:
 @click.pass_context
 def poll(ctx: click.Context, names: tuple[str, ...], poll_all: bool, as_json: bool) -> None:
     """Poll the due sources once (or the NAMES given, or --all), store new
-    items, publish, and print a summary. Exits 1 if any poll failed.
+    items, publish, ping the WebSub hubs for the feeds written, and print a
+    summary. Exits 1 if any poll failed (a failed ping is only a warning).
 
     \b
     Example:
@@ -361,7 +409,8 @@ def poll(ctx: click.Context, names: tuple[str, ...], poll_all: bool, as_json: bo
     """
     config = _load(ctx)
     sources = _select(config, names, poll_all)
-    reports, published = asyncio.run(_poll_and_publish(config, sources, poll_all or bool(names)))
+    reports, published, pings = asyncio.run(
+        _poll_and_publish(config, sources, poll_all or bool(names)))
     if as_json:
         click.echo(json.dumps([{**asdict(r), "languages": sorted(r.languages)} for r in reports],
                               indent=2, ensure_ascii=False, default=_json_default))
@@ -374,6 +423,7 @@ def poll(ctx: click.Context, names: tuple[str, ...], poll_all: bool, as_json: bo
                    f" items from {len(reports)} sources; {published} feed files rewritten.")
     else:
         click.echo("No source is due. Use --all or name sources to poll them now.")
+    _echo_pings(pings, quiet=as_json)
     failed = [r for r in reports if not r.ok]
     if failed:
         _fail(f"{len(failed)} of {len(reports)} sources failed: "
@@ -393,8 +443,8 @@ def _select(config: Config, names: tuple[str, ...], poll_all: bool) -> list[Sour
     return selected
 
 
-async def _poll_and_publish(config: Config, sources: list[SourceConfig],
-                            force: bool) -> tuple[list[PollReport], int]:
+async def _poll_and_publish(config: Config, sources: list[SourceConfig], force: bool
+                            ) -> tuple[list[PollReport], int, list[websub.PingOutcome]]:
     with Store(config.hub.database) as store:
         if not force:
             now = datetime.now(UTC)
@@ -417,7 +467,39 @@ async def _poll_and_publish(config: Config, sources: list[SourceConfig],
                 published = hub.publish()
             except OSError as exc:
                 _fail(f"polled and stored, but publishing failed (previous feed files kept): {exc}")
-    return reports, sum(feed.written for feed in published)
+            pings = await _ping_hubs(config, published, fetcher)
+    return reports, sum(feed.written for feed in published), pings
+
+
+async def _ping_hubs(config: Config, published: list[PublishedFeed],
+                     fetcher: Fetcher | None = None) -> list[websub.PingOutcome]:
+    """Ping the WebSub hubs for the feeds just written, waiting for the
+    answers but with short retries (websub.CLI_POLICY): the command ends
+    within seconds even when a hub is down."""
+    topics = [feed.url for feed in published if feed.written and feed.url]
+    if not (topics and config.hub.websub_hubs):
+        return []
+    if fetcher is None:
+        async with make_fetcher(config) as own:
+            return await websub.ping_all(own, config.hub.websub_hubs, topics, websub.CLI_POLICY)
+    return await websub.ping_all(fetcher, config.hub.websub_hubs, topics, websub.CLI_POLICY)
+
+
+def _echo_pings(pings: list[websub.PingOutcome], quiet: bool = False) -> None:
+    """One line per hub. A failed ping is a warning, not a failure: the feed
+    files are written, and readers still get the change at their next fetch;
+    so it does not change the exit code. `quiet`: no summary on stdout (--json)."""
+    by_hub: dict[str, list[websub.PingOutcome]] = {}
+    for outcome in pings:
+        by_hub.setdefault(outcome.hub, []).append(outcome)
+    for hub, outcomes in by_hub.items():
+        failed = [o for o in outcomes if not o.ok]
+        summary = f"WebSub hub {hub}: {len(outcomes) - len(failed)} of {len(outcomes)} feeds pinged"
+        if failed:
+            click.echo(f"Warning: {summary}; {failed[0].topic}: {failed[0].detail}. The feed files "
+                       "are written; the next publish pings again.", err=True)
+        elif not quiet:
+            click.echo(summary + ".")
 
 
 async def _with_progress(hub: Hub, sources: list[SourceConfig]) -> list[PollReport]:
@@ -491,16 +573,18 @@ def withdraw(ctx: click.Context, name_or_url: str) -> None:
     with Store(config.hub.database) as store:
         count = store.withdraw(source.name, datetime.now(UTC))
         try:
-            Hub(config, store, None).publish()  # type: ignore[arg-type]
+            published = Hub(config, store, None).publish()  # type: ignore[arg-type]
         except OSError as exc:
             _fail(f"withdrew {count} items, but publishing failed (run `feedhub publish`): {exc}")
-    click.echo(f"Withdrew {count} items of {source.name!r} from every published feed.")
+    click.echo(f"Withdrew {count} items of {source.name!r} from every published feed and archive.")
+    _echo_pings(asyncio.run(_ping_hubs(config, published)))  # subscribers learn of it now
 
 
 @cli.command()
 @click.pass_context
 def publish(ctx: click.Context) -> None:
-    """Regenerate the feeds from what is stored (no polling)."""
+    """Regenerate the feeds from what is stored (no polling); ping the
+    WebSub hubs for the files written (a failed ping is only a warning)."""
     config = _load(ctx)
     with Store(config.hub.database) as store:
         try:
@@ -513,7 +597,8 @@ def publish(ctx: click.Context) -> None:
     click.echo(tabulate(
         [[f.language, f.entries, str(f.path), "written" if f.written else "unchanged"]
          for f in published],
-        headers=["language", "entries", "file", ""]))
+        headers=["feed", "entries", "file", ""]))
+    _echo_pings(asyncio.run(_ping_hubs(config, published)))
 
 
 def _address(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple | None:

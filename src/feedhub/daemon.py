@@ -8,9 +8,11 @@ resumes the schedule instead of polling everything at once.
 config.toml is watched: sources added, removed or changed are picked up
 within a couple of seconds; an edit that does not parse is logged and the
 last good config is kept. Publishing is debounced, so a burst of polls
-produces one regeneration per changed language. A stop signal pauses the
-scheduler, lets polls in flight finish (bounded), publishes what is pending
-and closes the database.
+produces one regeneration per changed language. Each regeneration that
+writes a feed pings the [hub] websub_hubs for it, in the background (see
+websub.Notifier). A stop signal pauses the scheduler, lets polls in flight
+finish (bounded), publishes what is pending, gives its pings a moment,
+cancels the pings still pending and closes the database.
 """
 
 from __future__ import annotations
@@ -31,8 +33,10 @@ from feedhub._files import DaemonLock
 from feedhub.config import ConfigError, load_config
 from feedhub.hub import Hub, make_fetcher
 from feedhub.models import Config, SourceConfig
+from feedhub.publish import PublishedFeed
 from feedhub.server import serve_in_thread
 from feedhub.store import Store
+from feedhub.websub import Notifier
 
 log = logging.getLogger("feedhub.daemon")
 
@@ -42,6 +46,7 @@ PUBLISH_DEBOUNCE_SECONDS = 1.0  # changes within this window make one publish
 PUBLISH_RETRY_SECONDS = 5.0  # after a failed publish (disk full, read-only)
 FIRST_POLL_SPREAD = 5.0  # never-polled sources start within this many seconds
 PARSER_WORKERS = os.cpu_count() or 1  # parsing is CPU-bound: one process per core
+PING_GRACE_SECONDS = 2.0  # at a stop, how long WebSub pings may run on before they are cancelled
 
 
 class Daemon:
@@ -50,6 +55,7 @@ class Daemon:
         self.stopping = asyncio.Event()
         self._polls: set[asyncio.Task[None]] = set()
         self._dirty: set[str] = set()
+        self._dirty_sources: set[str] = set()
         self._publish_all = False
         self._publisher: asyncio.Task[None] | None = None
         self._config_stamp = _stamp(config.path)
@@ -60,9 +66,11 @@ class Daemon:
             try:
                 async with make_fetcher(self.config) as fetcher:
                     self.hub = Hub(self.config, store, fetcher, workers=PARSER_WORKERS)
+                    self.notifier = Notifier(fetcher)
                     try:
                         await self._serve()
                     finally:
+                        await self.notifier.aclose()  # already done, unless _serve failed
                         self.hub.close()
             finally:
                 store.close()
@@ -90,6 +98,7 @@ class Daemon:
         if self._publisher is not None:
             self._publisher.cancel()
         self._publish_now()
+        await self.notifier.aclose(grace=PING_GRACE_SECONDS)
 
     # --- scheduling ----------------------------------------------------------
 
@@ -125,7 +134,7 @@ class Daemon:
             report = await self.hub.poll(source)
             next_poll = report.next_poll
             if report.changed:
-                self._request_publish(report.languages)
+                self._request_publish(report.languages, [name])
             if report.retired:
                 return
         except Exception:
@@ -150,13 +159,15 @@ class Daemon:
 
     # --- publishing ----------------------------------------------------------
 
-    def _request_publish(self, languages: Iterable[str] | None) -> None:
+    def _request_publish(self, languages: Iterable[str] | None,
+                         sources: Iterable[str] = ()) -> None:
         """Publish soon: changes within the debounce window are published
-        together, once per language. None: every language."""
+        together, once per language and per source feed. None: everything."""
         if languages is None:
             self._publish_all = True
         else:
             self._dirty.update(languages)
+            self._dirty_sources.update(sources)
         if self._publisher is None or self._publisher.done():
             self._publisher = asyncio.create_task(self._publish_later())
 
@@ -168,22 +179,34 @@ class Daemon:
         if not (self._dirty or self._publish_all):
             return
         languages = None if self._publish_all else set(self._dirty)
+        sources = None if self._publish_all else set(self._dirty_sources)
         self._dirty.clear()
+        self._dirty_sources.clear()
         self._publish_all = False
         try:
-            self.hub.publish(languages)
+            published = self.hub.publish(languages, sources)
         except OSError as exc:
             # disk full, read-only output: the old files stay whole (atomic
             # replace); polling goes on, and publishing is tried again
             log.error("publishing failed, previous feed files kept; retrying in %.0fs: %s",
                       PUBLISH_RETRY_SECONDS, exc)
-            if languages is None:
+            if languages is None or sources is None:
                 self._publish_all = True
             else:
                 self._dirty.update(languages)
+                self._dirty_sources.update(sources)
             if not self.stopping.is_set():
                 asyncio.get_running_loop().call_later(
                     PUBLISH_RETRY_SECONDS, self._request_publish, ())
+            return
+        self._ping(published)
+
+    def _ping(self, published: list[PublishedFeed]) -> None:
+        """Tell the WebSub hubs about the feeds just written, in the
+        background; the hub list is read now, so a config reload applies."""
+        topics = [feed.url for feed in published if feed.written and feed.url]
+        if topics and self.config.hub.websub_hubs:
+            self.notifier.notify(self.config.hub.websub_hubs, topics)
 
     # --- config reload -------------------------------------------------------
 
@@ -214,6 +237,9 @@ class Daemon:
             self._unschedule(name)
         for source in added + changed:
             self._schedule_from_state(source)
+        if old.hub.websub_hubs != new.hub.websub_hubs:
+            self.notifier.forget(new.hub.websub_hubs)
+            log.info("config: WebSub hubs now %s", ", ".join(new.hub.websub_hubs) or "none")
         if _fetch_settings(old) != _fetch_settings(new):
             log.warning("config: [hub] network settings changed; they apply after a restart")
         log.info("config reloaded: %d sources (%d added, %d removed, %d changed)",

@@ -16,7 +16,7 @@ import socket
 import time
 import zlib
 from collections import OrderedDict, defaultdict
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
@@ -251,6 +251,37 @@ class Fetcher:
                     if not self._active[host]:
                         del self._active[host]
 
+    async def post_form(self, url: str, form: Mapping[str, str]) -> FetchResult:
+        """POST `form` url-encoded to `url` (a WebSub publish ping). The
+        status, headers and body come back as a result; no response at all
+        raises FetchError. Same address guard, deadline and User-Agent as a
+        GET, but its own per-host client and max_per_host slots, outside
+        max_connections and host_spacing: a hub that hangs must not hold a
+        connection or a slot that a poll of the same host needs. Redirects
+        are not followed (httpx would turn the POST into a GET, dropping the form)."""
+        host = httpx.URL(url).host if _is_http(url) else ""
+        if not host:
+            raise FetchError(f"not an http(s) URL: {url!r}")
+        key = f"{host} POST"
+        async with self._per_host[key]:
+            self._active[key] += 1
+            try:
+                return await self._fetch(url, host, {}, send=lambda started: self._post(
+                    url, key, form, started))
+            finally:
+                self._active[key] -= 1
+                if not self._active[key]:
+                    del self._active[key]
+
+    async def _post(self, url: str, key: str, form: Mapping[str, str],
+                    started: float) -> FetchResult:
+        client = self._client_for(key)
+        async with client.stream("POST", url, data=dict(form), follow_redirects=False) as response:
+            body = await self._read_capped(response)  # an error's body says why
+            return FetchResult(url=url, final_url=str(response.url), status=response.status_code,
+                               content=body, headers={k.lower(): v for k, v in response.headers.items()},
+                               fetched_at=datetime.now(UTC), elapsed=time.monotonic() - started)
+
     async def _space(self, host: str) -> None:
         """Start requests to one host at least `host_spacing` apart: each
         caller books the next free slot, then sleeps until it."""
@@ -262,17 +293,19 @@ class Fetcher:
         if slot > now:
             await asyncio.sleep(slot - now)
 
-    async def _fetch(self, url: str, host: str, headers: dict[str, str]) -> FetchResult:
+    async def _fetch(self, url: str, host: str, headers: dict[str, str], *,
+                     send: Callable[[float], Awaitable[FetchResult]] | None = None) -> FetchResult:
         started = time.monotonic()
+        send = send or (lambda started: self._get(url, host, headers, started))
         try:
             async with asyncio.timeout(self.timeout):
                 try:
-                    return await self._get(url, host, headers, started)
+                    return await send(started)
                 except httpx.RemoteProtocolError:
                     # A kept-alive connection the server had just closed: the
-                    # GET never reached it, so it is safe to send once more
+                    # request never reached it, so it is safe to send once more
                     # (on a fresh connection), as browsers do.
-                    return await self._get(url, host, headers, started)
+                    return await send(started)
         except TimeoutError:
             raise FetchError(
                 f"no complete response within {self.timeout:g}s (slow server)"

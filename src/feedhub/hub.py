@@ -43,6 +43,7 @@ from feedhub.publish import (
     publish_index,
     publish_source_feeds,
     published_languages,
+    source_feed_path,
 )
 from feedhub.store import Store
 from feedhub.worker import detect_item_language, extract_article, parse_and_enrich, parser_pool
@@ -304,8 +305,10 @@ class Hub:
             feeds[ALL] = self.store.latest_items(None, names, hub.items_per_feed)
         results = publish_feeds(self.config, feeds, archived_pages=pages)
         wanted = names if sources is None else [name for name in sources if name in names]
-        results += publish_source_feeds(self.config, {
-            name: self.store.source_items(name, hub.items_per_feed) for name in wanted})
+        own_feeds = {name: self.store.source_items(name, hub.items_per_feed) for name in wanted}
+        results += publish_source_feeds(self.config, {  # a source not polled yet has none
+            name: items for name, items in own_feeds.items()
+            if items or source_feed_path(self.config, name).exists()})
         publish_index(self.config)
         for feed in results:
             if feed.written:

@@ -317,6 +317,11 @@ def missing_archive_pages(config: Config, language: str, last: int) -> list[int]
     return [page for page in range(1, last + 1) if f"{page}.atom" not in present]
 
 
+def source_feed_path(config: Config, name: str) -> Path:
+    slug = source_slugs([source.name for source in config.sources]).get(name, "")
+    return config.hub.output_dir / SOURCES_DIR / f"{slug}.atom"
+
+
 def publish_source_feeds(config: Config,
                          feeds: Mapping[str, Sequence[StoredItem]]) -> list[PublishedFeed]:
     """Write the per-source feeds of the given sources, and delete those of
