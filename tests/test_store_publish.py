@@ -16,7 +16,7 @@ from feedhub import _files
 from feedhub.config import parse_config
 from feedhub.credits import DEFAULT_CREDITS, check_template, credit_template, render_credit
 from feedhub.models import FeedInfo, Item, Link
-from feedhub.publish import publish_feeds, render_feed
+from feedhub.publish import publish_feeds, publish_index, render_feed
 from feedhub.store import Store
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -163,6 +163,7 @@ def test_credit_template_is_checked() -> None:
 def test_index_files_list_every_language_feed(store: Store, config) -> None:
     store.save_items("src", [item(1), item(2, language="fa-IR")], seen_at=T0, id_authority="h")
     publish_feeds(config, {lang: store.latest_items(lang, ["src"], 3) for lang in ("en", "fa")})
+    publish_index(config, {})
     out = config.hub.output_dir
     assert sorted(os.listdir(out)) == ["en.atom", "fa.atom", "index.html", "index.opml"]
     opml = lxml.etree.parse(str(out / "index.opml"))

@@ -126,9 +126,10 @@ def test_poll_and_publish_ping_the_hub_for_each_written_feed_and_only_for_those(
 
 def test_a_hub_answering_503_is_asked_again_and_its_retry_after_honoured(
         hub: HubDir, feed_server: FeedServer, websub_hub: FeedServer) -> None:
-    # the first pings (en.atom, all.atom and sources/a.atom, sent together) get 503, the retries 204
+    # the first pings (en.atom, all.atom and sources/a.atom, sent together: three may be in
+    # flight to one host) get 503, the retries 204
     websub_hub.receive_posts("/hub", 503, 503, 503, 204, headers={"Retry-After": "2"})
-    set_hubs(hub, json.dumps([websub_hub.url("/hub")]))
+    set_hubs(hub, json.dumps([websub_hub.url("/hub")]) + "\nmax_per_host = 3")
     feed_server.serve("/a.rss", rss("a", "1"))
     add_source(hub, feed_server, "a")
 
@@ -401,6 +402,23 @@ def test_a_deadline_bounds_a_hanging_hub_and_the_pauses(websub_hub: FeedServer) 
     websub_hub.receive_posts("/busy", 503)
     outcome, paused = run_ping(websub_hub.url("/busy"), RetryPolicy(delays=(5.0,), deadline=1.0))
     assert not outcome.ok and paused == [] and "no time left to retry within 1s" in outcome.detail
+
+
+def test_pings_wait_their_turn_before_their_time_limit_starts(websub_hub: FeedServer) -> None:
+    # 8 feeds, a hub taking 1 s per answer, 2 at a time: 4 s in all, more than the 2.5 s
+    # each ping may take (the batch gets twice that), yet every ping is sent and answered
+    websub_hub.receive_posts("/hub", 204, delay=1.0)
+    policy = RetryPolicy(delays=(), deadline=2.5)
+    topics = [f"https://hub.example.org/feeds/{n}.atom" for n in range(8)]
+
+    async def main() -> list[PingOutcome]:
+        async with Fetcher(user_agent=USER_AGENT, allow_private=True, timeout=5) as fetcher:
+            return await ping_all(fetcher, [websub_hub.url("/hub")], topics, policy, per_hub=2)
+
+    outcomes = asyncio.run(main())
+    assert [o.ok for o in outcomes] == [True] * 8, [o.detail for o in outcomes if not o.ok]
+    assert sorted(parse_qs(r.body.decode())["hub.url"][0] for r in websub_hub.requests_for("/hub")) \
+        == sorted(topics)
 
 
 def test_every_hub_is_pinged_for_every_topic_concurrently(websub_hub: FeedServer) -> None:

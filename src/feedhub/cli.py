@@ -464,7 +464,8 @@ async def _poll_and_publish(config: Config, sources: list[SourceConfig], force: 
             finally:
                 hub.close()
             try:
-                published = hub.publish()
+                # every language feed; the own feeds of the sources that changed
+                published = hub.publish(None, [r.source for r in reports if r.changed])
             except OSError as exc:
                 _fail(f"polled and stored, but publishing failed (previous feed files kept): {exc}")
             pings = await _ping_hubs(config, published, fetcher)
@@ -481,8 +482,10 @@ async def _ping_hubs(config: Config, published: list[PublishedFeed],
         return []
     if fetcher is None:
         async with make_fetcher(config) as own:
-            return await websub.ping_all(own, config.hub.websub_hubs, topics, websub.CLI_POLICY)
-    return await websub.ping_all(fetcher, config.hub.websub_hubs, topics, websub.CLI_POLICY)
+            return await websub.ping_all(own, config.hub.websub_hubs, topics, websub.CLI_POLICY,
+                                         per_hub=config.hub.max_per_host)
+    return await websub.ping_all(fetcher, config.hub.websub_hubs, topics, websub.CLI_POLICY,
+                                 per_hub=config.hub.max_per_host)
 
 
 def _echo_pings(pings: list[websub.PingOutcome], quiet: bool = False) -> None:

@@ -56,7 +56,8 @@ class Daemon:
         self._polls: set[asyncio.Task[None]] = set()
         self._dirty: set[str] = set()
         self._dirty_sources: set[str] = set()
-        self._publish_all = False
+        self._publish_all = False  # every language feed
+        self._all_sources = False  # every per-source feed
         self._publisher: asyncio.Task[None] | None = None
         self._config_stamp = _stamp(config.path)
 
@@ -77,7 +78,7 @@ class Daemon:
         log.info("stopped")
 
     async def _serve(self) -> None:
-        self._publish_all = True
+        self._publish_all = self._all_sources = True
         self._publish_now()  # the index files exist from the start (or the failure is logged)
         self.scheduler = AsyncIOScheduler(timezone=UTC, job_defaults={
             "coalesce": True, "misfire_grace_time": None, "max_instances": 1})
@@ -160,14 +161,11 @@ class Daemon:
     # --- publishing ----------------------------------------------------------
 
     def _request_publish(self, languages: Iterable[str] | None,
-                         sources: Iterable[str] = ()) -> None:
+                         sources: Iterable[str] | None = ()) -> None:
         """Publish soon: changes within the debounce window are published
-        together, once per language and per source feed. None: everything."""
-        if languages is None:
-            self._publish_all = True
-        else:
-            self._dirty.update(languages)
-            self._dirty_sources.update(sources)
+        together, once per language and per source feed. None: every
+        language, every source."""
+        self._mark(languages, sources)
         if self._publisher is None or self._publisher.done():
             self._publisher = asyncio.create_task(self._publish_later())
 
@@ -176,13 +174,13 @@ class Daemon:
         self._publish_now()
 
     def _publish_now(self) -> None:
-        if not (self._dirty or self._publish_all):
+        if not (self._dirty or self._publish_all or self._dirty_sources or self._all_sources):
             return
         languages = None if self._publish_all else set(self._dirty)
-        sources = None if self._publish_all else set(self._dirty_sources)
+        sources = None if self._all_sources else set(self._dirty_sources)
         self._dirty.clear()
         self._dirty_sources.clear()
-        self._publish_all = False
+        self._publish_all = self._all_sources = False
         try:
             published = self.hub.publish(languages, sources)
         except OSError as exc:
@@ -190,16 +188,23 @@ class Daemon:
             # replace); polling goes on, and publishing is tried again
             log.error("publishing failed, previous feed files kept; retrying in %.0fs: %s",
                       PUBLISH_RETRY_SECONDS, exc)
-            if languages is None or sources is None:
-                self._publish_all = True
-            else:
-                self._dirty.update(languages)
-                self._dirty_sources.update(sources)
+            self._mark(languages, sources)
             if not self.stopping.is_set():
                 asyncio.get_running_loop().call_later(
-                    PUBLISH_RETRY_SECONDS, self._request_publish, ())
+                    PUBLISH_RETRY_SECONDS, self._request_publish, (), ())
             return
         self._ping(published)
+
+    def _mark(self, languages: Iterable[str] | None, sources: Iterable[str] | None) -> None:
+        """Remember what the next publish must write."""
+        if languages is None:
+            self._publish_all = True
+        else:
+            self._dirty.update(languages)
+        if sources is None:
+            self._all_sources = True
+        else:
+            self._dirty_sources.update(sources)
 
     def _ping(self, published: list[PublishedFeed]) -> None:
         """Tell the WebSub hubs about the feeds just written, in the
@@ -244,7 +249,13 @@ class Daemon:
             log.warning("config: [hub] network settings changed; they apply after a restart")
         log.info("config reloaded: %d sources (%d added, %d removed, %d changed)",
                  len(new.sources), len(added), len(removed), len(changed))
-        self._request_publish(None)  # removed sources leave the feeds; titles may change
+        # removed sources leave the language feeds; titles may change. A
+        # per-source feed is rendered again only if its source changed,
+        # unless [hub] or [languages] did (titles, credits): at 10,000
+        # sources, rendering them all costs half a minute
+        settings_changed = old.hub != new.hub or old.languages != new.languages
+        self._request_publish(None, None if settings_changed else
+                              [source.name for source in added + changed])
 
     # --- signals -------------------------------------------------------------
 

@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from feedhub import schedule
+from feedhub._files import locked
 from feedhub.config import ConfigError, default_user_agent, set_source_url
 from feedhub.enrich import is_teaser, plain_text
 from feedhub.fetch import Fetcher, FetchError
@@ -43,7 +44,8 @@ from feedhub.publish import (
     publish_index,
     publish_source_feeds,
     published_languages,
-    source_feed_path,
+    slugify,
+    source_feed_files,
 )
 from feedhub.store import Store
 from feedhub.worker import detect_item_language, extract_article, parse_and_enrich, parser_pool
@@ -280,9 +282,18 @@ class Hub:
         """Regenerate the given language feeds and per-source feeds (all of
         them by default) from the items of the configured sources: archive
         pages first, so no prev-archive link ever points at a missing file.
+        One publisher at a time (the daemon and a CLI command may both
+        publish): each reads and writes a consistent archive chain.
         Returns the subscription documents (what a WebSub hub is told of)."""
+        database = self.config.hub.database
+        with locked(database.with_name(database.name + ".publish")):  # feedhub.db.publish.lock
+            return self._publish(languages, sources)
+
+    def _publish(self, languages: Iterable[str] | None,
+                 sources: Iterable[str] | None) -> list[PublishedFeed]:
         hub = self.config.hub
         names = [source.name for source in self.config.sources]
+        everything = languages is None
         if languages is None:
             languages = set(self.store.language_groups(names)) | set(
                 published_languages(hub.output_dir))
@@ -290,26 +301,31 @@ class Hub:
         pages: dict[str, int] = {}
         for language in sorted(set(languages) - {ALL}):
             if hub.archive_page_size:
-                self.store.close_archive_pages(language, names, keep=hub.items_per_feed,
-                                               page_size=hub.archive_page_size)
+                new_pages = self.store.close_archive_pages(
+                    language, names, keep=hub.items_per_feed, page_size=hub.archive_page_size)
                 pages[language] = self.store.last_archive_page(language)
-                for page in missing_archive_pages(self.config, language, pages[language]):
+                # a full publish also restores pages lost from disk; an
+                # incremental one writes just the new pages (no directory scan)
+                for page in (missing_archive_pages(self.config, language, pages[language])
+                             if everything else new_pages):
                     self._write_archive(language, page)
                 feeds[language] = self.store.current_items(language, names)
             else:
                 feeds[language] = self.store.latest_items(language, names, hub.items_per_feed)
-        for language, page in self.store.archive_rewrites():  # after a takedown
+        for language, page, requested in self.store.archive_rewrites():  # after a takedown
             if self._write_archive(language, page):
-                self.store.archive_rewritten(language, page)
+                self.store.archive_rewritten(language, page, requested)
         if feeds:  # any language changed: the all-languages feed did too
             feeds[ALL] = self.store.latest_items(None, names, hub.items_per_feed)
+        slugs = self.store.source_slugs(names, slugify)
         results = publish_feeds(self.config, feeds, archived_pages=pages)
-        wanted = names if sources is None else [name for name in sources if name in names]
+        wanted = names if sources is None else [name for name in sources if name in slugs]
+        present = source_feed_files(self.config)
         own_feeds = {name: self.store.source_items(name, hub.items_per_feed) for name in wanted}
         results += publish_source_feeds(self.config, {  # a source not polled yet has none
             name: items for name, items in own_feeds.items()
-            if items or source_feed_path(self.config, name).exists()})
-        publish_index(self.config)
+            if items or f"{slugs[name]}.atom" in present}, slugs)
+        publish_index(self.config, slugs)
         for feed in results:
             if feed.written:
                 log.info("published %s (%d entries)", feed.path, feed.entries)

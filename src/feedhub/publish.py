@@ -7,7 +7,6 @@ GET on an unchanged feed stays a 304 and nobody reads half a file.
 
 from __future__ import annotations
 
-import hashlib
 import html
 import logging
 import re
@@ -164,19 +163,11 @@ def source_document(config: Config, source: str, slug: str) -> FeedDocument:
     return FeedDocument(url, f"{config.hub.title}: {source}", None, url)
 
 
-def source_slugs(names: Sequence[str]) -> dict[str, str]:
-    """A file name per source: its name in lower-case ASCII letters, digits
-    and dashes; a name with none of those, or one whose slug an earlier
-    source already took, gets a short hash of the name appended."""
-    slugs: dict[str, str] = {}
-    taken: set[str] = set()
-    for name in names:
-        slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:60]
-        if not slug or slug in taken:
-            slug = f"{slug or 'source'}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
-        taken.add(slug)
-        slugs[name] = slug
-    return slugs
+def slugify(name: str) -> str:
+    """A source name as a file name: lower-case ASCII letters, digits and
+    dashes ("World Socialist" -> "world-socialist"); the store makes it
+    unique and keeps it."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:60] or "source"
 
 
 def render_feed(config: Config, language: str, items: Sequence[StoredItem], *,
@@ -285,8 +276,8 @@ def published_languages(output_dir: Path) -> list[str]:
 
 def publish_feeds(config: Config, feeds: Mapping[str, Sequence[StoredItem]], *,
                   archived_pages: Mapping[str, int] | None = None) -> list[PublishedFeed]:
-    """Write the subscription documents of the given languages (and the
-    index pages). `archived_pages`: each language's newest archive page, for
+    """Write the subscription documents of the given languages.
+    `archived_pages`: each language's newest archive page, for
     its prev-archive link."""
     output = config.hub.output_dir
     output.mkdir(parents=True, exist_ok=True)
@@ -297,7 +288,6 @@ def publish_feeds(config: Config, feeds: Mapping[str, Sequence[StoredItem]], *,
                              output / f"{language}.atom", items, config, language)
         if published:
             results.append(published)
-    publish_index(config)
     return results
 
 
@@ -317,16 +307,17 @@ def missing_archive_pages(config: Config, language: str, last: int) -> list[int]
     return [page for page in range(1, last + 1) if f"{page}.atom" not in present]
 
 
-def source_feed_path(config: Config, name: str) -> Path:
-    slug = source_slugs([source.name for source in config.sources]).get(name, "")
-    return config.hub.output_dir / SOURCES_DIR / f"{slug}.atom"
+def source_feed_files(config: Config) -> set[str]:
+    """The per-source feed files on disk (one directory read)."""
+    folder = config.hub.output_dir / SOURCES_DIR
+    return {p.name for p in folder.iterdir()} if folder.is_dir() else set()
 
 
-def publish_source_feeds(config: Config,
-                         feeds: Mapping[str, Sequence[StoredItem]]) -> list[PublishedFeed]:
-    """Write the per-source feeds of the given sources, and delete those of
-    sources no longer configured (their items have left every feed)."""
-    slugs = source_slugs([source.name for source in config.sources])
+def publish_source_feeds(config: Config, feeds: Mapping[str, Sequence[StoredItem]],
+                         slugs: Mapping[str, str]) -> list[PublishedFeed]:
+    """Write the per-source feeds of the given sources (`slugs`: the file
+    name of every configured source), and delete those of sources no longer
+    configured (their items have left every feed)."""
     folder = config.hub.output_dir / SOURCES_DIR
     results = []
     for name, items in sorted(feeds.items()):
@@ -357,15 +348,15 @@ def _publish(document: FeedDocument, path: Path, items: Sequence[StoredItem], co
     return PublishedFeed(label, path, len(items), written, document.url)
 
 
-def publish_index(config: Config) -> None:
-    """index.html and index.opml: every feed on disk, by language and by source."""
+def publish_index(config: Config, slugs: Mapping[str, str]) -> None:
+    """index.html and index.opml: every feed on disk, by language and by
+    source (`slugs`: the file name of every configured source)."""
     output = config.hub.output_dir
     languages = published_languages(output)
     if (output / f"{ALL}.atom").exists():
         languages.append(ALL)
-    slugs = source_slugs([source.name for source in config.sources])
-    sources = [(name, slug) for name, slug in slugs.items()
-               if (output / SOURCES_DIR / f"{slug}.atom").exists()]
+    present = source_feed_files(config)
+    sources = [(name, slug) for name, slug in slugs.items() if f"{slug}.atom" in present]
     write_if_changed(output / "index.opml", render_opml(config, languages, sources))
     write_if_changed(output / "index.html", render_index_html(config, languages, sources))
 

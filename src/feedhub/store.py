@@ -13,7 +13,7 @@ import hashlib
 import json
 import sqlite3
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -149,7 +149,14 @@ class Store:
                 db["items"].create_index(["lang_group", "archive_page", "id"], if_not_exists=True)
                 db["items"].create_index(["archive_lang", "archive_page"], if_not_exists=True)
                 db["items"].create_index(["source", "published"], if_not_exists=True)
-                db["archive_rewrites"].create({"lang": str, "page": int}, pk=("lang", "page"))
+                # `requested` counts takedowns: a publish clears a row only if
+                # no takedown came while it was writing the page
+                db["archive_rewrites"].create({"lang": str, "page": int, "requested": int},
+                                              pk=("lang", "page"))
+                # a per-source feed's file name, chosen once: it is a URL
+                # subscribers keep, whatever sources come and go later
+                db["source_slugs"].create({"name": str, "slug": str}, pk="name")
+                db["source_slugs"].create_index(["slug"], unique=True)
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     # --- sources -----------------------------------------------------------
@@ -381,9 +388,10 @@ class Store:
         crash cannot leave a withdrawn item in an archive. Returns how many
         items."""
         with self._write() as db:
-            db.execute("INSERT OR IGNORE INTO archive_rewrites (lang, page) "
-                       "SELECT DISTINCT archive_lang, archive_page FROM items "
-                       "WHERE source = ? AND withdrawn IS NULL AND archive_page IS NOT NULL", [source])
+            db.execute("INSERT INTO archive_rewrites (lang, page, requested) "
+                       "SELECT DISTINCT archive_lang, archive_page, 1 FROM items "
+                       "WHERE source = ? AND withdrawn IS NULL AND archive_page IS NOT NULL "
+                       "ON CONFLICT (lang, page) DO UPDATE SET requested = requested + 1", [source])
             return db.execute("UPDATE items SET withdrawn = ? WHERE source = ? AND withdrawn IS NULL",
                               [_iso(at), source]).rowcount
 
@@ -474,14 +482,40 @@ class Store:
                            f"items.archive_page IS NULL AND items.source IN ({marks})",
                            [lang_group, *sources])
 
-    def archive_rewrites(self) -> list[tuple[str, int]]:
-        """Archive pages a takedown changed, still to be written again."""
-        return [(lang, page) for lang, page in self.db.execute(
-            "SELECT lang, page FROM archive_rewrites ORDER BY lang, page")]
+    def archive_rewrites(self) -> list[tuple[str, int, int]]:
+        """Archive pages a takedown changed, still to be written again:
+        (language, page, takedowns so far)."""
+        return [tuple(row) for row in self.db.execute(
+            "SELECT lang, page, requested FROM archive_rewrites ORDER BY lang, page")]
 
-    def archive_rewritten(self, lang: str, page: int) -> None:
+    def archive_rewritten(self, lang: str, page: int, requested: int) -> None:
+        """The page was written: done, unless another takedown touched it
+        meanwhile (then it is written again at the next publish)."""
         with self._write() as db:
-            db.execute("DELETE FROM archive_rewrites WHERE lang = ? AND page = ?", [lang, page])
+            db.execute("DELETE FROM archive_rewrites WHERE lang = ? AND page = ? AND requested = ?",
+                       [lang, page, requested])
+
+    def source_slugs(self, names: Sequence[str], make: Callable[[str], str]) -> dict[str, str]:
+        """Each source's feed file name: the one it was given first, else
+        `make(name)`, with a short hash of the name added if another source
+        (configured or not) ever had that one."""
+        wanted = list(dict.fromkeys(names))
+        slugs = dict(self.db.execute("SELECT name, slug FROM source_slugs"))
+        missing = [name for name in wanted if name not in slugs]
+        if missing:
+            with self._write() as db:
+                slugs = dict(db.execute("SELECT name, slug FROM source_slugs"))
+                taken = set(slugs.values())
+                for name in missing:
+                    if name in slugs:
+                        continue
+                    slug = make(name)
+                    if slug in taken:
+                        slug = f"{slug}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
+                    db.execute("INSERT INTO source_slugs (name, slug) VALUES (?, ?)", [name, slug])
+                    slugs[name] = slug
+                    taken.add(slug)
+        return {name: slugs[name] for name in wanted}
 
     def source_items(self, source: str, limit: int) -> list[StoredItem]:
         """The newest `limit` items of one source: its own feed."""

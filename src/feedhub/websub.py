@@ -136,12 +136,30 @@ def _reason(result: FetchResult) -> str:
 
 async def ping_all(fetcher: Fetcher, hubs: Iterable[str], topics: Iterable[str],
                    policy: RetryPolicy = DAEMON_POLICY,
-                   sleep: Sleep = asyncio.sleep) -> list[PingOutcome]:
-    """Ping every hub for every topic, all at once (the fetcher bounds the
-    requests in flight to one hub by max_per_host)."""
+                   sleep: Sleep = asyncio.sleep, per_hub: int = 2) -> list[PingOutcome]:
+    """Ping every hub for every topic, `per_hub` at a time to one hub (the
+    fetcher's max_per_host): a ping's time limit starts when it is sent, not
+    while it waits behind thirty others. With a `deadline` in the policy,
+    the whole batch gets twice that; pings not done by then are reported
+    as not sent (so a command's wait stays bounded however many feeds)."""
     topics = list(topics)
-    return list(await asyncio.gather(*(ping(fetcher, hub, topic, policy, sleep)
-                                       for hub in hubs for topic in topics)))
+    turns: dict[str, asyncio.Semaphore] = {}
+
+    async def one(hub: str, topic: str) -> PingOutcome:
+        async with turns.setdefault(hub, asyncio.Semaphore(per_hub)):
+            return await ping(fetcher, hub, topic, policy, sleep)
+
+    tasks = {asyncio.ensure_future(one(hub, topic)): (hub, topic) for hub in hubs for topic in topics}
+    if not tasks:
+        return []
+    batch = None if policy.deadline is None else 2 * policy.deadline
+    _done, late = await asyncio.wait(tasks, timeout=batch)
+    for task in late:
+        task.cancel()
+    if late:
+        await asyncio.wait(late)
+    return [task.result() if task not in late else _give_up(
+        *tasks[task], 0, f"not sent: the {batch:g}s given to all pings ran out") for task in tasks]
 
 
 @dataclass
