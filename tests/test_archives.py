@@ -4,6 +4,9 @@ pages, once written, never change (but a takedown reaches into them)."""
 
 from __future__ import annotations
 
+import fcntl
+import subprocess
+import time
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
@@ -11,6 +14,9 @@ from pathlib import Path
 import lxml.etree
 
 from atomcheck import assert_valid_atom_tree
+from feedhub.models import Item
+from feedhub.publish import slugify
+from feedhub.store import Store
 from hubdir import HubDir
 
 ATOM = "{http://www.w3.org/2005/Atom}"
@@ -149,3 +155,55 @@ def test_archive_page_size_zero_keeps_a_plain_sliding_window(hub: HubDir, feed_s
     [current] = walk(hub)
     assert len(entry_links(current)) == 5
     assert not (hub.feeds / "archive").exists()
+
+
+def stored(tmp_path: Path, sources: dict[str, int]) -> Store:
+    """A store holding `count` English items per source, filed in arrival order."""
+    store = Store(tmp_path / "hub.db")
+    for source, count in sources.items():
+        store.save_items(source, [Item(
+            upstream_id=f"{source}-{n}", title=f"{source} {n}", link=f"https://{source}.example/{n}",
+            author=None, published=START + timedelta(hours=n), published_estimated=False,
+            updated=None, content="<p>text</p>", content_is_full=True, language="en")
+            for n in range(count)], seen_at=START, id_authority="hub.example.org")
+    return store
+
+
+def test_a_takedown_during_a_rewrite_is_not_forgotten(tmp_path: Path) -> None:
+    store = stored(tmp_path, {"a": 2, "b": 2, "c": 4})
+    assert store.close_archive_pages("en", ["a", "b", "c"], keep=2, page_size=6) == [1]
+    store.withdraw("a", START)
+    [(lang, page, requested)] = store.archive_rewrites()  # a publish starts writing page 1...
+    store.withdraw("b", START)  # ... and another takedown touches page 1 meanwhile
+    store.archive_rewritten(lang, page, requested)  # the first publish finishes
+    assert [(lang, page)] == [row[:2] for row in store.archive_rewrites()]  # still to do
+    assert {i.source for i in store.archive_items("en", 1)} == {"c"}
+    store.archive_rewritten(*store.archive_rewrites()[0])
+    assert store.archive_rewrites() == []
+    store.close()
+
+
+def test_a_source_feed_keeps_its_file_name_whoever_comes_and_goes(tmp_path: Path) -> None:
+    store = stored(tmp_path, {})
+    first = store.source_slugs(["Foo Bar", "foo bar", "Persian خبر"], slugify)
+    assert first["Foo Bar"] == "foo-bar" and first["foo bar"].startswith("foo-bar-")
+    assert first["Persian خبر"] == "persian"
+    # "Foo Bar" is removed: "foo bar" keeps its own name, nobody takes over "foo-bar"
+    assert store.source_slugs(["foo bar"], slugify) == {"foo bar": first["foo bar"]}
+    assert store.source_slugs(["Foo-Bar!"], slugify)["Foo-Bar!"] not in first.values()
+    store.close()
+
+
+def test_two_publishers_take_turns(tmp_path: Path, hub: HubDir, feed_server) -> None:
+    archived_hub(hub, feed_server)
+    feed_server.serve("/alpha.rss", rss("alpha", range(1, 4)), content_type="application/rss+xml")
+    lock = tmp_path / "feedhub.db.publish.lock"
+    with open(lock, "a+b") as handle:  # another process is publishing
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        waiting = subprocess.Popen(hub.command("poll"), cwd=hub.root, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
+        time.sleep(3)
+        assert waiting.poll() is None and not (hub.feeds / "en.atom").exists()
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    assert waiting.wait(timeout=30) == 0
+    assert len(entry_links(walk(hub)[0])) == 3
