@@ -34,7 +34,9 @@ def feedhub_config(workdir: Path, urls: list[str]) -> Path:
         "",
     ]
     for n, url in enumerate(urls):
-        lines += ["[[sources]]", f'name = "s{n}"', f'url = "{url}"', ""]
+        # no article pages: the farm's item links name hosts that do not
+        # exist (a lookup would leave 127.0.0.1), and reader fetches none either
+        lines += ["[[sources]]", f'name = "s{n}"', f'url = "{url}"', 'fulltext = "never"', ""]
     path = workdir / "config.toml"
     if not path.exists():
         path.write_text("\n".join(lines), encoding="utf-8")

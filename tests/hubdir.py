@@ -60,6 +60,19 @@ class HubDir:
         return feedparser.parse((self.feeds / f"{language}.atom").read_bytes())
 
 
+RSS = """<?xml version="1.0"?><rss version="2.0"><channel><title>{name}</title>
+<link>https://{name}.example/</link><description>d</description><language>en</language>
+{items}</channel></rss>"""
+ITEM = "<item><title>{title}</title><link>https://x.example/{guid}</link><guid>{guid}</guid></item>"
+
+
+def rss(name: str, *guids: str) -> str:
+    """A small English RSS feed with the given guids (item links are not
+    local: sources using it need fulltext = "never")."""
+    return RSS.format(name=name, items="".join(ITEM.format(title=f"{name} {g}", guid=f"{name}-{g}")
+                                               for g in guids))
+
+
 def _env() -> dict[str, str]:
     env = dict(os.environ)
     env.pop("FEEDHUB_CONFIG", None)

@@ -12,17 +12,7 @@ from pathlib import Path
 
 import feedparser
 
-from hubdir import FIXTURES, HubDir, stop, wait_for
-
-RSS = """<?xml version="1.0"?><rss version="2.0"><channel><title>{name}</title>
-<link>https://{name}.example/</link><description>d</description><language>en</language>
-{items}</channel></rss>"""
-ITEM = "<item><title>{title}</title><link>https://x.example/{guid}</link><guid>{guid}</guid></item>"
-
-
-def rss(name: str, *guids: str) -> str:
-    return RSS.format(name=name, items="".join(ITEM.format(title=f"{name} {g}", guid=f"{name}-{g}")
-                                               for g in guids))
+from hubdir import FIXTURES, HubDir, rss, stop, wait_for
 
 
 def starts(feed_server, path: str) -> list[float]:

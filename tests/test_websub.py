@@ -26,22 +26,11 @@ from feedhub.config import ConfigError, load_config
 from feedhub.fetch import Fetcher
 from feedhub.websub import CLI_POLICY, DAEMON_POLICY, Notifier, PingOutcome, RetryPolicy, ping, ping_all
 from feedserver import FeedServer
-from hubdir import HubDir, stop, wait_for
+from hubdir import HubDir, rss, stop, wait_for
 
 BASE = "https://hub.example.org/feeds/"  # base_url in hubdir.CONFIG: the feeds' public URLs
 TOPIC = BASE + "en.atom"
 USER_AGENT = "feedhub-test (+https://example.org)"
-
-RSS = """<?xml version="1.0"?><rss version="2.0"><channel><title>{name}</title>
-<link>https://{name}.example/</link><description>d</description><language>en</language>
-{items}</channel></rss>"""
-ITEM = "<item><title>{title}</title><link>https://x.example/{guid}</link><guid>{guid}</guid></item>"
-
-
-def rss(name: str, *guids: str) -> str:
-    return RSS.format(name=name, items="".join(ITEM.format(title=f"{name} {g}", guid=f"{name}-{g}")
-                                               for g in guids))
-
 
 @pytest.fixture
 def websub_hub() -> Iterator[FeedServer]:
