@@ -55,3 +55,20 @@ def test_withdraw_takes_every_item_out_and_status_records_it(hub: HubDir, feed_s
     with sqlite3.connect(hub.database) as db:  # kept, marked
         assert db.execute("SELECT count(*) FROM items WHERE withdrawn IS NOT NULL").fetchone()[0] == 1
     assert hub.run("withdraw", "nobody").returncode == 2
+
+
+def test_a_source_feed_is_rendered_again_only_when_what_it_shows_changed(
+        hub: HubDir, feed_server) -> None:
+    configure(hub, feed_server)
+    own = hub.feeds / "sources" / "wsws.atom"
+    assert "Peruvian regime" in own.read_text(encoding="utf-8")
+    again = hub.run("publish")
+    assert again.returncode == 0 and "sources/wsws.atom" not in again.stdout  # skipped, unchanged
+    # a policy change is a change of what the feed shows: rendered again
+    hub.config.write_text(hub.config.read_text(encoding="utf-8") + 'publish = "link"\n',
+                          encoding="utf-8")
+    relinked = hub.run("publish")
+    assert "sources/wsws.atom" in relinked.stdout and "written" in relinked.stdout
+    assert "Peruvian regime" not in own.read_text(encoding="utf-8")
+    own.unlink()  # lost from disk: written again
+    assert hub.run("publish").returncode == 0 and own.exists()

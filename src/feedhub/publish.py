@@ -7,6 +7,7 @@ GET on an unchanged feed stays a 304 and nobody reads half a file.
 
 from __future__ import annotations
 
+import hashlib
 import html
 import logging
 import re
@@ -305,6 +306,17 @@ def missing_archive_pages(config: Config, language: str, last: int) -> list[int]
     folder = config.hub.output_dir / ARCHIVE_DIR / language
     present = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
     return [page for page in range(1, last + 1) if f"{page}.atom" not in present]
+
+
+def source_feed_stamp(config: Config, name: str, inputs: Sequence[tuple[object, ...]]) -> str:
+    """A fingerprint of everything a source's own feed is rendered from:
+    its items (ids, change times, hashes), the upstream feed's fields, and
+    the settings that shape the document (hub, languages and credits, the
+    source's policy, feedhub's version). Same fingerprint, same bytes."""
+    settings = (config.hub.title, config.hub.base_url, config.hub.items_per_feed,
+                config.hub.websub_hubs, sorted(config.languages.items()),
+                config.find_source(name), __version__)
+    return hashlib.sha256(repr((settings, list(inputs))).encode()).hexdigest()
 
 
 def source_feed_files(config: Config) -> set[str]:

@@ -157,6 +157,9 @@ class Store:
                 # subscribers keep, whatever sources come and go later
                 db["source_slugs"].create({"name": str, "slug": str}, pk="name")
                 db["source_slugs"].create_index(["slug"], unique=True)
+                # what each per-source feed was last rendered from, so a full
+                # publish skips the thousands that did not change
+                db["feed_stamps"].create({"name": str, "stamp": str}, pk="name")
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     # --- sources -----------------------------------------------------------
@@ -520,6 +523,27 @@ class Store:
     def source_items(self, source: str, limit: int) -> list[StoredItem]:
         """The newest `limit` items of one source: its own feed."""
         return self._items("items.withdrawn IS NULL AND items.source = ?", [source], limit)
+
+    def source_feed_inputs(self, source: str, limit: int) -> list[tuple[Any, ...]]:
+        """What a source's own feed is made of, cheaply (no article text):
+        its newest items' ids, change times and content hashes, and the
+        upstream feed's fields its atom:source shows."""
+        rows = self.db.execute(
+            "SELECT id, updated, content_hash, published FROM items WHERE withdrawn IS NULL "
+            "AND source = ? ORDER BY published DESC, id DESC LIMIT ?", [source, limit]).fetchall()
+        feed = self.db.execute(
+            "SELECT feed_id, feed_title, feed_subtitle, feed_links, feed_updated, feed_rights "
+            "FROM sources WHERE name = ?", [source]).fetchone()
+        return [tuple(row) for row in rows] + [tuple(feed or ())]
+
+    def feed_stamps(self) -> dict[str, str]:
+        return dict(self.db.execute("SELECT name, stamp FROM feed_stamps"))
+
+    def set_feed_stamps(self, stamps: dict[str, str]) -> None:
+        if stamps:
+            with self._write() as db:
+                db.conn.executemany("INSERT OR REPLACE INTO feed_stamps (name, stamp) VALUES (?, ?)",
+                                    list(stamps.items()))
 
     def _items(self, where: str, params: list[Any], limit: int | None = None) -> list[StoredItem]:
         cursor = self.db.execute(
