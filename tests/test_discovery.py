@@ -4,10 +4,14 @@ and the extraction of <link rel="alternate"> feeds from HTML."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 import tomllib
 
 import pytest
 
+from feedhub.discover import DiscoveryError, discover_feeds
+from feedhub.fetch import Fetcher
 from feedhub.models import FetchResult
 from feedhub.parse import feed_links, looks_like_html
 from hubdir import FIXTURES, HubDir
@@ -164,6 +168,21 @@ def test_page_with_no_feed_anywhere_fails_saying_what_was_tried(hub: HubDir, fee
         "/atom.xml, /feed.xml, /index.xml, /feeds/posts/default, /?feed=rss2 under "
         f"{feed_server.url('/')} is a feed")
     assert hub.config.read_bytes() == before
+
+
+def test_a_site_too_slow_to_search_is_given_up_within_the_deadline(feed_server) -> None:
+    feed_server.serve("/", page(rss_link("/a.rss"), rss_link("/b.rss")), content_type=HTML)
+    for path in ("/a.rss", "/b.rss"):
+        feed_server.slow(path, WSWS, first_byte_delay=3)
+
+    async def discover() -> None:
+        async with Fetcher(user_agent="feedhub-test", allow_private=True, timeout=10) as fetcher:
+            await discover_feeds(fetcher, feed_server.url("/"), deadline=1.5)
+
+    started = time.monotonic()
+    with pytest.raises(DiscoveryError, match=r"gave up looking for feeds on .* after 1.5s"):
+        asyncio.run(discover())
+    assert time.monotonic() - started < 3  # not two 3-second waits, let alone 39 timeouts
 
 
 def test_relative_href_is_resolved_against_the_page(hub: HubDir, feed_server) -> None:

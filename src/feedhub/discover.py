@@ -10,6 +10,7 @@ time: discovery is a handful of requests to one site, not a crawl.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import urljoin
@@ -26,6 +27,7 @@ from feedhub.parse import ParseError, feed_links, looks_like_html, parse_feed
 # (these are usually one feed under several names).
 COMMON_PATHS = ("/feed", "/feed/", "/rss", "/rss.xml", "/atom.xml", "/feed.xml", "/index.xml",
                 "/feeds/posts/default", "/?feed=rss2")
+DISCOVERY_SECONDS = 60.0  # for all of it: the page, its links, the common paths
 MAX_LINKED = 20  # linked candidates checked: a page listing hundreds is not asking to be crawled
 
 Via = Literal["url", "link", "path"]
@@ -47,11 +49,22 @@ class DiscoveryError(Exception):
     """No feed at or from a URL; the message says what was tried."""
 
 
-async def discover_feeds(fetcher: Fetcher, url: str) -> list[DiscoveredFeed]:
+async def discover_feeds(fetcher: Fetcher, url: str, *,
+                         deadline: float = DISCOVERY_SECONDS) -> list[DiscoveredFeed]:
     """The feeds at `url`: itself if it is a feed; else, if it is an HTML
     page, the feeds it links, or failing those the first common path that is
     a feed. Raises FetchError when `url` gives no response at all, and
-    DiscoveryError when it gives no feed."""
+    DiscoveryError when it gives no feed, or not within `deadline` seconds
+    (a slow site would otherwise hold `feedhub add` for dozens of timeouts)."""
+    try:
+        async with asyncio.timeout(deadline):
+            return await _discover(fetcher, url)
+    except TimeoutError:
+        raise DiscoveryError(f"gave up looking for feeds on {url} after {deadline:g}s: the site "
+                             "answers too slowly; add the feed's own URL instead") from None
+
+
+async def _discover(fetcher: Fetcher, url: str) -> list[DiscoveredFeed]:
     result = await fetcher.fetch(url)
     if not result.ok:
         raise DiscoveryError(f"cannot fetch {url}: {describe_status(result.status)}")
