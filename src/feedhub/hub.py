@@ -42,8 +42,9 @@ from feedhub.publish import (
     publish_archive,
     publish_feeds,
     publish_index,
-    publish_source_feeds,
+    publish_source_feed,
     published_languages,
+    remove_stale_source_feeds,
     slugify,
     source_feed_files,
     source_feed_stamp,
@@ -332,11 +333,12 @@ class Hub:
                               slugs: dict[str, str]) -> list[PublishedFeed]:
         """Render only the source feeds whose inputs changed since they were
         last written (at 1,000 sources, rendering all of them costs seconds),
-        and none for a source with no items yet."""
+        none for a source with no items yet, and one at a time (10,000
+        sources' items at once would be half a gigabyte)."""
         limit = self.config.hub.items_per_feed
         present = source_feed_files(self.config)
         known = self.store.feed_stamps()
-        feeds: dict[str, list[StoredItem]] = {}
+        results: list[PublishedFeed] = []
         stamps: dict[str, str] = {}
         for name in wanted:
             stamp = source_feed_stamp(self.config, name, self.store.source_feed_inputs(name, limit))
@@ -345,9 +347,12 @@ class Hub:
                 continue
             items = self.store.source_items(name, limit)
             if items or on_disk:
-                feeds[name], stamps[name] = items, stamp
-        results = publish_source_feeds(self.config, feeds, slugs)
-        self.store.set_feed_stamps({feed.language: stamps[feed.language] for feed in results})
+                published = publish_source_feed(self.config, name, slugs[name], items)
+                if published:
+                    results.append(published)
+                    stamps[name] = stamp
+        remove_stale_source_feeds(self.config, slugs)
+        self.store.set_feed_stamps(stamps)
         return results
 
     def _write_archive(self, language: str, page: int) -> bool:

@@ -325,27 +325,23 @@ def source_feed_files(config: Config) -> set[str]:
     return {p.name for p in folder.iterdir()} if folder.is_dir() else set()
 
 
-def publish_source_feeds(config: Config, feeds: Mapping[str, Sequence[StoredItem]],
-                         slugs: Mapping[str, str]) -> list[PublishedFeed]:
-    """Write the per-source feeds of the given sources (`slugs`: the file
-    name of every configured source), and delete those of sources no longer
-    configured (their items have left every feed)."""
+def publish_source_feed(config: Config, name: str, slug: str,
+                        items: Sequence[StoredItem]) -> PublishedFeed | None:
+    """Write one source's own feed, feeds/sources/<slug>.atom."""
+    return _publish(source_document(config, name, slug),
+                    config.hub.output_dir / SOURCES_DIR / f"{slug}.atom", items, config, name)
+
+
+def remove_stale_source_feeds(config: Config, slugs: Mapping[str, str]) -> None:
+    """Delete the feeds of sources no longer configured (`slugs`: every
+    configured source's file name): their items have left every feed."""
     folder = config.hub.output_dir / SOURCES_DIR
-    results = []
-    for name, items in sorted(feeds.items()):
-        if name not in slugs:
-            continue
-        published = _publish(source_document(config, name, slugs[name]),
-                             folder / f"{slugs[name]}.atom", items, config, name)
-        if published:
-            results.append(published)
     if folder.is_dir():
         wanted = {f"{slug}.atom" for slug in slugs.values()}
         for stale in folder.glob("*.atom"):
             if stale.name not in wanted:
                 stale.unlink(missing_ok=True)
                 log.info("removed %s: its source is no longer configured", stale)
-    return results
 
 
 def _publish(document: FeedDocument, path: Path, items: Sequence[StoredItem], config: Config,
