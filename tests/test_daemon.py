@@ -3,6 +3,7 @@ Retry-After, redirects, 410, live config changes, signals and the lock."""
 
 from __future__ import annotations
 
+import fcntl
 import itertools
 import json
 import signal
@@ -245,3 +246,20 @@ def test_json_logs_carry_one_object_per_poll(tmp_path: Path, feed_server) -> Non
     [poll] = [r for r in records if r.get("source") == "a"]
     assert poll["status"] == 200 and poll["new"] == 1 and poll["level"] == "info"
     assert poll["message"].startswith("poll a status=200")
+
+
+def test_the_daemon_keeps_polling_while_another_process_publishes(
+        tmp_path: Path, feed_server) -> None:
+    hub = hub_with_sources(tmp_path, feed_server, "1s", "a")
+    with open(tmp_path / "feedhub.db.publish.lock", "a+b") as handle:  # `feedhub publish` runs
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        daemon = hub.start("run")
+        try:
+            wait_for(lambda: len(starts(feed_server, "/a.rss")) >= 3)  # polls go on
+            assert not (hub.feeds / "en.atom").exists()  # publishing waits its turn...
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+            wait_for(lambda: (hub.feeds / "en.atom").exists())  # ... and comes once it is free
+        finally:
+            log = stop(daemon)
+    assert "another process is publishing; publishing again in 5s" in log
+    assert daemon.returncode == 0 and "Traceback" not in log

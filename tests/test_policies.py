@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sqlite3
 
+import feedparser
 import lxml.html
 
 from hubdir import FIXTURES, HubDir
@@ -63,7 +64,9 @@ def test_a_source_feed_is_rendered_again_only_when_what_it_shows_changed(
     own = hub.feeds / "sources" / "wsws.atom"
     assert "Peruvian regime" in own.read_text(encoding="utf-8")
     again = hub.run("publish")
-    assert again.returncode == 0 and "sources/wsws.atom" not in again.stdout  # skipped, unchanged
+    assert again.returncode == 0
+    assert [line.split()[-1] for line in again.stdout.splitlines() if "sources/wsws.atom" in line] \
+        == ["unchanged"]
     # a policy change is a change of what the feed shows: rendered again
     hub.config.write_text(hub.config.read_text(encoding="utf-8") + 'publish = "link"\n',
                           encoding="utf-8")
@@ -72,3 +75,13 @@ def test_a_source_feed_is_rendered_again_only_when_what_it_shows_changed(
     assert "Peruvian regime" not in own.read_text(encoding="utf-8")
     own.unlink()  # lost from disk: written again
     assert hub.run("publish").returncode == 0 and own.exists()
+
+
+def test_a_policy_change_reaches_the_source_feed_at_the_next_poll(hub: HubDir, feed_server) -> None:
+    configure(hub, feed_server)
+    hub.config.write_text(hub.config.read_text(encoding="utf-8")
+                          + f'publish = "link"\nrights = "{ATOM_RIGHTS}"\n', encoding="utf-8")
+    assert hub.run("poll", "--all").returncode == 0  # nothing new upstream; the policy changed
+    own = feedparser.parse((hub.feeds / "sources" / "wsws.atom").read_bytes())
+    assert "Peruvian regime" not in own.entries[0].content[0].value
+    assert own.entries[0].rights == ATOM_RIGHTS

@@ -38,12 +38,13 @@ def atomic_write(path: Path, data: bytes, *, mode: int | None = None) -> None:
 
 
 @contextlib.contextmanager
-def locked(path: Path) -> Iterator[None]:
+def locked(path: Path, *, wait: bool = True) -> Iterator[None]:
     """Hold an exclusive advisory lock on `path`.lock for a read-modify-write,
-    so two CLI processes editing the same file cannot lose each other's edit."""
+    so two CLI processes editing the same file cannot lose each other's edit.
+    wait=False: raise BlockingIOError at once if another process holds it."""
     lock_path = Path(path).with_name(Path(path).name + ".lock")
     with open(lock_path, "a+b") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         try:
             yield
         finally:

@@ -464,8 +464,9 @@ async def _poll_and_publish(config: Config, sources: list[SourceConfig], force: 
             finally:
                 hub.close()
             try:
-                # every language feed; the own feeds of the sources that changed
-                published = hub.publish(None, [r.source for r in reports if r.changed])
+                # everything: a config edit (a source's policy, rights) must reach
+                # its own feed too; unchanged source feeds are skipped by stamp
+                published = hub.publish()
             except OSError as exc:
                 _fail(f"polled and stored, but publishing failed (previous feed files kept): {exc}")
             pings = await _ping_hubs(config, published, fetcher)
@@ -500,7 +501,8 @@ def _echo_pings(pings: list[websub.PingOutcome], quiet: bool = False) -> None:
         summary = f"WebSub hub {hub}: {len(outcomes) - len(failed)} of {len(outcomes)} feeds pinged"
         if failed:
             click.echo(f"Warning: {summary}; {failed[0].topic}: {failed[0].detail}. The feed files "
-                       "are written; the next publish pings again.", err=True)
+                       "are written; readers see them at their next fetch, and these feeds are pinged "
+                       "again when they next change.", err=True)
         elif not quiet:
             click.echo(summary + ".")
 

@@ -182,7 +182,13 @@ class Daemon:
         self._dirty_sources.clear()
         self._publish_all = self._all_sources = False
         try:
-            published = self.hub.publish(languages, sources)
+            published = self.hub.publish(languages, sources, wait=False)
+        except BlockingIOError:  # a CLI command is publishing: never block the event loop
+            log.info("another process is publishing; publishing again in %.0fs",
+                     PUBLISH_RETRY_SECONDS)
+            self._mark(languages, sources)
+            asyncio.get_running_loop().call_later(PUBLISH_RETRY_SECONDS, self._request_publish, (), ())
+            return
         except OSError as exc:
             # disk full, read-only output: the old files stay whole (atomic
             # replace); polling goes on, and publishing is tried again

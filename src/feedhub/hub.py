@@ -37,6 +37,7 @@ from feedhub.models import (
 from feedhub.parse import ParseError
 from feedhub.publish import (
     ALL,
+    SOURCES_DIR,
     PublishedFeed,
     missing_archive_pages,
     publish_archive,
@@ -46,6 +47,7 @@ from feedhub.publish import (
     published_languages,
     remove_stale_source_feeds,
     slugify,
+    source_document,
     source_feed_files,
     source_feed_stamp,
 )
@@ -280,15 +282,17 @@ class Hub:
         return list(await asyncio.gather(*(self.poll(source) for source in sources)))
 
     def publish(self, languages: Iterable[str] | None = None,
-                sources: Iterable[str] | None = None) -> list[PublishedFeed]:
+                sources: Iterable[str] | None = None, *, wait: bool = True) -> list[PublishedFeed]:
         """Regenerate the given language feeds and per-source feeds (all of
         them by default) from the items of the configured sources: archive
         pages first, so no prev-archive link ever points at a missing file.
         One publisher at a time (the daemon and a CLI command may both
         publish): each reads and writes a consistent archive chain.
+        wait=False (the daemon, whose event loop must not block): raise
+        BlockingIOError when another process is publishing.
         Returns the subscription documents (what a WebSub hub is told of)."""
         database = self.config.hub.database
-        with locked(database.with_name(database.name + ".publish")):  # feedhub.db.publish.lock
+        with locked(database.with_name(database.name + ".publish"), wait=wait):  # *.publish.lock
             return self._publish(languages, sources)
 
     def _publish(self, languages: Iterable[str] | None,
@@ -341,9 +345,13 @@ class Hub:
         results: list[PublishedFeed] = []
         stamps: dict[str, str] = {}
         for name in wanted:
-            stamp = source_feed_stamp(self.config, name, self.store.source_feed_inputs(name, limit))
+            inputs = self.store.source_feed_inputs(name, limit)
+            stamp = source_feed_stamp(self.config, name, inputs)
             on_disk = f"{slugs[name]}.atom" in present
-            if on_disk and known.get(name) == stamp:
+            if on_disk and known.get(name) == stamp:  # the file already shows exactly this
+                results.append(PublishedFeed(name, self.config.hub.output_dir / SOURCES_DIR /
+                                             f"{slugs[name]}.atom", len(inputs) - 1, False,
+                                             source_document(self.config, name, slugs[name]).url))
                 continue
             items = self.store.source_items(name, limit)
             if items or on_disk:

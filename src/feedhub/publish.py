@@ -168,7 +168,8 @@ def slugify(name: str) -> str:
     """A source name as a file name: lower-case ASCII letters, digits and
     dashes ("World Socialist" -> "world-socialist"); the store makes it
     unique and keeps it."""
-    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:60] or "source"
+    return (re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:60]
+            or f"source-{hashlib.sha1(name.encode()).hexdigest()[:8]}")  # "BBC فارسی" has "bbc"
 
 
 def render_feed(config: Config, language: str, items: Sequence[StoredItem], *,
