@@ -28,6 +28,7 @@ def test_import_adds_folders_and_skips_duplicates_with_a_reason(hub: HubDir, tmp
     result = hub.run("import", str(path))
     assert result.returncode == 0, result.stderr
     assert "Added 2 sources" in result.stdout and "skipped 3" in result.stdout
+    assert "Importing" in result.stderr  # the progress bar (its label alone when not on a terminal)
     assert "skipped 'BBC فارسی': https://feeds.bbci.co.uk/persian/rss.xml is already a source" \
         in result.stdout
     assert "skipped 'Again'" in result.stdout and "skipped 'Not http'" in result.stdout

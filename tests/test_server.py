@@ -8,6 +8,7 @@ import signal
 import socket
 import time
 
+import brotli
 import feedparser
 import httpx
 import pytest
@@ -70,6 +71,25 @@ def test_compression_on_request(served: str) -> None:
     assert raw.content == plain.content  # httpx decoded it
     assert int(raw.headers["content-length"]) < len(plain.content)
     assert gzip.decompress(gzip.compress(plain.content)) == plain.content
+
+
+def test_brotli_on_request(served: str) -> None:
+    plain = httpx.get(served + "/en.atom", headers={"Accept-Encoding": "identity"})
+    with socket.create_connection(("127.0.0.1", int(served.rsplit(":", 1)[1]))) as conn:
+        conn.sendall(b"GET /en.atom HTTP/1.1\r\nHost: x\r\nAccept-Encoding: br\r\n"
+                     b"Connection: close\r\n\r\n")
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert b"\r\nContent-Encoding: br\r\n" in head
+    assert brotli.decompress(body) == plain.content and len(body) < len(plain.content)
+
+
+def test_max_age_is_the_time_to_the_next_poll(served: str) -> None:
+    # the source was just polled; its interval is 30 minutes (plus up to a tenth of jitter)
+    max_age = int(httpx.get(served + "/en.atom").headers["cache-control"].rsplit("=", 1)[1])
+    assert 1700 <= max_age <= 1990
 
 
 def test_source_feeds_and_archive_pages_are_served(served: str, hub: HubDir) -> None:
