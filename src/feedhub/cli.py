@@ -483,8 +483,7 @@ async def _ping_hubs(config: Config, published: list[PublishedFeed],
         return []
     if fetcher is None:
         async with make_fetcher(config) as own:
-            return await websub.ping_all(own, config.hub.websub_hubs, topics, websub.CLI_POLICY,
-                                         per_hub=config.hub.max_per_host)
+            return await _ping_hubs(config, published, own)
     return await websub.ping_all(fetcher, config.hub.websub_hubs, topics, websub.CLI_POLICY,
                                  per_hub=config.hub.max_per_host)
 

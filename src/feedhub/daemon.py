@@ -183,18 +183,14 @@ class Daemon:
         self._publish_all = self._all_sources = False
         try:
             published = self.hub.publish(languages, sources, wait=False)
-        except BlockingIOError:  # a CLI command is publishing: never block the event loop
-            log.info("another process is publishing; publishing again in %.0fs",
-                     PUBLISH_RETRY_SECONDS)
-            self._mark(languages, sources)
-            asyncio.get_running_loop().call_later(PUBLISH_RETRY_SECONDS, self._request_publish, (), ())
-            return
         except OSError as exc:
-            # disk full, read-only output: the old files stay whole (atomic
-            # replace); polling goes on, and publishing is tried again
-            log.error("publishing failed, previous feed files kept; retrying in %.0fs: %s",
-                      PUBLISH_RETRY_SECONDS, exc)
-            self._mark(languages, sources)
+            if isinstance(exc, BlockingIOError):  # a CLI command is publishing: never block
+                log.info("another process is publishing; publishing again in %.0fs",
+                         PUBLISH_RETRY_SECONDS)
+            else:  # disk full, read-only output: the old files stay whole (atomic replace)
+                log.error("publishing failed, previous feed files kept; retrying in %.0fs: %s",
+                          PUBLISH_RETRY_SECONDS, exc)
+            self._mark(languages, sources)  # polling goes on; publishing is tried again
             if not self.stopping.is_set():
                 asyncio.get_running_loop().call_later(
                     PUBLISH_RETRY_SECONDS, self._request_publish, (), ())

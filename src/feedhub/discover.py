@@ -15,8 +15,7 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import urljoin
 
-from feedhub.fetch import Fetcher, FetchError
-from feedhub.hub import describe_status, permanent_target
+from feedhub.fetch import Fetcher, FetchError, describe_status, permanent_target
 from feedhub.models import FetchResult, ParsedFeed
 from feedhub.parse import ParseError, feed_links, looks_like_html, parse_feed
 

@@ -18,6 +18,7 @@ import zlib
 from collections import OrderedDict, defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime
+from http import HTTPStatus
 from types import TracebackType
 from typing import Any
 
@@ -363,3 +364,21 @@ class Fetcher:
 
 def _is_http(url: str) -> bool:
     return url.lower().startswith(("http://", "https://"))
+
+
+def permanent_target(result: FetchResult) -> str | None:
+    """Where a chain of permanent redirects (301/308) leads: the location of
+    the last hop of the unbroken permanent run from the start."""
+    target = None
+    for status, location in result.redirects:
+        if status not in (301, 308):
+            break
+        target = location
+    return target
+
+
+def describe_status(status: int) -> str:
+    try:
+        return f"HTTP {status} {HTTPStatus(status).phrase}"
+    except ValueError:
+        return f"HTTP {status}"

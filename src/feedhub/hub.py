@@ -15,7 +15,6 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import BrokenExecutor, Executor
 from dataclasses import replace
 from datetime import UTC, datetime
-from http import HTTPStatus
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -23,7 +22,7 @@ from feedhub import schedule
 from feedhub._files import locked
 from feedhub.config import ConfigError, default_user_agent, set_source_url
 from feedhub.enrich import is_teaser, plain_text
-from feedhub.fetch import Fetcher, FetchError
+from feedhub.fetch import Fetcher, FetchError, describe_status, permanent_target
 from feedhub.models import (
     Config,
     FetchResult,
@@ -37,7 +36,6 @@ from feedhub.models import (
 from feedhub.parse import ParseError
 from feedhub.publish import (
     ALL,
-    SOURCES_DIR,
     PublishedFeed,
     missing_archive_pages,
     publish_archive,
@@ -47,9 +45,9 @@ from feedhub.publish import (
     published_languages,
     remove_stale_source_feeds,
     slugify,
-    source_document,
     source_feed_files,
     source_feed_stamp,
+    unchanged_source_feed,
 )
 from feedhub.store import Store
 from feedhub.worker import detect_item_language, extract_article, parse_and_enrich, parser_pool
@@ -71,24 +69,6 @@ def make_fetcher(config: Config) -> Fetcher:
         max_per_host=hub.max_per_host,
         host_spacing=hub.host_spacing,
     )
-
-
-def permanent_target(result: FetchResult) -> str | None:
-    """Where a chain of permanent redirects (301/308) leads: the location of
-    the last hop of the unbroken permanent run from the start."""
-    target = None
-    for status, location in result.redirects:
-        if status not in (301, 308):
-            break
-        target = location
-    return target
-
-
-def describe_status(status: int) -> str:
-    try:
-        return f"HTTP {status} {HTTPStatus(status).phrase}"
-    except ValueError:
-        return f"HTTP {status}"
 
 
 class Hub:
@@ -349,9 +329,7 @@ class Hub:
             stamp = source_feed_stamp(self.config, name, inputs)
             on_disk = f"{slugs[name]}.atom" in present
             if on_disk and known.get(name) == stamp:  # the file already shows exactly this
-                results.append(PublishedFeed(name, self.config.hub.output_dir / SOURCES_DIR /
-                                             f"{slugs[name]}.atom", len(inputs) - 1, False,
-                                             source_document(self.config, name, slugs[name]).url))
+                results.append(unchanged_source_feed(self.config, name, slugs[name], len(inputs) - 1))
                 continue
             items = self.store.source_items(name, limit)
             if items or on_disk:

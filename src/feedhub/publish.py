@@ -329,8 +329,18 @@ def source_feed_files(config: Config) -> set[str]:
 def publish_source_feed(config: Config, name: str, slug: str,
                         items: Sequence[StoredItem]) -> PublishedFeed | None:
     """Write one source's own feed, feeds/sources/<slug>.atom."""
-    return _publish(source_document(config, name, slug),
-                    config.hub.output_dir / SOURCES_DIR / f"{slug}.atom", items, config, name)
+    return _publish(source_document(config, name, slug), _source_feed_path(config, slug), items,
+                    config, name)
+
+
+def unchanged_source_feed(config: Config, name: str, slug: str, entries: int) -> PublishedFeed:
+    """A source feed left as it is (its inputs did not change), for the report."""
+    return PublishedFeed(name, _source_feed_path(config, slug), entries, False,
+                         source_document(config, name, slug).url)
+
+
+def _source_feed_path(config: Config, slug: str) -> Path:
+    return config.hub.output_dir / SOURCES_DIR / f"{slug}.atom"
 
 
 def remove_stale_source_feeds(config: Config, slugs: Mapping[str, str]) -> None:

@@ -26,8 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from feedhub import schedule
-from feedhub.fetch import BlockedAddressError, Fetcher, FetchError
-from feedhub.hub import describe_status
+from feedhub.fetch import BlockedAddressError, Fetcher, FetchError, describe_status
 from feedhub.models import FetchResult
 
 log = logging.getLogger("feedhub.websub")
