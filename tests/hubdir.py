@@ -3,12 +3,14 @@ real `feedhub` entry point run as a subprocess against it."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import feedparser
@@ -52,9 +54,12 @@ class HubDir:
                               timeout=timeout, cwd=self.root, env=_env(),
                               input=input)
 
-    def start(self, *args: str) -> subprocess.Popen[str]:
+    def start(self, *args: str, new_session: bool = False) -> subprocess.Popen[str]:
+        """Start the CLI in the background. `new_session`: in a session of its
+        own, so that kill_9 can also find helpers it started after a look."""
         return subprocess.Popen(self.command(*args), stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, cwd=self.root, env=_env())
+                                stderr=subprocess.PIPE, text=True, cwd=self.root, env=_env(),
+                                start_new_session=new_session)
 
     def feed(self, language: str) -> feedparser.FeedParserDict:
         return feedparser.parse((self.feeds / f"{language}.atom").read_bytes())
@@ -95,3 +100,90 @@ def stop(process: subprocess.Popen[str], timeout: float = 15) -> str:
         process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=timeout)
     return stderr
+
+
+@dataclass(frozen=True)
+class Proc:
+    """One process as /proc shows it."""
+
+    pid: int
+    ppid: int
+    session: int
+    started: int  # clock ticks after boot: tells a reused pid apart
+    zombie: bool  # dead, waiting for its parent (or init) to reap it
+    cmdline: str
+
+    def __str__(self) -> str:
+        return f"pid {self.pid} (parent {self.ppid}): {self.cmdline or '?'}"
+
+
+def processes() -> dict[int, Proc]:
+    """Every process on the machine (Linux /proc)."""
+    table = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:  # gone meanwhile
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()  # the name may hold spaces and ")"
+        table[int(entry.name)] = Proc(
+            pid=int(entry.name), ppid=int(fields[1]), session=int(fields[3]),
+            started=int(fields[19]), zombie=fields[0] in "ZX",
+            cmdline=cmdline.replace(b"\0", b" ").decode(errors="replace").strip())
+    return table
+
+
+def family(leader: int) -> list[Proc]:
+    """`leader` and all its descendants, by their parent links."""
+    table = processes()
+    found = [table[leader]] if leader in table else []
+    for process in found:  # grows while it is walked: breadth first
+        found.extend(p for p in table.values() if p.ppid == process.pid and p.pid != leader)
+    return found
+
+
+def pool_of(leader: int) -> dict[str, list[Proc]]:
+    """The multiprocessing helpers of `leader` by role: its forkserver, the
+    parser workers (the forkserver's children) and its resource tracker."""
+    roles: dict[str, list[Proc]] = {"forkserver": [], "workers": [], "resource tracker": []}
+    for process in family(leader):
+        if "multiprocessing.resource_tracker" in process.cmdline:
+            roles["resource tracker"].append(process)
+        elif "multiprocessing.forkserver" in process.cmdline:
+            roles["forkserver" if process.ppid == leader else "workers"].append(process)
+    return roles
+
+
+def kill_9(process: subprocess.Popen[str], timeout: float = 10.0) -> list[Proc]:
+    """SIGKILL `process` alone, as the OOM killer does, then wait until no
+    process of its family is left: none seen just before the kill, and none
+    in its session if it has one of its own (see HubDir.start). Survivors
+    fail the test, and are killed so that they outlive neither the daemon
+    nor the test run. Returns the family seen before the kill."""
+    seen = family(process.pid)
+    session = process.pid if process.poll() is None and os.getsid(process.pid) == process.pid \
+        else None
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=10)
+    known = {(p.pid, p.started) for p in seen}
+
+    def survivors() -> list[Proc]:
+        return [p for p in processes().values() if not p.zombie and (
+            (p.pid, p.started) in known or (session is not None and p.session == session))]
+
+    deadline = time.monotonic() + timeout
+    while (left := survivors()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for survivor in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(survivor.pid, signal.SIGKILL)
+    for stream in (process.stdout, process.stderr):  # read by nobody now
+        if stream is not None:
+            stream.close()
+    if left:
+        raise AssertionError(f"{len(left)} process(es) outlived the killed pid {process.pid} by "
+                             f"{timeout:.0f}s:\n" + "\n".join(map(str, left)))
+    return seen

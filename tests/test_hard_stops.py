@@ -1,20 +1,23 @@
-"""Hard stops lose nothing: kill -9 at random points, an output directory
-that refuses writes, two CLI processes editing config.toml at once."""
+"""Hard stops lose nothing and leave nothing behind: kill -9 at random
+points (and of a daemon or a `poll --all` whose parser pool is running),
+an output directory that refuses writes, two CLI processes editing
+config.toml at once."""
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
-import signal
 import sqlite3
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import feedparser
 import pytest
 
-from hubdir import HubDir, stop, wait_for
+from hubdir import HubDir, kill_9, pool_of, stop, wait_for
 
 RSS = """<?xml version="1.0"?><rss version="2.0"><channel><title>{name}</title>
 <link>https://{name}.example/</link><description>d</description><language>en</language>
@@ -57,10 +60,9 @@ def test_kill_9_at_random_points_loses_nothing(tmp_path: Path, feed_server) -> N
         for name in sizes:  # the feeds keep growing while the daemon dies and restarts
             sizes[name] += rng.randint(1, 15)
             feed_server.serve(f"/{name}.rss", rss(name, sizes[name]))
-        daemon = hub.start("run")
+        daemon = hub.start("run", new_session=True)
         time.sleep(rng.uniform(0.3, 2.5))  # mid-startup, mid-poll, mid-publish ...
-        daemon.send_signal(signal.SIGKILL)
-        daemon.wait(timeout=10)
+        kill_9(daemon)  # and none of its workers or helpers lives on
         counts = assert_whole(hub)
         for name, count in stored.items():
             assert counts.get(name, 0) >= count  # nothing stored is ever lost
@@ -74,6 +76,81 @@ def test_kill_9_at_random_points_loses_nothing(tmp_path: Path, feed_server) -> N
     assert daemon.returncode == 0, log
     published = {e.title for e in hub.feed("en").entries}
     assert {f"{name} {size - 1}" for name, size in sizes.items()} <= published
+
+
+def add_sources(hub: HubDir, feed_server, count: int, items: int) -> None:
+    for n in range(count):
+        feed_server.serve(f"/s{n}.rss", rss(f"s{n}", items))
+        hub.run("add", feed_server.url(f"/s{n}.rss"), "--name", f"s{n}", "--no-check",
+                "--no-fulltext")
+
+
+def wait_for_pool(pid: int, workers: int) -> None:
+    """Until `pid` runs its forkserver, resource tracker and `workers` parser
+    workers: they start with the first parse, not with the pool object."""
+    def running() -> bool:
+        pool = pool_of(pid)
+        return (len(pool["forkserver"]) == 1 and len(pool["resource tracker"]) == 1
+                and len(pool["workers"]) >= workers)
+
+    wait_for(running, timeout=30)
+
+
+def test_kill_9_leaves_no_parser_worker_or_helper_behind(tmp_path: Path, feed_server) -> None:
+    """The workers ignore SIGTERM and the forkserver and the resource
+    tracker would wait for them: each must still go when the daemon is
+    SIGKILLed (the OOM killer), or every crash-restart leaks them."""
+    hub = HubDir(tmp_path, interval="1s")
+    add_sources(hub, feed_server, 8, 300)  # first polls at once: parses overlap
+    daemon = hub.start("run", new_session=True)
+    try:
+        wait_for_pool(daemon.pid, min(2, os.cpu_count() or 1))
+    finally:
+        seen = kill_9(daemon)
+    assert len(seen) >= 4  # the daemon, its forkserver and tracker, the workers
+
+
+def test_kill_9_mid_poll_all_leaves_no_parser_worker_behind(tmp_path: Path,
+                                                            feed_server) -> None:
+    hub = HubDir(tmp_path)
+    add_sources(hub, feed_server, 8, 50)  # POOL_THRESHOLD: this poll parses in a pool
+    feed_server.slow("/slow.rss", rss("slow", 1), first_byte_delay=30)  # still polling
+    hub.run("add", feed_server.url("/slow.rss"), "--name", "slow", "--no-check", "--no-fulltext")
+    poll = hub.start("poll", "--all", new_session=True)
+    try:
+        wait_for_pool(poll.pid, 1)
+        assert poll.poll() is None  # killed mid-poll
+    finally:
+        kill_9(poll)
+
+
+STUCK_OWNER = """
+import os, re, time
+from feedhub.worker import parser_pool
+
+if __name__ == "__main__":
+    pool = parser_pool(1)
+    pool.submit(os.getpid).result()  # the pool runs
+    pool.submit(re.match, r"(a+)+$", "a" * 64 + "b")  # backtracks for ages, holding the GIL
+    time.sleep(0.5)
+    print("stuck", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_worker_stuck_holding_the_gil_dies_with_its_owner(tmp_path: Path) -> None:
+    """A hostile feed can keep a worker in C code that never lets a
+    watching thread run: the kernel must end it (the parent-death signal,
+    forkserver and worker both)."""
+    script = tmp_path / "owner.py"
+    script.write_text(STUCK_OWNER, encoding="utf-8")
+    owner = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert owner.stdout is not None and owner.stdout.readline() == "stuck\n"
+        assert len(pool_of(owner.pid)["workers"]) == 1
+    finally:
+        kill_9(owner)
 
 
 def test_an_output_directory_that_refuses_writes_keeps_the_old_feeds(tmp_path: Path,

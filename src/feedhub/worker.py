@@ -9,9 +9,14 @@ that starts them) stay small.
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.connection
+import os
 import signal
+import sys
+import threading
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import replace
+from types import FrameType
 
 from feedhub.enrich import clean_feed_info, enrich, resolve_language, sanitize_html
 from feedhub.models import FeedInfo, FetchResult, Item, ParsedFeed, SourceConfig
@@ -28,20 +33,85 @@ def parse_and_enrich(result: FetchResult, source: SourceConfig,
     return replace(parsed, info=clean_feed_info(parsed.info), items=items)
 
 
-def _ignore_stop_signals() -> None:
+def _prepare_worker() -> None:
     """Workers leave stopping to the parent: a Ctrl-C or a service manager's
-    SIGTERM to the whole group must not break the pool mid-drain."""
+    SIGTERM to the whole group must not break the pool mid-drain. Ignoring
+    SIGTERM makes a worker outlive a parent that cannot shut the pool down
+    (SIGKILL, the OOM killer), so each worker also ties its life to it."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _die_with_parent()  # the forkserver, which dies with the owner (see the end)
+    _exit_with_owner()
+
+
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _die_with_parent() -> None:
+    """Have the kernel SIGKILL this process when its parent exits (Linux's
+    PR_SET_PDEATHSIG): it works even while this process is stuck in C code
+    holding the GIL, where a watching thread never gets to run. Best effort:
+    a no-op elsewhere. Strictly the "parent" is the thread that forked us:
+    for a worker the forkserver's only thread; for the forkserver the
+    owner's thread that first submitted work (the event loop's)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None)
+        libc.prctl(ctypes.c_int(_PR_SET_PDEATHSIG), ctypes.c_ulong(signal.SIGKILL),
+                   ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0))
+    except (OSError, AttributeError):  # no libc or no prctl in it
+        pass
+
+
+def _exit_with_owner() -> None:
+    """Exit as soon as the process that owns the pool (the daemon, or a
+    `feedhub poll`) is gone. The watch is multiprocessing's parent sentinel:
+    a pipe whose write end only the owner holds, so it reads EOF once the
+    owner is dead, however it died and even if it died before this ran;
+    no pid that could be reused, and it works wherever the forkserver does.
+    It covers what _die_with_parent cannot: no prctl, or a forkserver that
+    died (with the owner) before this worker's prctl took effect."""
+    owner = multiprocessing.parent_process()
+    if owner is None:  # not started by multiprocessing
+        return
+    sentinel = owner.sentinel
+
+    def watch() -> None:
+        multiprocessing.connection.wait([sentinel])
+        os._exit(1)  # our results have no reader; nothing here needs cleaning up
+
+    threading.Thread(target=watch, name="feedhub-owner-watch", daemon=True).start()
+
+
+def _preloaded_by_forkserver() -> bool:
+    """True while multiprocessing's forkserver imports this module (see
+    set_forkserver_preload in parser_pool): the one moment our code runs
+    in the forkserver itself."""
+    forkserver = sys.modules.get("multiprocessing.forkserver")
+    if forkserver is None:
+        return False
+    frame: FrameType | None = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code is forkserver.main.__code__:
+            return True
+        frame = frame.f_back
+    return False
 
 
 def parser_pool(workers: int) -> Executor:
     """Worker processes for parse_and_enrich. forkserver, not fork: the
-    parent has an event loop and threads that must not be copied."""
+    parent has an event loop and threads that must not be copied. Nothing
+    here outlives the owner: the forkserver gets SIGKILL when the owner
+    dies, the workers get it when the forkserver does and also watch the
+    owner themselves, and the resource tracker exits once none of them
+    holds its pipe any more."""
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["feedhub.worker"])
     return ProcessPoolExecutor(max_workers=workers, mp_context=context,
-                               initializer=_ignore_stop_signals)
+                               initializer=_prepare_worker)
 
 
 def extract_article(page: FetchResult) -> tuple[str | None, str]:
@@ -96,3 +166,13 @@ def detect_item_language(item: Item, default_language: str) -> tuple[str, str | 
     """Detection again, on the extracted article rather than the teaser."""
     undeclared = replace(item, language=None)
     return resolve_language(undeclared, SourceConfig("", ""), FeedInfo(), default_language)
+
+
+if _preloaded_by_forkserver():
+    # The forkserver would outlive its owner for as long as one worker holds
+    # the owner's end of its alive pipe. Dying with the owner is safe: had it
+    # died before this line, the alive pipe is already at EOF (no worker
+    # exists yet) and the forkserver exits by itself. A forkserver killed while
+    # its owner lives takes the workers along: the hub sees a BrokenExecutor
+    # and its new pool starts a new forkserver.
+    _die_with_parent()
