@@ -338,14 +338,40 @@ def test_javascript_item_link_is_dropped():
 # --- relative URLs ----------------------------------------------------------------------------
 
 
-def test_relative_urls_in_rss_content_resolve_against_the_feed_url():
+def test_relative_urls_in_rss_content_resolve_against_the_item_link():
     item = enrich_one(rss(
-        "<item><title>A</title><link>https://example.org/2024/story.html</link>"
+        "<item><title>A</title><link>https://news.example.net/2024/story.html</link>"
         '<content:encoded><![CDATA[<img src="/a.png"><a href="b.html">b</a>]]></content:encoded></item>'
     ))
-    assert 'src="https://example.org/a.png"' in item.content
+    assert 'src="https://news.example.net/a.png"' in item.content
+    assert 'href="https://news.example.net/2024/b.html"' in item.content
+    assert item.link == "https://news.example.net/2024/story.html"
+
+
+def test_relative_urls_without_an_item_link_resolve_against_the_feed_url():
+    item = enrich_one(rss(
+        "<item><title>A</title><guid isPermaLink=\"false\">a</guid>"
+        '<content:encoded><![CDATA[<a href="b.html">b</a>]]></content:encoded></item>'
+    ))
     assert 'href="https://example.org/feeds/b.html"' in item.content
-    assert item.link == "https://example.org/2024/story.html"
+
+
+def test_an_xml_base_ends_with_its_element():
+    """feedparser, given no document URL, keeps a base declared on one entry
+    for every element after it: links, content and guids of later entries."""
+    first, second = parse_feed(fetched(rss(
+        '<item xml:base="https://cdn.example.net/media/"><title>A</title><guid>a1</guid>'
+        '<link>a.html</link><description>x</description></item>'
+        "<item><title>B</title><guid>12345</guid><link>/2024/b.html</link>"
+        '<description>&lt;a href="c.html"&gt;c&lt;/a&gt;</description>'
+        '<enclosure url="d.mp3" type="audio/mpeg" length="1"/></item>'
+    ))).items
+    assert first.link == "https://cdn.example.net/media/a.html"
+    assert first.upstream_id == "https://cdn.example.net/media/a1"  # a permalink guid, under it
+    assert second.upstream_id == "12345"  # as written: not resolved against anything
+    assert second.link == "https://example.org/2024/b.html"
+    assert second.content_base == "https://example.org/2024/b.html"
+    assert [e.href for e in second.enclosures] == ["https://example.org/2024/d.mp3"]
 
 
 def test_relative_urls_in_atom_content_resolve_against_xml_base():
