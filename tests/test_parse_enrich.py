@@ -174,6 +174,27 @@ def test_atom_updated_only_stands_in_for_published():
     assert item.published_estimated is False
 
 
+@pytest.mark.parametrize(("published", "updated", "expected", "expected_updated"), [
+    ("0001-01-01T00:00:00Z", "2023-01-05T09:30:00Z", datetime(2023, 1, 5, 9, 30, tzinfo=UTC),
+     datetime(2023, 1, 5, 9, 30, tzinfo=UTC)),  # the plausible one stands in
+    ("2023-01-01T08:00:00Z", "1970-01-01T00:00:00Z", datetime(2023, 1, 1, 8, 0, tzinfo=UTC), None),
+    ("1989-12-31T23:59:59Z", "0001-01-01T00:00:00Z", FETCHED_AT, None),  # both: estimated
+])
+def test_placeholder_dates_count_as_absent(published, updated, expected, expected_updated):
+    item = parse_one(atom(
+        f"<entry><title>A</title><id>urn:a</id><published>{published}</published>"
+        f'<updated>{updated}</updated><content type="html">x</content></entry>'
+    ), "application/atom+xml")
+    assert (item.published, item.updated) == (expected, expected_updated)
+    assert item.published_estimated is (expected == FETCHED_AT)
+
+
+def test_placeholder_feed_date_is_absent():
+    parsed = parse_feed(fetched(atom("").replace("2023-01-01T00:00:00Z", "0001-01-01T00:00:00Z"),
+                                "application/atom+xml"))
+    assert parsed.info.updated is None
+
+
 # --- upstream ids -------------------------------------------------------------------------
 
 

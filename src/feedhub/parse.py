@@ -118,13 +118,20 @@ def _http_url(url: str | None) -> str | None:
     return url if parts.scheme.lower() in ("http", "https") and parts.netloc else None
 
 
+# Placeholder dates stand for "no date": Go's zero time (year 1, written by
+# Hugo sites with no date), the Unix epoch, and anything before the web had
+# feeds. Treated like a missing date, not published as the article's date.
+PLAUSIBLE_SINCE = datetime(1990, 1, 1, tzinfo=UTC)
+
+
 def _date(parsed: time.struct_time | None) -> datetime | None:
     if not parsed:
         return None
     try:
-        return datetime.fromtimestamp(calendar.timegm(parsed), UTC)
+        moment = datetime.fromtimestamp(calendar.timegm(parsed), UTC)
     except (OverflowError, ValueError, OSError):
         return None
+    return moment if moment >= PLAUSIBLE_SINCE else None
 
 
 _MEDIA_TYPE = re.compile(r"^[\w.+-]+/[\w.+-]+$")
@@ -211,8 +218,8 @@ def _item(entry: Any, fetched_at: datetime, feed_url: str, document_base: str,
     # (deprecated); the two mean different things here.
     updated = _date(dict.get(entry, "updated_parsed"))
     published = _date(dict.get(entry, "published_parsed")) or updated
-    # No date, or one in the future: the hub's own estimate (first seen),
-    # which the store keeps from the first poll on.
+    # No date (or a placeholder), or one in the future: the hub's own
+    # estimate (first seen), which the store keeps from the first poll on.
     estimated = published is None or published > fetched_at
     if estimated:
         published = fetched_at
