@@ -96,7 +96,7 @@ def parse_feed(result: FetchResult) -> ParsedFeed:
 # does not change with the URL it was fetched from. A relative xml:base needs
 # the real URL to resolve against: a document that declares one gets it.
 UNRESOLVED = "feedhub:unresolved"
-_RELATIVE_XML_BASE = re.compile(rb"xml:base\s*=\s*[\"'](?![A-Za-z][A-Za-z0-9+.-]*:)")
+_RELATIVE_XML_BASE = re.compile(rb"xml:base\s*=\s*[\"'](?![A-Za-z][A-Za-z0-9+.-]*:|[\"'])")
 
 
 def _document_base(body: bytes, final_url: str) -> str:
