@@ -83,9 +83,12 @@ def _make_links_absolute(tree: HtmlElement, page_url: str) -> str:
     base = page_url
     hrefs = [(element.get("href") or "").strip() for element in tree.iter("base")]
     if (href := next((h for h in hrefs if h), None)) is not None:
-        candidate = urljoin(page_url, href)
-        if urlsplit(candidate).scheme.lower() in ("http", "https"):
-            base = candidate
+        try:
+            candidate = urljoin(page_url, href)
+            if urlsplit(candidate).scheme.lower() in ("http", "https"):
+                base = candidate
+        except ValueError:  # "http://[::1" and the like: the page URL it is
+            pass
     for element in list(tree.iter("base")):
         element.drop_tree()
     tree.make_links_absolute(base, resolve_base_href=False, handle_failures="discard")
