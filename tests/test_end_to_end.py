@@ -68,8 +68,9 @@ def test_seed_article_is_republished_with_full_text_and_credits(hub: HubDir, fee
     text = text_of(content)
     for paragraph in seed_paragraphs():
         assert " ".join(paragraph.split()) in text, paragraph[:60]
-    # the relative image URL in the upstream HTML was made absolute
-    assert f'src="{feed_server.url("/asset/peru-police.jpg")}"' in content
+    # the relative image URL in the upstream HTML was made absolute against
+    # the article's page, where it lives, not the host the feed came from
+    assert 'src="https://www.wsws.org/asset/peru-police.jpg"' in content
     # the credit line: source name linked to the original, the original date
     credit = re.search(r'<p class="feedhub-credit"[^>]*>(.*?)</p>', content).group(1)
     assert f'<a href="{SEED_LINK}">World Socialist</a>' in credit

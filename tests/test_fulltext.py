@@ -188,3 +188,55 @@ def test_a_mixed_language_feed_is_split_into_the_right_language_feeds(hub: HubDi
     for language in ("fa", "ps"):
         for entry in hub.feed(language).entries:
             assert 'dir="rtl"' in entry.content[0].value
+
+
+def deep_page(base_href: str | None = None) -> str:
+    """The English article with a link that climbs the page's path, a
+    page-relative image (with its caption) and, if given, a <base href>
+    before a second one that must not count."""
+    page = (PAGES / "en-article.html").read_text(encoding="utf-8")
+    page = page.replace('src="/images/treasury-briefing.jpg"', 'src="photos/treasury-briefing.jpg"')
+    page = page.replace("<p>The scheme will be paid for largely",
+                        '<p>As with <a href="../../health/hospital.html">hospital funding</a>, '
+                        "the scheme will be paid for largely")
+    if base_href:
+        page = page.replace("<head>", f'<head><base href="{base_href}"><base href="/wrong/">', 1)
+    return page
+
+
+def test_extracted_links_resolve_against_the_page_and_its_base_href(hub: HubDir,
+                                                                     feed_server) -> None:
+    """trafilatura alone resolves links against the site root (../../x.html
+    on a deep page came out as /x.html) and ignores <base href>."""
+    pages = {"/news/2024/05/14/story.html": None,  # no <base>: the page URL
+             "/news/2024/05/15/based.html": "../../archive/"}  # a relative <base href>
+    for path, base_href in pages.items():
+        feed_server.serve(path, deep_page(base_href), content_type="text/html; charset=utf-8")
+    teaser = " ".join(paragraphs("en-article")[0].split()[:12]) + " …"
+    items = "".join(
+        f"<item><title>Story {n}</title><link>{feed_server.url(path)}</link><guid>deep-{n}</guid>"
+        f"<pubDate>Mon, 0{n + 1} Jan 2024 10:00:00 GMT</pubDate>"
+        f"<description>{escape(teaser)}</description></item>" for n, path in enumerate(pages))
+    feed_server.serve("/deep.rss", '<?xml version="1.0" encoding="utf-8"?><rss version="2.0">'
+                      "<channel><title>Deep</title><link>https://deep.example/</link>"
+                      f"<description>d</description>{items}</channel></rss>")
+    assert hub.run("add", feed_server.url("/deep.rss"), "--name", "deep", "--language", "en",
+                   "--fulltext").returncode == 0
+    polled = hub.run("poll", "--all")
+    assert polled.returncode == 0, polled.stderr
+    entries = entries_by_link(hub, "en")
+    caption = "Helen Marsh set out the scheme hours after new figures showed inflation falling"
+
+    plain = entries[feed_server.url("/news/2024/05/14/story.html")].content[0].value
+    assert "the scheme will be paid for largely" in plain  # extracted, not the teaser
+    assert f'href="{feed_server.url("/news/2024/health/hospital.html")}"' in plain
+    assert f'src="{feed_server.url("/news/2024/05/14/photos/treasury-briefing.jpg")}"' in plain
+    assert f'href="{feed_server.url("/business/2025/mar/12/inflation-february")}"' in plain
+    assert caption in plain
+
+    based = entries[feed_server.url("/news/2024/05/15/based.html")].content[0].value
+    # the first <base href>, itself resolved against the page URL: /news/2024/archive/
+    assert f'href="{feed_server.url("/news/health/hospital.html")}"' in based
+    assert f'src="{feed_server.url("/news/2024/archive/photos/treasury-briefing.jpg")}"' in based
+    assert caption in based
+    assert "/wrong/" not in based

@@ -174,6 +174,27 @@ def test_atom_updated_only_stands_in_for_published():
     assert item.published_estimated is False
 
 
+@pytest.mark.parametrize(("published", "updated", "expected", "expected_updated"), [
+    ("0001-01-01T00:00:00Z", "2023-01-05T09:30:00Z", datetime(2023, 1, 5, 9, 30, tzinfo=UTC),
+     datetime(2023, 1, 5, 9, 30, tzinfo=UTC)),  # the plausible one stands in
+    ("2023-01-01T08:00:00Z", "1970-01-01T00:00:00Z", datetime(2023, 1, 1, 8, 0, tzinfo=UTC), None),
+    ("1989-12-31T23:59:59Z", "0001-01-01T00:00:00Z", FETCHED_AT, None),  # both: estimated
+])
+def test_placeholder_dates_count_as_absent(published, updated, expected, expected_updated):
+    item = parse_one(atom(
+        f"<entry><title>A</title><id>urn:a</id><published>{published}</published>"
+        f'<updated>{updated}</updated><content type="html">x</content></entry>'
+    ), "application/atom+xml")
+    assert (item.published, item.updated) == (expected, expected_updated)
+    assert item.published_estimated is (expected == FETCHED_AT)
+
+
+def test_placeholder_feed_date_is_absent():
+    parsed = parse_feed(fetched(atom("").replace("2023-01-01T00:00:00Z", "0001-01-01T00:00:00Z"),
+                                "application/atom+xml"))
+    assert parsed.info.updated is None
+
+
 # --- upstream ids -------------------------------------------------------------------------
 
 
@@ -338,14 +359,40 @@ def test_javascript_item_link_is_dropped():
 # --- relative URLs ----------------------------------------------------------------------------
 
 
-def test_relative_urls_in_rss_content_resolve_against_the_feed_url():
+def test_relative_urls_in_rss_content_resolve_against_the_item_link():
     item = enrich_one(rss(
-        "<item><title>A</title><link>https://example.org/2024/story.html</link>"
+        "<item><title>A</title><link>https://news.example.net/2024/story.html</link>"
         '<content:encoded><![CDATA[<img src="/a.png"><a href="b.html">b</a>]]></content:encoded></item>'
     ))
-    assert 'src="https://example.org/a.png"' in item.content
+    assert 'src="https://news.example.net/a.png"' in item.content
+    assert 'href="https://news.example.net/2024/b.html"' in item.content
+    assert item.link == "https://news.example.net/2024/story.html"
+
+
+def test_relative_urls_without_an_item_link_resolve_against_the_feed_url():
+    item = enrich_one(rss(
+        "<item><title>A</title><guid isPermaLink=\"false\">a</guid>"
+        '<content:encoded><![CDATA[<a href="b.html">b</a>]]></content:encoded></item>'
+    ))
     assert 'href="https://example.org/feeds/b.html"' in item.content
-    assert item.link == "https://example.org/2024/story.html"
+
+
+def test_an_xml_base_ends_with_its_element():
+    """feedparser, given no document URL, keeps a base declared on one entry
+    for every element after it: links, content and guids of later entries."""
+    first, second = parse_feed(fetched(rss(
+        '<item xml:base="https://cdn.example.net/media/"><title>A</title><guid>a1</guid>'
+        '<link>a.html</link><description>x</description></item>'
+        "<item><title>B</title><guid>12345</guid><link>/2024/b.html</link>"
+        '<description>&lt;a href="c.html"&gt;c&lt;/a&gt;</description>'
+        '<enclosure url="d.mp3" type="audio/mpeg" length="1"/></item>'
+    ))).items
+    assert first.link == "https://cdn.example.net/media/a.html"
+    assert first.upstream_id == "https://cdn.example.net/media/a1"  # a permalink guid, under it
+    assert second.upstream_id == "12345"  # as written: not resolved against anything
+    assert second.link == "https://example.org/2024/b.html"
+    assert second.content_base == "https://example.org/2024/b.html"
+    assert [e.href for e in second.enclosures] == ["https://example.org/2024/d.mp3"]
 
 
 def test_relative_urls_in_atom_content_resolve_against_xml_base():

@@ -173,6 +173,7 @@ def enrich(parsed: ParsedFeed, source: SourceConfig, *, default_language: str,
 def _enrich_item(item: Item, source: SourceConfig, feed: FeedInfo, default_language: str,
                  feed_url: str) -> Item:
     base = safe_url(item.content_base) or safe_url(item.link) or feed_url
+    summary_base = safe_url(item.summary_base) or base
     language, detected, confidence = resolve_language(item, source, feed, default_language)
     content = sanitize_html(item.content, base)
     return replace(
@@ -184,7 +185,7 @@ def _enrich_item(item: Item, source: SourceConfig, feed: FeedInfo, default_langu
         author=plain_text(item.author),
         link=safe_url(item.link),
         content=content,
-        summary=sanitize_html(item.summary, base) if item.summary else None,
+        summary=sanitize_html(item.summary, summary_base) if item.summary else None,
         language=language,
         categories=tuple(c for c in (plain_text(c) for c in item.categories) if c),
         enclosures=tuple(

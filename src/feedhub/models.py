@@ -159,6 +159,7 @@ class Item:
     summary: str | None = None
     language: str | None = None  # declared for the entry, or resolved by enrich
     content_base: str | None = None  # base URL for relative links in content
+    summary_base: str | None = None  # and in summary (its own xml:base may differ)
     categories: tuple[str, ...] = ()
     enclosures: tuple[Link, ...] = ()
     rights: str | None = None

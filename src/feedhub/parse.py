@@ -15,7 +15,7 @@ import re
 import time
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 import feedparser
 import lxml.etree
@@ -57,10 +57,7 @@ def parse_feed(result: FetchResult) -> ParsedFeed:
         raise ParseError("empty response body: not a feed")
     body = _without_entity_declarations(body)
     headers = dict(result.headers)
-    # No content-location: feedparser would resolve guids that look relative
-    # ("12345") against the fetch URL, so an item's identity would change
-    # with the URL it was fetched from. Links are made absolute below.
-    headers.pop("content-location", None)
+    headers["content-location"] = document_base = _document_base(body, result.final_url)
     headers.pop("content-encoding", None)  # fetch already decoded the body
     data = feedparser.parse(
         body, response_headers=headers, sanitize_html=False, resolve_relative_uris=False
@@ -80,7 +77,7 @@ def parse_feed(result: FetchResult) -> ParsedFeed:
     feed_author = None
     if str(data.get("version", "")).startswith("atom"):
         feed_author = (data.feed.get("author_detail") or {}).get("name") or data.feed.get("author")
-    items = tuple(_item(entry, fetched_at, result.final_url, feed_author)
+    items = tuple(_item(entry, fetched_at, result.final_url, document_base, feed_author)
                   for entry in data.entries)
     warning = None
     if data.bozo:
@@ -90,13 +87,51 @@ def parse_feed(result: FetchResult) -> ParsedFeed:
                       ttl=int(ttl) * 60 if ttl.isdigit() else None)
 
 
+# feedparser keeps xml:base scopes only in a document with a base URI of its
+# own: without one, a base declared on one entry stays in force for every
+# element after it (its stack restores only non-empty bases), links and guids
+# included. UNRESOLVED is a base URI it cannot resolve against (no
+# hierarchical scheme): scopes work, and every relative reference stays as
+# written -- a guid that looks relative ("12345") too, so an item's identity
+# does not change with the URL it was fetched from. A relative xml:base needs
+# the real URL to resolve against: a document that declares one gets it.
+UNRESOLVED = "feedhub:unresolved"
+_RELATIVE_XML_BASE = re.compile(rb"xml:base\s*=\s*[\"'](?![A-Za-z][A-Za-z0-9+.-]*:|[\"'])")
+
+
+def _document_base(body: bytes, final_url: str) -> str:
+    return final_url if _RELATIVE_XML_BASE.search(body) else UNRESOLVED
+
+
+def _declared_base(base: str | None, document_base: str) -> str | None:
+    """The xml:base in scope, absolute; None where the document declares none
+    (feedparser then reports the document's own base)."""
+    return base if base and base != document_base else None
+
+
+def _http_url(url: str | None) -> str | None:
+    """An absolute http(s) URL, or None: only such a link can be a base."""
+    try:
+        parts = urlsplit(url or "")
+    except ValueError:
+        return None
+    return url if parts.scheme.lower() in ("http", "https") and parts.netloc else None
+
+
+# Placeholder dates stand for "no date": Go's zero time (year 1, written by
+# Hugo sites with no date), the Unix epoch, and anything before the web had
+# feeds. Treated like a missing date, not published as the article's date.
+PLAUSIBLE_SINCE = datetime(1990, 1, 1, tzinfo=UTC)
+
+
 def _date(parsed: time.struct_time | None) -> datetime | None:
     if not parsed:
         return None
     try:
-        return datetime.fromtimestamp(calendar.timegm(parsed), UTC)
+        moment = datetime.fromtimestamp(calendar.timegm(parsed), UTC)
     except (OverflowError, ValueError, OSError):
         return None
+    return moment if moment >= PLAUSIBLE_SINCE else None
 
 
 _MEDIA_TYPE = re.compile(r"^[\w.+-]+/[\w.+-]+$")
@@ -110,7 +145,7 @@ def _links(raw_links: list[dict[str, Any]], base: str) -> tuple[Link, ...]:
     links = []
     for raw in raw_links or []:
         href = raw.get("href")
-        if not href:
+        if not href or href == UNRESOLVED:  # href="" resolved against UNRESOLVED
             continue
         length = raw.get("length")
         media_type = raw.get("type") or ""
@@ -128,7 +163,8 @@ def _feed_info(feed: Any, final_url: str) -> FeedInfo:
     links = list(_links(feed.get("links", []), final_url))
     if not any(link.rel == "self" for link in links):
         links.append(Link(href=final_url, rel="self"))
-    if feed.get("link") and not any(link.rel == "alternate" for link in links):
+    if feed.get("link") not in (None, "", UNRESOLVED) and not any(
+            link.rel == "alternate" for link in links):
         links.append(Link(href=urljoin(final_url, feed["link"])))
     feed_id = (feed.get("id") or "").strip()
     return FeedInfo(
@@ -169,9 +205,12 @@ def _as_html(detail: dict[str, Any]) -> str:
     return value
 
 
-def _item(entry: Any, fetched_at: datetime, feed_url: str, feed_author: str | None) -> Item:
+def _item(entry: Any, fetched_at: datetime, feed_url: str, document_base: str,
+          feed_author: str | None) -> Item:
     title = _text_of(entry, "title") or ""
-    link = urljoin(feed_url, entry["link"].strip()) if entry.get("link") else None
+    # feedparser has resolved the link against the xml:base in scope, if any
+    raw_link = (entry.get("link") or "").strip()
+    link = urljoin(feed_url, raw_link) if raw_link not in ("", UNRESOLVED) else None
     author_detail = entry.get("author_detail") or {}
     author = (author_detail.get("name") or entry.get("author") or feed_author or "").strip() or None
 
@@ -179,8 +218,8 @@ def _item(entry: Any, fetched_at: datetime, feed_url: str, feed_author: str | No
     # (deprecated); the two mean different things here.
     updated = _date(dict.get(entry, "updated_parsed"))
     published = _date(dict.get(entry, "published_parsed")) or updated
-    # No date, or one in the future: the hub's own estimate (first seen),
-    # which the store keeps from the first poll on.
+    # No date (or a placeholder), or one in the future: the hub's own
+    # estimate (first seen), which the store keeps from the first poll on.
     estimated = published is None or published > fetched_at
     if estimated:
         published = fetched_at
@@ -195,21 +234,25 @@ def _item(entry: Any, fetched_at: datetime, feed_url: str, feed_author: str | No
     summary_detail = entry.get("summary_detail") or {}
     summary = _as_html(summary_detail) if summary_detail.get("value") else None
     if chosen is not None and chosen.get("value"):
-        content, is_full, base = _as_html(chosen), True, chosen.get("base")
-        language = chosen.get("language")
+        content, is_full, detail = _as_html(chosen), True, chosen
     else:
-        content, is_full, base = summary or "", False, summary_detail.get("base")
-        language = summary_detail.get("language")
-    language = language or (entry.get("title_detail") or {}).get("language")
+        content, is_full, detail = summary or "", False, summary_detail
+    language = detail.get("language") or (entry.get("title_detail") or {}).get("language")
 
     upstream_id = entry.get("id") or link
     if not upstream_id:
         stamp = dict.get(entry, "published") or dict.get(entry, "updated") or ""
         upstream_id = "sha256:" + hashlib.sha256(f"{title}\n{stamp}".encode()).hexdigest()
 
-    enclosures = tuple(
-        link_ for link_ in _links(entry.get("links", []), feed_url) if link_.rel == "enclosure"
-    )
+    # RSS defines no base: relative URLs resolve where the author meant them,
+    # against xml:base where declared, else the article's own page (a feed
+    # served from FeedBurner or a feeds. host is not where its images live),
+    # else the feed URL -- as Miniflux does.
+    page = _http_url(link) or feed_url
+    entry_base = _declared_base((entry.get("title_detail") or summary_detail).get("base"),
+                                document_base)
+    enclosures = tuple(link_ for link_ in _links(entry.get("links", []), entry_base or page)
+                       if link_.rel == "enclosure")
     categories = tuple(
         dict.fromkeys(t.get("term") for t in entry.get("tags", []) if t.get("term"))
     )
@@ -225,8 +268,8 @@ def _item(entry: Any, fetched_at: datetime, feed_url: str, feed_author: str | No
         content_is_full=is_full,
         summary=summary if is_full else None,
         language=language or None,
-        # xml:base where the feed sets one, else the document's own URL
-        content_base=urljoin(feed_url, base) if base else feed_url,
+        content_base=_declared_base(detail.get("base"), document_base) or page,
+        summary_base=_declared_base(summary_detail.get("base"), document_base) or page,
         categories=categories,
         enclosures=enclosures,
         rights=_text_of(entry, "rights"),

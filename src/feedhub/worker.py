@@ -17,10 +17,15 @@ import threading
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import replace
 from types import FrameType
+from typing import TYPE_CHECKING
+from urllib.parse import urljoin, urlsplit
 
 from feedhub.enrich import clean_feed_info, enrich, resolve_language, sanitize_html
 from feedhub.models import FeedInfo, FetchResult, Item, ParsedFeed, SourceConfig
 from feedhub.parse import parse_feed
+
+if TYPE_CHECKING:
+    from lxml.html import HtmlElement
 
 
 def parse_and_enrich(result: FetchResult, source: SourceConfig,
@@ -123,27 +128,54 @@ def extract_article(page: FetchResult) -> tuple[str | None, str]:
         return None, f"the article page is not HTML ({kind})"
     import trafilatura  # imported on first use: only fulltext sources need it
 
+    tree = trafilatura.load_html(page.content)  # decoded as extract() would
+    if tree is None:
+        return None, "no article text found on the page"
+    base = _make_links_absolute(tree, page.final_url)
+    # extract() works on a copy of the tree; `url` is what it resolves the
+    # images it picks up itself (a lazy image's data-src) against
     html = trafilatura.extract(
-        page.content, url=page.final_url, output_format="html", include_images=True,
+        tree, url=base, output_format="html", include_images=True,
         include_links=True, include_formatting=True, include_comments=False,
         include_tables=True, favor_precision=True)
     if not html:
         return None, "no article text found on the page"
-    return sanitize_html(_with_captions(html, page), page.final_url), "extracted"
+    return sanitize_html(_with_captions(html, tree), base), "extracted"
 
 
-def _with_captions(extracted: str, page: FetchResult) -> str:
+def _make_links_absolute(tree: HtmlElement, page_url: str) -> str:
+    """Every link and image made absolute against the page's base -- its
+    first <base href>, itself relative to the page URL, else the page URL --
+    as a browser resolves them; returns that base. trafilatura resolves links
+    against the site root only (../../x.html on a deep page came out as
+    /x.html) and ignores <base href>; lxml's own resolve_base_href takes the
+    last <base> and never joins a relative one to the page URL."""
+    base = page_url
+    hrefs = [(element.get("href") or "").strip() for element in tree.iter("base")]
+    if (href := next((h for h in hrefs if h), None)) is not None:
+        try:
+            candidate = urljoin(page_url, href)
+            if urlsplit(candidate).scheme.lower() in ("http", "https"):
+                base = candidate
+        except ValueError:  # "http://[::1" and the like: the page URL it is
+            pass
+    for element in list(tree.iter("base")):
+        element.drop_tree()
+    tree.make_links_absolute(base, resolve_base_href=False, handle_failures="discard")
+    return base
+
+
+def _with_captions(extracted: str, source: HtmlElement) -> str:
     """trafilatura keeps an article's images but drops their <figcaption>:
-    put each caption back under its image, found by the image's URL."""
+    put each caption back under its image, found by the image's absolute URL
+    in the page (`source`, its links made absolute)."""
     import lxml.html
     from lxml import etree
 
     try:
-        source = lxml.html.fromstring(page.content)
         result = lxml.html.fromstring(extracted)
     except (etree.ParserError, ValueError):
         return extracted
-    source.make_links_absolute(page.final_url, handle_failures="discard")
     captions = {}
     for figure in source.iter("figure"):
         image, caption = figure.find(".//img"), figure.find(".//figcaption")
