@@ -31,7 +31,7 @@ from feedhub.models import (
     primary_subtag,
 )
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 REFETCH = "refetch requested"  # fulltext_status of items `feedhub refetch` marked
 BUSY_TIMEOUT_MS = 30_000
 
@@ -160,6 +160,11 @@ class Store:
                 # what each per-source feed was last rendered from, so a full
                 # publish skips the thousands that did not change
                 db["feed_stamps"].create({"name": str, "stamp": str}, pk="name")
+            if version < 7:
+                # archives file the oldest waiting items by date, not by arrival
+                db.execute("DROP INDEX IF EXISTS idx_items_lang_group_archive_page_id")
+                db["items"].create_index(["lang_group", "archive_page", "published", "id"],
+                                         if_not_exists=True)
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     # --- sources -----------------------------------------------------------
@@ -440,11 +445,15 @@ class Store:
 
     def close_archive_pages(self, lang_group: str, sources: Sequence[str], *, keep: int,
                             page_size: int) -> list[int]:
-        """File the oldest items of a language into new archive pages of
-        `page_size` while more than `keep + page_size - 1` are left in the
-        subscription feed. Items are filed in the order they arrived, so a
-        page, once filed, never gains or loses an item (only a takedown
-        removes some). Returns the new page numbers."""
+        """File the oldest waiting items of a language, by date (published,
+        which is the first-seen time when upstream gave none), into new
+        archive pages of `page_size` while more than `keep + page_size - 1`
+        are left in the subscription feed. Filing by date, not arrival,
+        keeps the newest `keep` items in the subscription feed: after each
+        filing at least `keep` items wait, each newer than all it filed. An
+        item that turns up dated before archived ones waits for the next
+        page. A page, once filed, never gains or loses an item (only a
+        takedown removes some). Returns the new page numbers."""
         if not sources or page_size <= 0:
             return []
         marks = ",".join("?" * len(sources))
@@ -458,7 +467,7 @@ class Store:
             while waiting >= keep + page_size:
                 page += 1
                 db.execute(f"UPDATE items SET archive_lang = ?, archive_page = ? WHERE id IN ("
-                           f"SELECT id FROM items WHERE {where} ORDER BY id LIMIT ?)",
+                           f"SELECT id FROM items WHERE {where} ORDER BY published, id LIMIT ?)",
                            [lang_group, page, *params, page_size])
                 waiting -= page_size
                 pages.append(page)
