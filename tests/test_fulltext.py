@@ -188,3 +188,19 @@ def test_a_mixed_language_feed_is_split_into_the_right_language_feeds(hub: HubDi
     for language in ("fa", "ps"):
         for entry in hub.feed(language).entries:
             assert 'dir="rtl"' in entry.content[0].value
+
+
+def test_summary_policy_publishes_the_feeds_teaser_not_the_extracted_article(
+        hub: HubDir, feed_server) -> None:
+    """The feed's own teaser is upstream's summary: with publish = "summary"
+    it is what goes out, though the article was extracted (issue 11)."""
+    serve_pages(feed_server)
+    feed_server.serve("/teasers.rss", teaser_feed(feed_server.base_url, {"en": "en-article"}))
+    hub.run("add", feed_server.url("/teasers.rss"), "--name", "teasers", "--language", "en")
+    hub.config.write_text(hub.config.read_text(encoding="utf-8") + 'publish = "summary"\n',
+                          encoding="utf-8")
+    assert hub.run("poll").returncode == 0
+    assert len(feed_server.requests_for("/articles/en")) == 1  # extracted all the same
+    [entry] = hub.feed("en").entries
+    teaser = " ".join(paragraphs("en-article")[0].split()[:12]) + " …"
+    assert text_of(entry.content[0].value).startswith(teaser + "Originally published by")

@@ -629,4 +629,6 @@ def _stored_item(row: dict[str, Any]) -> StoredItem:
         language=row["language"] or row["lang_group"],
         categories=tuple(json.loads(row["categories"] or "[]")),
         enclosures=_links(row["enclosures"]), rights=row["rights"], feed=feed,
+        summary=row["summary"] or (teaser if (teaser := row["feed_content"]) and
+                                   teaser != row["content"] else None),
     )
