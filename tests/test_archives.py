@@ -299,3 +299,32 @@ def test_a_late_old_item_waits_in_the_subscription_document_and_pages_stay_as_wr
     assert {name: after[name] for name in pages} == pages  # written pages never change
     collected = [link for root in documents for link in entry_links(root)]
     assert sorted(collected) == sorted(by_date(("alpha", later)))  # every item, once
+
+
+def emptied_documents(hub: HubDir) -> dict[str, bytes]:
+    """Every Atom document feedhub wrote, checked to have no entries and an
+    <updated> of the last few minutes (when it became empty), not 1970."""
+    documents = {str(p.relative_to(hub.feeds)): p.read_bytes()
+                 for p in sorted(hub.feeds.rglob("*.atom"))}
+    for name, data in documents.items():
+        root = lxml.etree.fromstring(data)
+        assert root.find(f"{ATOM}entry") is None, name
+        updated = datetime.fromisoformat(root.findtext(f"{ATOM}updated"))
+        assert timedelta(0) <= datetime.now(UTC) - updated < timedelta(minutes=5), (name, updated)
+    return documents
+
+
+def test_a_takedown_that_empties_every_document_dates_them_when_they_became_empty(
+        hub: HubDir, feed_server) -> None:
+    archived_hub(hub, feed_server)
+    feed_server.serve("/alpha.rss", rss("alpha", range(1, 12)), content_type="application/rss+xml")
+    assert hub.run("poll").returncode == 0
+    assert len(archive_files(hub)) == 2
+    assert hub.run("withdraw", "alpha").returncode == 0
+    documents = emptied_documents(hub)
+    assert {"en.atom", "all.atom", "sources/alpha.atom", "archive/en/1.atom",
+            "archive/en/2.atom"} <= set(documents)
+    time.sleep(1.1)  # a clock that moved on must not change them
+    again = hub.run("publish")
+    assert again.returncode == 0 and "written" not in again.stdout
+    assert emptied_documents(hub) == documents  # same bytes

@@ -218,6 +218,25 @@ def test_removed_source_leaves_the_feeds(hub: HubDir, feed_server) -> None:
     assert again.returncode == 2 and "no source named 'wsws'" in again.stderr
 
 
+def test_a_feed_emptied_by_a_removal_is_dated_when_it_became_empty(hub: HubDir,
+                                                                   feed_server) -> None:
+    serve_fixtures(feed_server)
+    hub.run("add", feed_server.url("/wsws.rss"), "--name", "wsws")
+    assert hub.run("poll").returncode == 0
+    assert hub.run("remove", "wsws").returncode == 0
+    assert hub.run("publish").returncode == 0
+    for language in ("en", "all"):
+        feed = hub.feed(language)
+        assert feed.entries == []
+        updated = datetime.fromisoformat(feed.feed.updated)  # not 1970, nor 2022's article
+        assert timedelta(0) <= datetime.now(UTC) - updated < timedelta(minutes=5), language
+    before = {name: (hub.feeds / name).read_bytes() for name in ("en.atom", "all.atom")}
+    time.sleep(1.1)
+    again = hub.run("publish")
+    assert again.returncode == 0 and "written" not in again.stdout
+    assert {name: (hub.feeds / name).read_bytes() for name in before} == before
+
+
 def test_list_shows_sources_as_a_table_and_json(hub: HubDir, feed_server) -> None:
     serve_fixtures(feed_server)
     hub.run("add", feed_server.url("/persian.rss"), "--interval", "15m")

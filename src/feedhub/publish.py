@@ -30,7 +30,6 @@ from feedhub.models import Config, FeedInfo, Link, StoredItem, is_rtl, primary_s
 log = logging.getLogger("feedhub.publish")
 
 XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 ALL = "all"  # feeds/all.atom: every language in one feed
 _FEED_FILE = re.compile(r"^([a-z]{2,3})\.atom$")
 
@@ -119,6 +118,7 @@ def feed_url(config: Config, language: str) -> str:
 ARCHIVE_DIR = "archive"
 SOURCES_DIR = "sources"
 HISTORY_NS = "http://purl.org/syndication/history/1.0"  # RFC 5005
+ATOM = "{http://www.w3.org/2005/Atom}"
 
 
 def archive_path(language: str, page: int) -> str:
@@ -179,9 +179,11 @@ def render_feed(config: Config, language: str, items: Sequence[StoredItem], *,
                                                      archived_pages=archived_pages), items)
 
 
-def render_document(config: Config, document: FeedDocument, items: Sequence[StoredItem]) -> bytes:
+def render_document(config: Config, document: FeedDocument, items: Sequence[StoredItem], *,
+                    emptied: datetime | None = None) -> bytes:
     """One Atom document, byte-for-byte the same for the same items (its
-    <updated> is the newest item's, not the clock's)."""
+    <updated> is the newest item's, not the clock's). With no items it is
+    `emptied`, when the document became empty (default: now)."""
     language = document.language
     settings = config.languages.get(language) if language else None
     fg = FeedGenerator()
@@ -203,7 +205,7 @@ def render_document(config: Config, document: FeedDocument, items: Sequence[Stor
     if language:  # a mixed feed has no one language; its entries each do
         fg.language(language)
     fg.generator("feedhub", version=__version__)
-    fg.updated(max((item.updated for item in items), default=EPOCH))
+    fg.updated(max((item.updated for item in items), default=emptied or _now()))
     for item in items:
         name = item.source
         credit_language = language or primary_subtag(item.language)
@@ -418,13 +420,37 @@ def remove_stale_source_feeds(config: Config, slugs: Mapping[str, str]) -> None:
 def _publish(document: FeedDocument, path: Path, items: Sequence[StoredItem], config: Config,
              label: str) -> PublishedFeed | None:
     try:
-        data = render_document(config, document, items)
+        data = render_document(config, document, items,
+                               emptied=None if items else _emptied_at(path))
     except ValueError as exc:  # feedgen refuses what XML cannot carry
         log.error("cannot render %s, previous file kept: %s", path, exc)
         return None
     path.parent.mkdir(parents=True, exist_ok=True)
     written = write_if_changed(path, data)
     return PublishedFeed(label, path, len(items), written, document.url)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def _emptied_at(path: Path) -> datetime:
+    """When the document at `path`, about to be written with no entries,
+    became empty: the <updated> of the file on disk if it has no entries
+    either (so that publishing again leaves its bytes alone), else now."""
+    updated = None
+    try:
+        for event, element in etree.iterparse(
+                str(path), events=("start", "end"), tag=(f"{ATOM}entry", f"{ATOM}updated"),
+                resolve_entities=False, no_network=True):
+            if element.tag == f"{ATOM}entry":  # it had entries: it becomes empty now
+                return _now()
+            parent = element.getparent()
+            if event == "end" and parent is not None and parent.getparent() is None:
+                updated = datetime.fromisoformat(element.text or "")  # the feed's own
+    except (OSError, etree.XMLSyntaxError, ValueError):
+        return _now()  # no file yet (or none we can read): empty from now on
+    return updated or _now()
 
 
 def publish_index(config: Config, slugs: Mapping[str, str]) -> None:
