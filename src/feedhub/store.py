@@ -178,7 +178,8 @@ class Store:
         """Remember the outcome of one poll: an error grows the source's error
         streak, a success resets it. `changes` sets other state columns
         (etag, last_modified, body_hash, ttl, retired, redirect_url,
-        redirect_count)."""
+        redirect_count). A `feed` without a date is dated by the newest of
+        the source's stored items."""
         unknown = set(changes) - self._SOURCE_FIELDS
         if unknown:
             raise TypeError(f"unknown source fields: {sorted(unknown)}")
@@ -192,19 +193,26 @@ class Store:
                 "feed_links": _links_json(feed.links), "feed_updated": _iso(feed.updated),
                 "feed_language": feed.language, "feed_rights": feed.rights,
             })
+        values = {column: "?" for column in row}
+        if feed is not None and feed.updated is None:
+            # No feed-level date upstream: the newest date the hub has from
+            # the source, its newest item's (this poll's items are saved in
+            # the same transaction), so that atom:source has its <updated>.
+            # published, not updated: the (source, published) index answers.
+            values["feed_updated"] = "(SELECT max(published) FROM items WHERE source = ?)"
+            row["feed_updated"] = source
         # Plain SQL: this runs once per poll (1,000 sources, every few
         # minutes), and sqlite-utils' update() adds a schema look-up per call.
-        columns = list(row)
         streak = "error_count + 1" if error else "0"
         with self._write() as db:
             updated = db.execute(
-                f"UPDATE sources SET {', '.join(f'{c} = ?' for c in columns)}, "
+                f"UPDATE sources SET {', '.join(f'{c} = {v}' for c, v in values.items())}, "
                 f"error_count = {streak} WHERE name = ?",
                 [*row.values(), source]).rowcount
             if not updated:
                 db.execute(
-                    f"INSERT INTO sources (name, {', '.join(columns)}, error_count) "
-                    f"VALUES (?, {', '.join('?' * len(columns))}, ?)",
+                    f"INSERT INTO sources (name, {', '.join(values)}, error_count) "
+                    f"VALUES (?, {', '.join(values.values())}, ?)",
                     [source, *row.values(), 1 if error else 0])
 
     def source_state(self, name: str) -> SourceState:
