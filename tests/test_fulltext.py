@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from html import escape
 from pathlib import Path
 
@@ -204,3 +205,38 @@ def test_summary_policy_publishes_the_feeds_teaser_not_the_extracted_article(
     [entry] = hub.feed("en").entries
     teaser = " ".join(paragraphs("en-article")[0].split()[:12]) + " …"
     assert text_of(entry.content[0].value).startswith(teaser + "Originally published by")
+
+
+def test_status_reports_the_latest_fulltext_failure_by_time(hub: HubDir, feed_server) -> None:
+    """Reasons whose alphabetical order is the opposite of their order in
+    time: status names the one that happened last (issue 11)."""
+    def item(guid: str, link: str) -> str:
+        return (f"<item><title>Story {guid}</title>{link}<guid isPermaLink='false'>{guid}</guid>"
+                "<pubDate>Mon, 01 Jan 2024 10:00:00 GMT</pubDate>"
+                "<description>A teaser that ends the way teasers end …</description></item>")
+
+    def serve(*items: str) -> None:
+        feed_server.serve("/teasers.rss", '<?xml version="1.0"?><rss version="2.0"><channel>'
+                          "<title>T</title><link>https://t.example/</link><description>d</description>"
+                          + "".join(items) + "</channel></rss>")
+
+    def latest() -> str:
+        [source] = json.loads(hub.run("status", "--json").stdout)["sources"]
+        return source["last_fulltext_failure"]
+
+    unlinked = item("a", "")
+    serve(unlinked)
+    hub.run("add", feed_server.url("/teasers.rss"), "--name", "teasers", "--language", "en")
+    assert hub.run("poll").returncode == 0
+    assert latest() == "kept feed text: the item has no link"
+    time.sleep(1.1)
+    serve(unlinked, item("b", f"<link>{feed_server.url('/articles/gone')}</link>"))
+    assert hub.run("poll", "--all").returncode == 0
+    assert "answered HTTP 404" in latest()  # later, though alphabetically first
+    assert "full text not extracted for 2 items; latest: kept feed text: the article page " \
+        "answered HTTP 404" in hub.run("status").stdout
+    time.sleep(1.1)
+    [first] = [e.id for e in hub.feed("en").entries if e.title == "Story a"]
+    assert hub.run("refetch", first).returncode == 0  # the first item fails again, last
+    assert hub.run("poll").returncode == 0
+    assert latest() == "kept feed text: the item has no link"

@@ -165,6 +165,9 @@ class Store:
                 db.execute("DROP INDEX IF EXISTS idx_items_lang_group_archive_page_id")
                 db["items"].create_index(["lang_group", "archive_page", "published", "id"],
                                          if_not_exists=True)
+                # when fulltext_status was last set, so that `status` names the
+                # latest failure (NULL for outcomes older than this column)
+                db["items"].add_column("fulltext_at", str)
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     # --- sources -----------------------------------------------------------
@@ -264,7 +267,7 @@ class Store:
                 group = primary_subtag(item.language or "und")
                 previous = existing.get(item.upstream_id)
                 if previous is None:
-                    row = _item_row(item, digest)
+                    row = _item_row(item, digest, seen_at)
                     row.update(
                         source=source, first_seen=_iso(seen_at),
                         atom_id=_atom_id(id_authority, seen_at, source, item.upstream_id),
@@ -275,7 +278,7 @@ class Store:
                     touched.add(group)
                     new += 1
                 elif previous["content_hash"] != digest:
-                    row = _item_row(item, digest)
+                    row = _item_row(item, digest, seen_at)
                     if item.fulltext_status is None:  # keep an earlier extraction of this link
                         kept = db.execute(
                             "SELECT extracted_content FROM items WHERE id = ? AND fulltext_link = ?"
@@ -297,9 +300,10 @@ class Store:
                     # same feed item, new extraction (refetch): its text may change
                     stored = db.execute("SELECT content FROM items WHERE id = ?",
                                         [previous["id"]]).fetchone()[0]
-                    row = {k: v for k, v in _item_row(item, digest).items() if k in (
+                    row = {k: v for k, v in _item_row(item, digest, seen_at).items() if k in (
                         "content", "extracted_content", "fulltext_status", "fulltext_link",
-                        "language", "lang_group", "detected_language", "language_confidence")}
+                        "fulltext_at", "language", "lang_group", "detected_language",
+                        "language_confidence")}
                     if stored != item.content:
                         row["updated"] = _iso(seen_at)
                         touched.update({group, previous["lang_group"]})
@@ -419,13 +423,15 @@ class Store:
 
     def fulltext_failures(self) -> dict[str, tuple[int, str | None]]:
         """Per source: items whose extraction failed (the feed's text is
-        published instead) and the latest reason."""
-        failures: dict[str, tuple[int, str | None]] = {}
-        for source, count, reason in self.db.execute(
-                "SELECT source, count(*), max(fulltext_status) FROM items "
-                "WHERE fulltext_status LIKE 'kept feed text%' GROUP BY source"):
-            failures[source] = (count, reason)
-        return failures
+        published instead) and the reason of the most recent failure (by
+        when it happened; failures older than that record, by arrival)."""
+        return {source: (count, reason) for source, count, reason in self.db.execute(
+            "SELECT source, count, fulltext_status FROM ("
+            "  SELECT source, fulltext_status, count(*) OVER (PARTITION BY source) AS count,"
+            "         row_number() OVER (PARTITION BY source"
+            "                            ORDER BY fulltext_at DESC, id DESC) AS latest"
+            "  FROM items WHERE fulltext_status LIKE 'kept feed text%'"
+            ") WHERE latest = 1")}
 
     def language_groups(self, sources: Sequence[str]) -> list[str]:
         if not sources:
@@ -605,7 +611,7 @@ def _content_hash(item: Item) -> str:
     return hashlib.sha256("\x1f".join(f or "" for f in fields).encode()).hexdigest()
 
 
-def _item_row(item: Item, digest: str) -> dict[str, Any]:
+def _item_row(item: Item, digest: str, seen_at: datetime) -> dict[str, Any]:
     row = {
         "upstream_id": item.upstream_id, "title": item.title, "link": item.link,
         "author": item.author, "published": _iso(item.published),
@@ -620,7 +626,7 @@ def _item_row(item: Item, digest: str) -> dict[str, Any]:
     }
     if item.fulltext_status is not None:  # extraction was tried on this poll
         row.update(extracted_content=item.extracted_content, fulltext_status=item.fulltext_status,
-                   fulltext_link=item.link)
+                   fulltext_link=item.link, fulltext_at=_iso(seen_at))
     return row
 
 
