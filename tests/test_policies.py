@@ -151,8 +151,8 @@ def test_summary_of_an_atom_entry_with_only_content_is_an_excerpt(hub: HubDir,
     article = "A whole article sent as Atom content, short enough to fit in four hundred characters."
     paragraphs = summary_hub(hub, feed_server, (
         '<?xml version="1.0"?><feed xmlns="http://www.w3.org/2005/Atom" xml:lang="en">'
-        "<title>S</title><id>urn:s</id><updated>2022-12-28T21:30:00Z</updated>"
-        '<link href="https://s.example/"/><entry><title>A</title><id>urn:a</id>'
+        "<title>S</title><id>https://s.example/feed</id><updated>2022-12-28T21:30:00Z</updated>"
+        '<link href="https://s.example/"/><entry><title>A</title><id>https://s.example/a</id>'
         '<link href="https://s.example/a"/><updated>2022-12-28T21:30:00Z</updated>'
         f'<content type="html">{escape(f"<p>{article}</p>")}</content></entry></feed>'), "atom")
     [excerpt] = paragraphs
