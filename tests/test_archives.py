@@ -207,3 +207,124 @@ def test_two_publishers_take_turns(tmp_path: Path, hub: HubDir, feed_server) -> 
         fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
     assert waiting.wait(timeout=30) == 0
     assert len(entry_links(walk(hub)[0])) == 3
+
+
+# --- issue 11: the subscription document shows the newest items ------------------
+
+
+def dated_rss(source: str, hours: list[int]) -> str:
+    """An upstream feed with one item per hour offset, in the order given."""
+    return rss(source, range(0)).replace("</channel>", "".join(
+        f"<item><title>{source} {n}</title><guid>{source}-{n}</guid>"
+        f"<link>https://{source}.example.com/{n}</link>"
+        f"<pubDate>{format_datetime(START + timedelta(hours=n))}</pubDate>"
+        f"<description>Story {n} from {source}.</description></item>" for n in hours)
+        + "</channel>")
+
+
+def newest_hub(hub: HubDir, feed_server, sources: tuple[str, ...]) -> HubDir:
+    """items_per_feed = 20 and the default archive pages of 20."""
+    text = hub.config.read_text(encoding="utf-8").replace("items_per_feed = 50",
+                                                          "items_per_feed = 20")
+    for source in sources:
+        text += (f'\n[[sources]]\nname = "{source}"\nurl = "{feed_server.url(f"/{source}.rss")}"\n'
+                 'fulltext = "never"\n')
+    hub.config.write_text(text, encoding="utf-8")
+    return hub
+
+
+def by_date(*feeds: tuple[str, list[int]]) -> list[str]:
+    """Every item's link, newest first."""
+    return [f"https://{s}.example.com/{n}"
+            for n, s in sorted(((n, s) for s, hours in feeds for n in hours), reverse=True)]
+
+
+def test_the_subscription_document_holds_the_newest_items_of_a_newest_first_feed(
+        hub: HubDir, feed_server) -> None:
+    newest_hub(hub, feed_server, ("alpha",))
+    hours = list(range(50, 0, -1))  # 50 items, newest first, as news sites list them
+    feed_server.serve("/alpha.rss", dated_rss("alpha", hours), content_type="application/rss+xml")
+    assert hub.run("poll", "--all").returncode == 0
+    documents = walk(hub)
+    current = entry_links(documents[0])
+    assert len(documents) == 2 and len(current) == 30
+    assert by_date(("alpha", hours))[:20] == current[:20]  # the 20 newest, newest first
+    collected = [link for root in documents for link in entry_links(root)]
+    assert sorted(collected) == sorted(by_date(("alpha", hours)))  # every item, once
+    assert set(entry_links(documents[1])) == set(by_date(("alpha", hours))[30:])  # the oldest
+
+
+def test_the_subscription_document_holds_the_newest_items_across_sources(
+        hub: HubDir, feed_server) -> None:
+    newest_hub(hub, feed_server, ("alpha", "beta"))
+    alpha, beta = list(range(2, 51, 2)), list(range(1, 50, 2))  # dates interleave
+    feed_server.serve("/alpha.rss", dated_rss("alpha", alpha), content_type="application/rss+xml")
+    feed_server.serve("/beta.rss", dated_rss("beta", beta), content_type="application/rss+xml")
+    assert hub.run("poll", "--all").returncode == 0  # whichever poll finishes first
+    documents = walk(hub)
+    newest = by_date(("alpha", alpha), ("beta", beta))
+    assert entry_links(documents[0])[:20] == newest[:20]
+    collected = [link for root in documents for link in entry_links(root)]
+    assert sorted(collected) == sorted(newest)
+
+
+def test_a_late_old_item_waits_in_the_subscription_document_and_pages_stay_as_written(
+        hub: HubDir, feed_server) -> None:
+    newest_hub(hub, feed_server, ("alpha",))
+    hours = list(range(100, 50, -1))  # 50 items: hours 51..100
+    feed_server.serve("/alpha.rss", dated_rss("alpha", hours), content_type="application/rss+xml")
+    assert hub.run("poll", "--all").returncode == 0
+    pages = archive_files(hub)
+    assert list(pages) == ["archive/en/1.atom"]
+
+    # an item dated before everything archived turns up, with 5 new ones
+    late = list(range(105, 100, -1)) + hours + [7]
+    feed_server.serve("/alpha.rss", dated_rss("alpha", late), content_type="application/rss+xml")
+    assert hub.run("poll", "--all").returncode == 0
+    documents = walk(hub)
+    current = entry_links(documents[0])
+    assert current[:20] == by_date(("alpha", late))[:20]
+    assert current[-1] == "https://alpha.example.com/7"  # it waits for the next page
+    assert archive_files(hub) == pages
+
+    # 5 more: a page is filed, and it takes the oldest waiting items, the late one first
+    later = list(range(110, 105, -1)) + late
+    feed_server.serve("/alpha.rss", dated_rss("alpha", later), content_type="application/rss+xml")
+    assert hub.run("poll", "--all").returncode == 0
+    documents = walk(hub)
+    assert len(documents) == 3
+    assert entry_links(documents[0])[:20] == by_date(("alpha", later))[:20]
+    assert "https://alpha.example.com/7" in entry_links(documents[1])
+    after = archive_files(hub)
+    assert {name: after[name] for name in pages} == pages  # written pages never change
+    collected = [link for root in documents for link in entry_links(root)]
+    assert sorted(collected) == sorted(by_date(("alpha", later)))  # every item, once
+
+
+def emptied_documents(hub: HubDir) -> dict[str, bytes]:
+    """Every Atom document feedhub wrote, checked to have no entries and an
+    <updated> of the last few minutes (when it became empty), not 1970."""
+    documents = {str(p.relative_to(hub.feeds)): p.read_bytes()
+                 for p in sorted(hub.feeds.rglob("*.atom"))}
+    for name, data in documents.items():
+        root = lxml.etree.fromstring(data)
+        assert root.find(f"{ATOM}entry") is None, name
+        updated = datetime.fromisoformat(root.findtext(f"{ATOM}updated"))
+        assert timedelta(0) <= datetime.now(UTC) - updated < timedelta(minutes=5), (name, updated)
+    return documents
+
+
+def test_a_takedown_that_empties_every_document_dates_them_when_they_became_empty(
+        hub: HubDir, feed_server) -> None:
+    archived_hub(hub, feed_server)
+    feed_server.serve("/alpha.rss", rss("alpha", range(1, 12)), content_type="application/rss+xml")
+    assert hub.run("poll").returncode == 0
+    assert len(archive_files(hub)) == 2
+    assert hub.run("withdraw", "alpha").returncode == 0
+    documents = emptied_documents(hub)
+    assert {"en.atom", "all.atom", "sources/alpha.atom", "archive/en/1.atom",
+            "archive/en/2.atom"} <= set(documents)
+    time.sleep(1.1)  # a clock that moved on must not change them
+    again = hub.run("publish")
+    assert again.returncode == 0 and "written" not in again.stdout
+    assert emptied_documents(hub) == documents  # same bytes

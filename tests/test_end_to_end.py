@@ -88,6 +88,27 @@ def test_seed_article_is_republished_with_full_text_and_credits(hub: HubDir, fee
     assert alternate.get("rel") == "alternate" and alternate.get("href") == SEED_LINK
 
 
+def test_atom_source_is_dated_by_the_newest_item_when_upstream_dates_no_feed(
+        hub: HubDir, feed_server) -> None:
+    """No lastBuildDate or pubDate on the channel: atom:source still has its
+    <updated> (the W3C validator warns MissingSourceElement without it)."""
+    items = "".join(f"<item><title>Story {day}</title><link>https://undated.example/{day}</link>"
+                    f"<pubDate>{day:02d} Mar 2024 08:00:00 GMT</pubDate></item>"
+                    for day in (3, 9, 5))
+    feed_server.serve("/undated.rss", '<?xml version="1.0"?><rss version="2.0"><channel>'
+                      "<title>Undated</title><link>https://undated.example/</link>"
+                      f"<description>d</description><language>en</language>{items}</channel></rss>")
+    hub.config.write_text(hub.config.read_text(encoding="utf-8")
+                          + f'\n[[sources]]\nname = "undated"\nurl = "{feed_server.url("/undated.rss")}"\n'
+                          'fulltext = "never"\n', encoding="utf-8")
+    assert hub.run("poll").returncode == 0
+    for name in ("en.atom", "all.atom", "sources/undated.atom"):
+        root = lxml.etree.parse(str(hub.feeds / name)).getroot()
+        sources = root.findall(f"{ATOM}entry/{ATOM}source")
+        assert len(sources) == 3, name
+        assert [s.findtext(f"{ATOM}updated") for s in sources] == ["2024-03-09T08:00:00+00:00"] * 3
+
+
 def test_each_language_gets_its_own_feed(hub: HubDir, feed_server) -> None:
     serve_fixtures(feed_server)
     for path in ("/wsws.rss", "/persian.rss", "/german.atom"):
@@ -217,6 +238,25 @@ def test_removed_source_leaves_the_feeds(hub: HubDir, feed_server) -> None:
 
     again = hub.run("remove", "wsws")
     assert again.returncode == 2 and "no source named 'wsws'" in again.stderr
+
+
+def test_a_feed_emptied_by_a_removal_is_dated_when_it_became_empty(hub: HubDir,
+                                                                   feed_server) -> None:
+    serve_fixtures(feed_server)
+    hub.run("add", feed_server.url("/wsws.rss"), "--name", "wsws")
+    assert hub.run("poll").returncode == 0
+    assert hub.run("remove", "wsws").returncode == 0
+    assert hub.run("publish").returncode == 0
+    for language in ("en", "all"):
+        feed = hub.feed(language)
+        assert feed.entries == []
+        updated = datetime.fromisoformat(feed.feed.updated)  # not 1970, nor 2022's article
+        assert timedelta(0) <= datetime.now(UTC) - updated < timedelta(minutes=5), language
+    before = {name: (hub.feeds / name).read_bytes() for name in ("en.atom", "all.atom")}
+    time.sleep(1.1)
+    again = hub.run("publish")
+    assert again.returncode == 0 and "written" not in again.stdout
+    assert {name: (hub.feeds / name).read_bytes() for name in before} == before
 
 
 def test_list_shows_sources_as_a_table_and_json(hub: HubDir, feed_server) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from html import escape
 from pathlib import Path
 
@@ -240,3 +241,54 @@ def test_extracted_links_resolve_against_the_page_and_its_base_href(hub: HubDir,
     assert f'src="{feed_server.url("/news/2024/archive/photos/treasury-briefing.jpg")}"' in based
     assert caption in based
     assert "/wrong/" not in based
+
+
+def test_summary_policy_publishes_the_feeds_teaser_not_the_extracted_article(
+        hub: HubDir, feed_server) -> None:
+    """The feed's own teaser is upstream's summary: with publish = "summary"
+    it is what goes out, though the article was extracted (issue 11)."""
+    serve_pages(feed_server)
+    feed_server.serve("/teasers.rss", teaser_feed(feed_server.base_url, {"en": "en-article"}))
+    hub.run("add", feed_server.url("/teasers.rss"), "--name", "teasers", "--language", "en")
+    hub.config.write_text(hub.config.read_text(encoding="utf-8") + 'publish = "summary"\n',
+                          encoding="utf-8")
+    assert hub.run("poll").returncode == 0
+    assert len(feed_server.requests_for("/articles/en")) == 1  # extracted all the same
+    [entry] = hub.feed("en").entries
+    teaser = " ".join(paragraphs("en-article")[0].split()[:12]) + " …"
+    assert text_of(entry.content[0].value).startswith(teaser + "Originally published by")
+
+
+def test_status_reports_the_latest_fulltext_failure_by_time(hub: HubDir, feed_server) -> None:
+    """Reasons whose alphabetical order is the opposite of their order in
+    time: status names the one that happened last (issue 11)."""
+    def item(guid: str, link: str) -> str:
+        return (f"<item><title>Story {guid}</title>{link}<guid isPermaLink='false'>{guid}</guid>"
+                "<pubDate>Mon, 01 Jan 2024 10:00:00 GMT</pubDate>"
+                "<description>A teaser that ends the way teasers end …</description></item>")
+
+    def serve(*items: str) -> None:
+        feed_server.serve("/teasers.rss", '<?xml version="1.0"?><rss version="2.0"><channel>'
+                          "<title>T</title><link>https://t.example/</link><description>d</description>"
+                          + "".join(items) + "</channel></rss>")
+
+    def latest() -> str:
+        [source] = json.loads(hub.run("status", "--json").stdout)["sources"]
+        return source["last_fulltext_failure"]
+
+    unlinked = item("a", "")
+    serve(unlinked)
+    hub.run("add", feed_server.url("/teasers.rss"), "--name", "teasers", "--language", "en")
+    assert hub.run("poll").returncode == 0
+    assert latest() == "kept feed text: the item has no link"
+    time.sleep(1.1)
+    serve(unlinked, item("b", f"<link>{feed_server.url('/articles/gone')}</link>"))
+    assert hub.run("poll", "--all").returncode == 0
+    assert "answered HTTP 404" in latest()  # later, though alphabetically first
+    assert "full text not extracted for 2 items; latest: kept feed text: the article page " \
+        "answered HTTP 404" in hub.run("status").stdout
+    time.sleep(1.1)
+    [first] = [e.id for e in hub.feed("en").entries if e.title == "Story a"]
+    assert hub.run("refetch", first).returncode == 0  # the first item fails again, last
+    assert hub.run("poll").returncode == 0
+    assert latest() == "kept feed text: the item has no link"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from html import escape
 
 import feedparser
 import lxml.html
@@ -31,8 +32,9 @@ def published_text(hub: HubDir) -> str:
 def test_summary_policy_publishes_a_short_summary_with_the_credit(hub: HubDir, feed_server) -> None:
     configure(hub, feed_server, publish="summary", rights=ATOM_RIGHTS)
     text = published_text(hub)
+    # upstream's own <description>, not the article (issue 11: it used to be an excerpt)
     assert text.startswith("The Peruvian regime installed")
-    assert len(text) < 700 and "…" in text
+    assert "Dina Boluarte.Originally published" in text and "Curfews have expired" not in text
     assert "Originally published by wsws on 28 Dec 2022" in text  # the credit stays
     assert hub.feed("en").entries[0].rights == ATOM_RIGHTS
 
@@ -85,3 +87,74 @@ def test_a_policy_change_reaches_the_source_feed_at_the_next_poll(hub: HubDir, f
     own = feedparser.parse((hub.feeds / "sources" / "wsws.atom").read_bytes())
     assert "Peruvian regime" not in own.entries[0].content[0].value
     assert own.entries[0].rights == ATOM_RIGHTS
+
+
+# --- issue 11: publish = "summary" never republishes the article ------------------------
+
+LONG = [f"Paragraph {n} of a long report, which goes on about the matter at some length so that"
+        " the whole article is far longer than any summary." for n in range(1, 13)]
+
+
+def summary_hub(hub: HubDir, feed_server, body: str, kind: str = "rss") -> list[str]:
+    """One source with publish = "summary" serving `body`, polled; returns
+    the texts of the published entry's paragraphs, the credit line left out."""
+    feed_server.serve(f"/s.{kind}", body, content_type=f"application/{kind}+xml")
+    hub.config.write_text(hub.config.read_text(encoding="utf-8")
+                          + f'\n[[sources]]\nname = "s"\nurl = "{feed_server.url(f"/s.{kind}")}"\n'
+                          'fulltext = "never"\npublish = "summary"\n', encoding="utf-8")
+    assert hub.run("poll").returncode == 0
+    [entry] = hub.feed("en").entries
+    root = lxml.html.fragment_fromstring(entry.content[0].value)
+    credit = root.find("p[@class='feedhub-credit']")
+    root.remove(credit)
+    return [p.text_content() for p in root.iter("p")] or [root.text_content()]
+
+
+def rss_item(inner: str) -> str:
+    return ('<?xml version="1.0"?><rss version="2.0" '
+            'xmlns:content="http://purl.org/rss/1.0/modules/content/"><channel><title>S</title>'
+            "<link>https://s.example/</link><description>d</description><language>en</language>"
+            "<item><title>A</title><link>https://s.example/a</link><guid>a</guid>"
+            f"<pubDate>Wed, 28 Dec 2022 21:30:00 +0000</pubDate>{inner}</item></channel></rss>")
+
+
+def test_summary_of_a_short_article_is_a_shorter_excerpt_with_its_paragraphs_apart(
+        hub: HubDir, feed_server) -> None:
+    article = ["Short one.", "Second paragraph is a much longer one with many words in it."]
+    paragraphs = summary_hub(hub, feed_server, rss_item(
+        "<description>" + escape("".join(f"<p>{p}</p>" for p in article)) + "</description>"))
+    assert paragraphs[0] == "Short one."  # its own paragraph: no "one.Second"
+    assert paragraphs[-1].endswith(" …") and article[1].startswith(paragraphs[-1][:-2])
+    assert len(" ".join(paragraphs)) <= len(" ".join(article)) // 2  # never the whole article
+
+
+def test_summary_is_upstreams_own_description_when_the_feed_has_one(hub: HubDir,
+                                                                    feed_server) -> None:
+    body = "".join(f"<p>{p}</p>" for p in LONG)
+    paragraphs = summary_hub(hub, feed_server, rss_item(
+        "<description>Upstream's own summary.</description>"
+        f"<content:encoded><![CDATA[{body}]]></content:encoded>"))
+    assert paragraphs == ["Upstream's own summary."]
+
+
+def test_summary_of_a_long_article_is_at_most_400_characters(hub: HubDir, feed_server) -> None:
+    body = "".join(f"<p>{p}</p>" for p in LONG)
+    paragraphs = summary_hub(hub, feed_server, rss_item(
+        f"<content:encoded><![CDATA[{body}]]></content:encoded>"))
+    assert len(" ".join(paragraphs)) <= 400 and paragraphs[-1].endswith(" …")
+    assert paragraphs[:2] == LONG[:2]  # cut at a word boundary, paragraphs kept apart
+    assert LONG[len(paragraphs) - 1].startswith(paragraphs[-1][:-2] + " ")
+
+
+def test_summary_of_an_atom_entry_with_only_content_is_an_excerpt(hub: HubDir,
+                                                                   feed_server) -> None:
+    article = "A whole article sent as Atom content, short enough to fit in four hundred characters."
+    paragraphs = summary_hub(hub, feed_server, (
+        '<?xml version="1.0"?><feed xmlns="http://www.w3.org/2005/Atom" xml:lang="en">'
+        "<title>S</title><id>https://s.example/feed</id><updated>2022-12-28T21:30:00Z</updated>"
+        '<link href="https://s.example/"/><entry><title>A</title><id>https://s.example/a</id>'
+        '<link href="https://s.example/a"/><updated>2022-12-28T21:30:00Z</updated>'
+        f'<content type="html">{escape(f"<p>{article}</p>")}</content></entry></feed>'), "atom")
+    [excerpt] = paragraphs
+    assert excerpt.endswith(" …") and len(excerpt) <= len(article) // 2
+    assert article.startswith(excerpt[:-2] + " ")

@@ -200,6 +200,10 @@ class StoredItem:
     enclosures: tuple[Link, ...]
     rights: str | None
     feed: FeedInfo  # the upstream feed, for atom:source
+    # upstream's own summary (sanitized HTML), for publish = "summary": the
+    # feed's summary/description beside its full text, or the feed's text
+    # (a teaser) when the article came from the page
+    summary: str | None = None
 
 
 @dataclass(frozen=True)

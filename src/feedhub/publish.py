@@ -30,7 +30,6 @@ from feedhub.models import Config, FeedInfo, Link, StoredItem, is_rtl, primary_s
 log = logging.getLogger("feedhub.publish")
 
 XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 ALL = "all"  # feeds/all.atom: every language in one feed
 _FEED_FILE = re.compile(r"^([a-z]{2,3})\.atom$")
 
@@ -119,6 +118,7 @@ def feed_url(config: Config, language: str) -> str:
 ARCHIVE_DIR = "archive"
 SOURCES_DIR = "sources"
 HISTORY_NS = "http://purl.org/syndication/history/1.0"  # RFC 5005
+ATOM = "{http://www.w3.org/2005/Atom}"
 
 
 def archive_path(language: str, page: int) -> str:
@@ -179,9 +179,11 @@ def render_feed(config: Config, language: str, items: Sequence[StoredItem], *,
                                                      archived_pages=archived_pages), items)
 
 
-def render_document(config: Config, document: FeedDocument, items: Sequence[StoredItem]) -> bytes:
+def render_document(config: Config, document: FeedDocument, items: Sequence[StoredItem], *,
+                    emptied: datetime | None = None) -> bytes:
     """One Atom document, byte-for-byte the same for the same items (its
-    <updated> is the newest item's, not the clock's)."""
+    <updated> is the newest item's, not the clock's). With no items it is
+    `emptied`, when the document became empty (default: now)."""
     language = document.language
     settings = config.languages.get(language) if language else None
     fg = FeedGenerator()
@@ -203,7 +205,7 @@ def render_document(config: Config, document: FeedDocument, items: Sequence[Stor
     if language:  # a mixed feed has no one language; its entries each do
         fg.language(language)
     fg.generator("feedhub", version=__version__)
-    fg.updated(max((item.updated for item in items), default=EPOCH))
+    fg.updated(max((item.updated for item in items), default=emptied or _now()))
     for item in items:
         name = item.source
         credit_language = language or primary_subtag(item.language)
@@ -233,6 +235,12 @@ def render_document(config: Config, document: FeedDocument, items: Sequence[Stor
 
 
 SUMMARY_CHARACTERS = 400
+# elements that start a paragraph of their own in an excerpt
+_BLOCKS = frozenset({"p", "div", "li", "ul", "ol", "dl", "dt", "dd", "h1", "h2", "h3", "h4", "h5",
+                     "h6", "blockquote", "pre", "table", "tr", "td", "th", "caption", "figure",
+                     "figcaption", "section", "article", "aside", "header", "footer", "address",
+                     "hr", "br"})
+_PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
 
 
 def _entry_html(item: StoredItem, source_name: str, template: str, policy: str = "full") -> str:
@@ -244,17 +252,66 @@ def _entry_html(item: StoredItem, source_name: str, template: str, policy: str =
     credit = render_credit(template, source_name=source_name, link=item.link,
                            author=item.author or source_name, date=item.published)
     if policy == "summary":
-        text = " ".join(lxml.html.fragment_fromstring(
-            item.content or "<p></p>", create_parent="div").text_content().split())
-        if len(text) > SUMMARY_CHARACTERS:
-            text = text[:SUMMARY_CHARACTERS].rsplit(" ", 1)[0] + " …"
-        body = f"<p>{html.escape(text)}</p>"
+        body = _summary_html(item)
     elif policy == "link":
         body = ""
     else:
         body = item.content
     return (f'<div lang="{lang}"{direction}>{body}'
             f'<p class="feedhub-credit"{direction}>{credit}</p></div>')
+
+
+def _summary_html(item: StoredItem) -> str:
+    """What a licence that allows summaries only lets us publish, never the
+    article itself: upstream's own summary when it is shorter than the
+    article (kept as the sanitized HTML upstream wrote), else an excerpt."""
+    article = _paragraphs(item.content)
+    length = len(" ".join(article))
+    if item.summary and 0 < len(" ".join(_paragraphs(item.summary))) < length:  # so: not the article
+        return item.summary
+    return _excerpt(article, min(SUMMARY_CHARACTERS, length // 2))
+
+
+def _paragraphs(fragment: str | None) -> list[str]:
+    """The text of an HTML fragment, one string per paragraph (block
+    elements and <br> separate them), whitespace collapsed."""
+    try:
+        root = lxml.html.fragment_fromstring(fragment or "", create_parent="div")
+    except (etree.ParserError, ValueError):
+        return []
+    for element in root.iter():
+        if element.tag in _BLOCKS:
+            element.tail = "\n\n" + (element.tail or "")
+            if element.tag not in ("br", "hr"):
+                element.text = "\n\n" + (element.text or "")
+    return [text for part in _PARAGRAPH_BREAK.split(root.text_content())
+            if (text := " ".join(part.split()))]
+
+
+def _excerpt(paragraphs: Sequence[str], limit: int) -> str:
+    """The first paragraphs, at most `limit` characters in all (a paragraph
+    break counted as one), the last cut at a word boundary, ending " …"."""
+    if not paragraphs:
+        return ""
+    room = max(limit - len(" …"), 0)
+    kept: list[str] = []
+    for paragraph in paragraphs:
+        used = sum(len(p) + 1 for p in kept)  # a break after each
+        if used + len(paragraph) <= room:
+            kept.append(paragraph)
+            continue
+        space = room - used
+        head = paragraph[:space + 1]  # one more: a space there means the word ends at `space`
+        cut = head.rsplit(" ", 1)[0] if " " in head else ""
+        if not cut and not kept and space > 0:  # no spaces to cut at (Chinese, Japanese …)
+            cut = paragraph[:space]
+        if cut:
+            kept.append(cut)
+        break
+    if not kept:
+        return "<p>…</p>"
+    kept[-1] += " …"
+    return "".join(f"<p>{html.escape(text)}</p>" for text in kept)
 
 
 def write_if_changed(path: Path, data: bytes) -> bool:
@@ -309,6 +366,11 @@ def missing_archive_pages(config: Config, language: str, last: int) -> list[int]
     return [page for page in range(1, last + 1) if f"{page}.atom" not in present]
 
 
+# Raised when the same items come out differently (issue 11: summaries),
+# so that per-source feeds stamped by an older feedhub are rendered again.
+RENDERING = 2
+
+
 def source_feed_stamp(config: Config, name: str, inputs: Sequence[tuple[object, ...]]) -> str:
     """A fingerprint of everything a source's own feed is rendered from:
     its items (ids, change times, hashes), the upstream feed's fields, and
@@ -316,7 +378,7 @@ def source_feed_stamp(config: Config, name: str, inputs: Sequence[tuple[object, 
     source's policy, feedhub's version). Same fingerprint, same bytes."""
     settings = (config.hub.title, config.hub.base_url, config.hub.items_per_feed,
                 config.hub.websub_hubs, sorted(config.languages.items()),
-                config.find_source(name), __version__)
+                config.find_source(name), __version__, RENDERING)
     return hashlib.sha256(repr((settings, list(inputs))).encode()).hexdigest()
 
 
@@ -358,13 +420,37 @@ def remove_stale_source_feeds(config: Config, slugs: Mapping[str, str]) -> None:
 def _publish(document: FeedDocument, path: Path, items: Sequence[StoredItem], config: Config,
              label: str) -> PublishedFeed | None:
     try:
-        data = render_document(config, document, items)
+        data = render_document(config, document, items,
+                               emptied=None if items else _emptied_at(path))
     except ValueError as exc:  # feedgen refuses what XML cannot carry
         log.error("cannot render %s, previous file kept: %s", path, exc)
         return None
     path.parent.mkdir(parents=True, exist_ok=True)
     written = write_if_changed(path, data)
     return PublishedFeed(label, path, len(items), written, document.url)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def _emptied_at(path: Path) -> datetime:
+    """When the document at `path`, about to be written with no entries,
+    became empty: the <updated> of the file on disk if it has no entries
+    either (so that publishing again leaves its bytes alone), else now."""
+    updated = None
+    try:
+        for event, element in etree.iterparse(
+                str(path), events=("start", "end"), tag=(f"{ATOM}entry", f"{ATOM}updated"),
+                resolve_entities=False, no_network=True):
+            if element.tag == f"{ATOM}entry":  # it had entries: it becomes empty now
+                return _now()
+            parent = element.getparent()
+            if event == "end" and parent is not None and parent.getparent() is None:
+                updated = datetime.fromisoformat(element.text or "")  # the feed's own
+    except (OSError, etree.XMLSyntaxError, ValueError):
+        return _now()  # no file yet (or none we can read): empty from now on
+    return updated or _now()
 
 
 def publish_index(config: Config, slugs: Mapping[str, str]) -> None:

@@ -31,7 +31,7 @@ from feedhub.models import (
     primary_subtag,
 )
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 REFETCH = "refetch requested"  # fulltext_status of items `feedhub refetch` marked
 BUSY_TIMEOUT_MS = 30_000
 
@@ -160,6 +160,14 @@ class Store:
                 # what each per-source feed was last rendered from, so a full
                 # publish skips the thousands that did not change
                 db["feed_stamps"].create({"name": str, "stamp": str}, pk="name")
+            if version < 7:
+                # archives file the oldest waiting items by date, not by arrival
+                db.execute("DROP INDEX IF EXISTS idx_items_lang_group_archive_page_id")
+                db["items"].create_index(["lang_group", "archive_page", "published", "id"],
+                                         if_not_exists=True)
+                # when fulltext_status was last set, so that `status` names the
+                # latest failure (NULL for outcomes older than this column)
+                db["items"].add_column("fulltext_at", str)
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     # --- sources -----------------------------------------------------------
@@ -173,7 +181,8 @@ class Store:
         """Remember the outcome of one poll: an error grows the source's error
         streak, a success resets it. `changes` sets other state columns
         (etag, last_modified, body_hash, ttl, retired, redirect_url,
-        redirect_count)."""
+        redirect_count). A `feed` without a date is dated by the newest of
+        the source's stored items."""
         unknown = set(changes) - self._SOURCE_FIELDS
         if unknown:
             raise TypeError(f"unknown source fields: {sorted(unknown)}")
@@ -187,19 +196,26 @@ class Store:
                 "feed_links": _links_json(feed.links), "feed_updated": _iso(feed.updated),
                 "feed_language": feed.language, "feed_rights": feed.rights,
             })
+        values = {column: "?" for column in row}
+        if feed is not None and feed.updated is None:
+            # No feed-level date upstream: the newest date the hub has from
+            # the source, its newest item's (this poll's items are saved in
+            # the same transaction), so that atom:source has its <updated>.
+            # published, not updated: the (source, published) index answers.
+            values["feed_updated"] = "(SELECT max(published) FROM items WHERE source = ?)"
+            row["feed_updated"] = source
         # Plain SQL: this runs once per poll (1,000 sources, every few
         # minutes), and sqlite-utils' update() adds a schema look-up per call.
-        columns = list(row)
         streak = "error_count + 1" if error else "0"
         with self._write() as db:
             updated = db.execute(
-                f"UPDATE sources SET {', '.join(f'{c} = ?' for c in columns)}, "
+                f"UPDATE sources SET {', '.join(f'{c} = {v}' for c, v in values.items())}, "
                 f"error_count = {streak} WHERE name = ?",
                 [*row.values(), source]).rowcount
             if not updated:
                 db.execute(
-                    f"INSERT INTO sources (name, {', '.join(columns)}, error_count) "
-                    f"VALUES (?, {', '.join('?' * len(columns))}, ?)",
+                    f"INSERT INTO sources (name, {', '.join(values)}, error_count) "
+                    f"VALUES (?, {', '.join(values.values())}, ?)",
                     [source, *row.values(), 1 if error else 0])
 
     def source_state(self, name: str) -> SourceState:
@@ -251,7 +267,7 @@ class Store:
                 group = primary_subtag(item.language or "und")
                 previous = existing.get(item.upstream_id)
                 if previous is None:
-                    row = _item_row(item, digest)
+                    row = _item_row(item, digest, seen_at)
                     row.update(
                         source=source, first_seen=_iso(seen_at),
                         atom_id=_atom_id(id_authority, seen_at, source, item.upstream_id),
@@ -262,7 +278,7 @@ class Store:
                     touched.add(group)
                     new += 1
                 elif previous["content_hash"] != digest:
-                    row = _item_row(item, digest)
+                    row = _item_row(item, digest, seen_at)
                     if item.fulltext_status is None:  # keep an earlier extraction of this link
                         kept = db.execute(
                             "SELECT extracted_content FROM items WHERE id = ? AND fulltext_link = ?"
@@ -284,9 +300,10 @@ class Store:
                     # same feed item, new extraction (refetch): its text may change
                     stored = db.execute("SELECT content FROM items WHERE id = ?",
                                         [previous["id"]]).fetchone()[0]
-                    row = {k: v for k, v in _item_row(item, digest).items() if k in (
+                    row = {k: v for k, v in _item_row(item, digest, seen_at).items() if k in (
                         "content", "extracted_content", "fulltext_status", "fulltext_link",
-                        "language", "lang_group", "detected_language", "language_confidence")}
+                        "fulltext_at", "language", "lang_group", "detected_language",
+                        "language_confidence")}
                     if stored != item.content:
                         row["updated"] = _iso(seen_at)
                         touched.update({group, previous["lang_group"]})
@@ -406,13 +423,15 @@ class Store:
 
     def fulltext_failures(self) -> dict[str, tuple[int, str | None]]:
         """Per source: items whose extraction failed (the feed's text is
-        published instead) and the latest reason."""
-        failures: dict[str, tuple[int, str | None]] = {}
-        for source, count, reason in self.db.execute(
-                "SELECT source, count(*), max(fulltext_status) FROM items "
-                "WHERE fulltext_status LIKE 'kept feed text%' GROUP BY source"):
-            failures[source] = (count, reason)
-        return failures
+        published instead) and the reason of the most recent failure (by
+        when it happened; failures older than that record, by arrival)."""
+        return {source: (count, reason) for source, count, reason in self.db.execute(
+            "SELECT source, count, fulltext_status FROM ("
+            "  SELECT source, fulltext_status, count(*) OVER (PARTITION BY source) AS count,"
+            "         row_number() OVER (PARTITION BY source"
+            "                            ORDER BY fulltext_at DESC, id DESC) AS latest"
+            "  FROM items WHERE fulltext_status LIKE 'kept feed text%'"
+            ") WHERE latest = 1")}
 
     def language_groups(self, sources: Sequence[str]) -> list[str]:
         if not sources:
@@ -440,11 +459,15 @@ class Store:
 
     def close_archive_pages(self, lang_group: str, sources: Sequence[str], *, keep: int,
                             page_size: int) -> list[int]:
-        """File the oldest items of a language into new archive pages of
-        `page_size` while more than `keep + page_size - 1` are left in the
-        subscription feed. Items are filed in the order they arrived, so a
-        page, once filed, never gains or loses an item (only a takedown
-        removes some). Returns the new page numbers."""
+        """File the oldest waiting items of a language, by date (published,
+        which is the first-seen time when upstream gave none), into new
+        archive pages of `page_size` while more than `keep + page_size - 1`
+        are left in the subscription feed. Filing by date, not arrival,
+        keeps the newest `keep` items in the subscription feed: after each
+        filing at least `keep` items wait, each newer than all it filed. An
+        item that turns up dated before archived ones waits for the next
+        page. A page, once filed, never gains or loses an item (only a
+        takedown removes some). Returns the new page numbers."""
         if not sources or page_size <= 0:
             return []
         marks = ",".join("?" * len(sources))
@@ -458,7 +481,7 @@ class Store:
             while waiting >= keep + page_size:
                 page += 1
                 db.execute(f"UPDATE items SET archive_lang = ?, archive_page = ? WHERE id IN ("
-                           f"SELECT id FROM items WHERE {where} ORDER BY id LIMIT ?)",
+                           f"SELECT id FROM items WHERE {where} ORDER BY published, id LIMIT ?)",
                            [lang_group, page, *params, page_size])
                 waiting -= page_size
                 pages.append(page)
@@ -588,7 +611,7 @@ def _content_hash(item: Item) -> str:
     return hashlib.sha256("\x1f".join(f or "" for f in fields).encode()).hexdigest()
 
 
-def _item_row(item: Item, digest: str) -> dict[str, Any]:
+def _item_row(item: Item, digest: str, seen_at: datetime) -> dict[str, Any]:
     row = {
         "upstream_id": item.upstream_id, "title": item.title, "link": item.link,
         "author": item.author, "published": _iso(item.published),
@@ -603,7 +626,7 @@ def _item_row(item: Item, digest: str) -> dict[str, Any]:
     }
     if item.fulltext_status is not None:  # extraction was tried on this poll
         row.update(extracted_content=item.extracted_content, fulltext_status=item.fulltext_status,
-                   fulltext_link=item.link)
+                   fulltext_link=item.link, fulltext_at=_iso(seen_at))
     return row
 
 
@@ -620,4 +643,6 @@ def _stored_item(row: dict[str, Any]) -> StoredItem:
         language=row["language"] or row["lang_group"],
         categories=tuple(json.loads(row["categories"] or "[]")),
         enclosures=_links(row["enclosures"]), rights=row["rights"], feed=feed,
+        summary=row["summary"] or (teaser if (teaser := row["feed_content"]) and
+                                   teaser != row["content"] else None),
     )
