@@ -82,3 +82,39 @@ def test_placeholder_dates_are_no_dates(hub: HubDir, feed_server) -> None:
     for title in ("Zero", "Epoch", "Eighties"):
         assert second[title] == first[title], title  # no churn: same published, same updated
     assert second["Atom zero"][0] == first["Atom zero"][0]
+
+
+UNDATED = """<?xml version="1.0" encoding="utf-8"?>
+<rss version="2.0"><channel><title>{name}</title><link>https://{name}.example.org/</link>
+<description>d</description><language>en</language>{items}</channel></rss>"""
+
+
+def test_dates_the_hub_makes_up_are_never_shared_and_keep_the_feeds_order(
+        hub: HubDir, feed_server) -> None:
+    """Undated items of two sources polled at once, then edited: every
+    first-seen estimate and edit time is an entry's own (readers sort by
+    them; the W3C validator flags a shared <updated>), and the undated items
+    of one feed come out in the feed's order, newest first."""
+    def serve(name: str, text: str) -> None:
+        items = "".join(f"<item><title>{name} {n}</title><guid>{name}-{n}</guid>"
+                        f"<link>https://{name}.example.org/{n}</link>"
+                        f"<description>{text} {n}</description></item>" for n in range(5))
+        feed_server.serve(f"/{name}.rss", UNDATED.format(name=name, items=items))
+
+    for name in ("north", "south"):
+        serve(name, "first")
+        assert hub.run("add", feed_server.url(f"/{name}.rss"), "--name", name,
+                       "--no-fulltext").returncode == 0
+    assert hub.run("poll", "--all").returncode == 0
+    for name in ("north", "south"):
+        serve(name, "edited")  # every item changes in one poll: edit times are the hub's too
+    for _ in range(2):
+        entries = hub.feed("en").entries
+        assert len(entries) == 10
+        for field in ("published", "updated"):
+            values = [getattr(entry, field) for entry in entries]
+            assert len(set(values)) == len(values), (field, sorted(values))
+        for name in ("north", "south"):  # the feed lists 0 first: its newest
+            assert [e.title for e in entries if e.title.startswith(name)] == [
+                f"{name} {n}" for n in range(5)]
+        assert hub.run("poll", "--all").returncode == 0

@@ -21,7 +21,7 @@ import feedparser
 import lxml.etree
 import lxml.html
 
-from feedhub.models import FeedInfo, FetchResult, Item, Link, ParsedFeed
+from feedhub.models import FeedInfo, FetchResult, Item, Link, ParsedFeed, estimate_time
 
 # An internal DTD subset is where entity-expansion attacks live; real feeds
 # do not need one, and feedparser's loose parser expands them without limit.
@@ -77,8 +77,9 @@ def parse_feed(result: FetchResult) -> ParsedFeed:
     feed_author = None
     if str(data.get("version", "")).startswith("atom"):
         feed_author = (data.feed.get("author_detail") or {}).get("name") or data.feed.get("author")
-    items = tuple(_item(entry, fetched_at, result.final_url, document_base, feed_author)
-                  for entry in data.entries)
+    items = tuple(_item(entry, estimate_time(fetched_at, position), result.final_url,
+                        document_base, feed_author)
+                  for position, entry in enumerate(data.entries))
     warning = None
     if data.bozo:
         warning = f"malformed feed, read what could be read: {data.get('bozo_exception')}"
@@ -207,6 +208,8 @@ def _as_html(detail: dict[str, Any]) -> str:
 
 def _item(entry: Any, fetched_at: datetime, feed_url: str, document_base: str,
           feed_author: str | None) -> Item:
+    """`fetched_at`: when the feed was read, made this entry's own by
+    estimate_time."""
     title = _text_of(entry, "title") or ""
     # feedparser has resolved the link against the xml:base in scope, if any
     raw_link = (entry.get("link") or "").strip()
@@ -223,8 +226,8 @@ def _item(entry: Any, fetched_at: datetime, feed_url: str, document_base: str,
     estimated = published is None or published > fetched_at
     if estimated:
         published = fetched_at
-    if updated is not None and updated > fetched_at:
-        updated = fetched_at
+    if updated is not None and updated > fetched_at:  # no use: the item's date stands in
+        updated = None
 
     # feedparser copies a lone <content> into summary too: "content" in entry
     # tells what upstream really sent.

@@ -28,6 +28,7 @@ from feedhub.models import (
     SourceState,
     StoredItem,
     StoreOutcome,
+    estimate_time,
     primary_subtag,
 )
 
@@ -36,8 +37,13 @@ REFETCH = "refetch requested"  # fulltext_status of items `feedhub refetch` mark
 BUSY_TIMEOUT_MS = 30_000
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.astimezone(UTC).isoformat(timespec="seconds") if value else None
+def _iso(value: datetime | None, *, exact: bool = False) -> str | None:
+    """Upstream's dates to the second; the hub's own (first-seen estimates,
+    edit times: `exact`) to the microsecond, where models.estimate_time and
+    save_items keep them apart."""
+    if not value:
+        return None
+    return value.astimezone(UTC).isoformat(timespec="microseconds" if exact else "seconds")
 
 
 def _dt(value: str | None) -> datetime | None:
@@ -262,7 +268,8 @@ class Store:
             existing = self._existing(source, [item.upstream_id for item in unique])
             self._match_by_link(source, unique, existing)
             inserts = []
-            for item in unique:
+            for position, item in enumerate(unique):
+                hub_time = estimate_time(seen_at, position)  # when this item changed, if it did
                 digest = _content_hash(item)
                 group = primary_subtag(item.language or "und")
                 previous = existing.get(item.upstream_id)
@@ -271,8 +278,8 @@ class Store:
                     row.update(
                         source=source, first_seen=_iso(seen_at),
                         atom_id=_atom_id(id_authority, seen_at, source, item.upstream_id),
-                        updated=_iso(item.updated or (seen_at if item.published_estimated
-                                                      else item.published)),
+                        updated=_iso(item.updated) if item.updated else _iso(
+                            item.published, exact=item.published_estimated),
                     )
                     inserts.append(row)
                     touched.add(group)
@@ -289,9 +296,10 @@ class Store:
                     if item.published_estimated:  # keep the first-seen estimate
                         del row["published"], row["published_estimated"]
                     prior = _dt(previous["updated"])
-                    changed_at = item.updated if item.updated and (
-                        prior is None or item.updated > prior) else seen_at
-                    row["updated"] = _iso(changed_at)
+                    if item.updated and (prior is None or item.updated > prior):
+                        row["updated"] = _iso(item.updated)
+                    else:
+                        row["updated"] = _iso(hub_time, exact=True)
                     row.pop("upstream_id")  # matched by link: keep the identity it has
                     db["items"].update(previous["id"], row)
                     touched.update({group, previous["lang_group"]})
@@ -305,7 +313,7 @@ class Store:
                         "fulltext_at", "language", "lang_group", "detected_language",
                         "language_confidence")}
                     if stored != item.content:
-                        row["updated"] = _iso(seen_at)
+                        row["updated"] = _iso(hub_time, exact=True)
                         touched.update({group, previous["lang_group"]})
                         updated += 1
                     else:
@@ -614,7 +622,7 @@ def _content_hash(item: Item) -> str:
 def _item_row(item: Item, digest: str, seen_at: datetime) -> dict[str, Any]:
     row = {
         "upstream_id": item.upstream_id, "title": item.title, "link": item.link,
-        "author": item.author, "published": _iso(item.published),
+        "author": item.author, "published": _iso(item.published, exact=item.published_estimated),
         "published_estimated": int(item.published_estimated), "content": item.content,
         "content_is_full": int(item.content_is_full), "summary": item.summary,
         "language": item.language, "lang_group": primary_subtag(item.language or "und"),
