@@ -206,6 +206,21 @@ def _as_html(detail: dict[str, Any]) -> str:
     return value
 
 
+def item_dates(published: datetime | None, updated: datetime | None,
+               fetched_at: datetime) -> tuple[datetime, bool, datetime | None]:
+    """(published, estimated, updated) from an item's plausible upstream dates
+    (see _date), the same for every format. No date, or one in the future:
+    the hub's own estimate (first seen), which the store keeps from the first
+    poll on; a future `updated` is of no use (the item's date stands in)."""
+    published = published or updated
+    estimated = published is None or published > fetched_at
+    if estimated:
+        published = fetched_at
+    if updated is not None and updated > fetched_at:
+        updated = None
+    return published, estimated, updated
+
+
 def _item(entry: Any, fetched_at: datetime, feed_url: str, document_base: str,
           feed_author: str | None) -> Item:
     """`fetched_at`: when the feed was read, made this entry's own by
@@ -219,15 +234,8 @@ def _item(entry: Any, fetched_at: datetime, feed_url: str, document_base: str,
 
     # dict.get: FeedParserDict would fall back from updated to published
     # (deprecated); the two mean different things here.
-    updated = _date(dict.get(entry, "updated_parsed"))
-    published = _date(dict.get(entry, "published_parsed")) or updated
-    # No date (or a placeholder), or one in the future: the hub's own
-    # estimate (first seen), which the store keeps from the first poll on.
-    estimated = published is None or published > fetched_at
-    if estimated:
-        published = fetched_at
-    if updated is not None and updated > fetched_at:  # no use: the item's date stands in
-        updated = None
+    published, estimated, updated = item_dates(_date(dict.get(entry, "published_parsed")),
+                                               _date(dict.get(entry, "updated_parsed")), fetched_at)
 
     # feedparser copies a lone <content> into summary too: "content" in entry
     # tells what upstream really sent.
