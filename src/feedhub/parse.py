@@ -3,7 +3,8 @@
 feedparser is given the bytes that fetch read and the response headers
 (lower-case keys, `content-location` set to the final URL), never a URL: it
 must not do network I/O of its own. Its sanitizer and URI resolution are
-turned off here because enrich does both, faster and stricter.
+turned off here because enrich does both, faster and stricter. JSON Feed,
+which feedparser does not read, is mapped onto the same Items by jsonfeed.py.
 """
 
 from __future__ import annotations
@@ -55,6 +56,10 @@ def parse_feed(result: FetchResult) -> ParsedFeed:
     body = result.content
     if not body.strip():
         raise ParseError("empty response body: not a feed")
+    from feedhub import jsonfeed  # imported here: it builds on this module's helpers
+
+    if jsonfeed.looks_like_json(result):  # before the XML guards: JSON text may say <!ENTITY
+        return jsonfeed.parse_json_feed(result)
     body = _without_entity_declarations(body)
     headers = dict(result.headers)
     headers["content-location"] = document_base = _document_base(body, result.final_url)

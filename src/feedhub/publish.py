@@ -104,6 +104,8 @@ def _source_element(feed: FeedInfo) -> etree._Element:
     for link in feed.links:
         if link.rel in ("self", "alternate"):
             source.append(_link_element(link))
+    if icon := next((link.href for link in feed.links if link.rel == "icon"), None):
+        etree.SubElement(source, "icon").text = icon  # JSON Feed's icon (RFC 4287 4.2.5)
     if feed.updated:
         etree.SubElement(source, "updated").text = feed.updated.isoformat()
     if feed.rights:
