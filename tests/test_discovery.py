@@ -165,7 +165,7 @@ def test_page_with_no_feed_anywhere_fails_saying_what_was_tried(hub: HubDir, fee
     assert added.stderr.strip() == (
         f"Error: {feed_server.url('/')} is not a feed but an HTML page (text/html), and no feed "
         "was found from it: the page links none, and none of /feed, /feed/, /rss, /rss.xml, "
-        "/atom.xml, /feed.xml, /index.xml, /feeds/posts/default, /?feed=rss2 under "
+        "/atom.xml, /feed.xml, /index.xml, /feeds/posts/default, /?feed=rss2, /feed.json under "
         f"{feed_server.url('/')} is a feed")
     assert hub.config.read_bytes() == before
 
@@ -334,14 +334,25 @@ def test_other_rels_are_not_feeds(rel: str) -> None:
     ("application/atom+xml", True),
     ("Application/Atom+XML", True),
     ("application/rss+xml; charset=utf-8", True),
-    ("application/feed+json", False),  # JSON Feed: not something feedhub parses
-    ("application/json", False),
+    ("application/feed+json", True),  # JSON Feed 1.1
+    ("application/json", True),  # JSON Feed 1.0, when nothing else is linked
     ("text/html", False),  # a translation of the page (hreflang)
     ("", False),
 ])
-def test_only_rss_and_atom_types_are_feeds(media_type: str, found: bool) -> None:
+def test_only_rss_atom_and_json_feed_types_are_feeds(media_type: str, found: bool) -> None:
     html = f'<link rel="alternate" type="{media_type}" href="/x">'
     assert hrefs(html) == (["https://site.example/x"] if found else [])
+
+
+def test_plain_json_links_count_only_where_nothing_else_is_linked() -> None:
+    """JSON Feed 1.1: prefer application/feed+json, fall back to
+    application/json. WordPress links its REST API as application/json on
+    every page: beside a real feed it is not one worth fetching."""
+    api = '<link rel="alternate" type="application/json" href="/wp-json/wp/v2/pages/7">'
+    assert hrefs(api + rss_link("/feed/")) == ["https://site.example/feed/"]
+    assert hrefs(api + '<link rel="alternate" type="application/feed+json" href="/f.json">') == [
+        "https://site.example/f.json"]
+    assert hrefs(api) == ["https://site.example/wp-json/wp/v2/pages/7"]
 
 
 def test_links_in_document_order_without_repeats_with_titles() -> None:

@@ -21,11 +21,12 @@ from feedhub.parse import ParseError, feed_links, looks_like_html, parse_feed
 
 # Where feeds usually live when a page does not link them: WordPress (/feed,
 # /feed/, /?feed=rss2), Hugo (/index.xml), Jekyll (/feed.xml), Blogger
-# (/feeds/posts/default) and the generic names. Tried in this order, first
-# next to the page, then at the site root; the first that is a feed wins
-# (these are usually one feed under several names).
+# (/feeds/posts/default), the generic names, and JSON Feed's suggested
+# /feed.json (last: it costs a request only where nothing else was found).
+# Tried in this order, first next to the page, then at the site root; the
+# first that is a feed wins (these are usually one feed under several names).
 COMMON_PATHS = ("/feed", "/feed/", "/rss", "/rss.xml", "/atom.xml", "/feed.xml", "/index.xml",
-                "/feeds/posts/default", "/?feed=rss2")
+                "/feeds/posts/default", "/?feed=rss2", "/feed.json")
 DISCOVERY_SECONDS = 60.0  # for all of it: the page, its links, the common paths
 MAX_LINKED = 20  # linked candidates checked: a page listing hundreds is not asking to be crawled
 

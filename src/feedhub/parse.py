@@ -294,9 +294,13 @@ def _item(entry: Any, fetched_at: datetime, feed_url: str, document_base: str,
 
 # --- feed discovery: the feeds an HTML page points to ---------------------------
 
-# The media types of <link rel="alternate"> that announce a feed feedparser
-# reads. JSON Feed (application/feed+json) is left out: it is not parsed here.
-FEED_LINK_TYPES = frozenset({"application/rss+xml", "application/atom+xml"})
+# The media types of <link rel="alternate"> that announce a feed we read:
+# RSS, Atom and JSON Feed. Plain application/json only when the page links
+# nothing else (JSON Feed 1.1: prefer application/feed+json, fall back to
+# application/json): WordPress links its REST API with it on every page.
+FEED_LINK_TYPES = frozenset({"application/rss+xml", "application/atom+xml",
+                             "application/feed+json", "application/json"})
+_FALLBACK_LINK_TYPE = "application/json"
 _HTML_START = re.compile(rb"^(?:\xef\xbb\xbf)?\s*(?:<!--.*?-->\s*)*<(?:!doctype\s+html|html[\s>])",
                          re.IGNORECASE | re.DOTALL)
 
@@ -311,7 +315,7 @@ def looks_like_html(result: FetchResult) -> bool:
 
 
 def feed_links(page: bytes | str, page_url: str, *, encoding: str | None = None) -> tuple[Link, ...]:
-    """The feeds a page announces with <link rel="alternate" type=RSS|Atom>,
+    """The feeds a page announces with <link rel="alternate" type=RSS|Atom|JSON>,
     in document order without repeats, hrefs made absolute (against <base
     href> when the page has one). `encoding` is the charset of the response
     header, if any: without it a UTF-8 body is read as UTF-8 (libxml2 would
@@ -350,4 +354,6 @@ def feed_links(page: bytes | str, page_url: str, *, encoding: str | None = None)
             continue
         title = " ".join((element.get("title") or "").split()) or None
         links[url] = Link(href=url, rel="alternate", type=media_type, title=title)
-    return tuple(links.values())
+    found = tuple(links.values())
+    preferred = tuple(link for link in found if link.type != _FALLBACK_LINK_TYPE)
+    return preferred or found
