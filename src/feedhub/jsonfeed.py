@@ -200,7 +200,9 @@ def _field(obj: dict[str, Any], key: str, kind: type | tuple[type, ...],
 def _text(obj: dict[str, Any], key: str, problems: _Problems) -> str | None:
     """A string field, stripped, without what XML cannot hold; None if empty."""
     value = _field(obj, key, str, problems)
-    return _NOT_TEXT.sub("", value).strip() or None if value is not None else None
+    if value is None:
+        return None
+    return _NOT_TEXT.sub("", value).strip() or None
 
 
 def _url(obj: dict[str, Any], key: str, base: str, problems: _Problems) -> str | None:
