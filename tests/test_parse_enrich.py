@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from feedhub.enrich import MIN_TEXT, Detection, decide, enrich, poll_majority
+from feedhub.enrich import MIN_TEXT, Detection, decide, detect_language, enrich, poll_majority
 from feedhub.models import FetchResult, Item, LanguageContext, ParsedFeed, SourceConfig
 from feedhub.parse import ParseError, parse_feed
 
@@ -658,3 +658,9 @@ def test_tags_that_name_no_language_count_as_undeclared():
                + html.escape(PGP_KEY) + "</description></item>", "<language>zxx</language>")
     item = enrich_one(body, usual="fa")
     assert item.language == "fa" and item.detected_language == "zxx"
+
+
+def test_arabic_varieties_count_as_arabic():
+    # py3langid alone: ary 0.56 (a feed nobody configured); ar, arz and ary together: ar
+    language, confidence = detect_language("منظر عام لميناء الإسكندرية عند الفجر")
+    assert language == "ar" and confidence >= 0.9
