@@ -6,6 +6,15 @@ fa, ps, ar and ur.
 
     .venv/bin/python bench/langid_accuracy.py                # py3langid only (the project's)
 
+    .venv/bin/python bench/langid_accuracy.py --rules        # only the hub's filing rules
+
+`--rules` (also part of the full run) files every sample of both sample files the way the hub
+does when nothing declares a language, by the rule before issue 12 and by today's
+(feedhub.enrich), and prints % filed right per category and how many went to a feed nobody set
+up. bench/langid_odd_samples.json adds what news feeds also carry: image captions, one-line
+teasers, titles without a body, code and key blocks (labelled with the language of the source
+that posted them), mixed scripts, and short items in another language than their source's.
+
 langdetect and lingua are measured only when importable. Never install them into the project's
 venv; use a throwaway one, with nothing of ours on the path:
 
@@ -41,6 +50,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 SAMPLES = HERE / "langid_samples.json"
+ODD_SAMPLES = HERE / "langid_odd_samples.json"
 
 TARGET = ["en", "de", "fr", "es", "fa", "ps", "ar", "ur"]
 # Languages a news hub may also meet, and that the targets are confused with.
@@ -451,14 +461,135 @@ def confidence_report(ident: Identifier, samples: list[dict]) -> tuple[str, floa
     return "\n".join(lines), best_t
 
 
+# --- the hub's filing rules (issue 12) ---------------------------------------------------------
+
+# The hub the rules are measured for: config.toml as shipped.
+RULES_DEFAULT = "en"
+RULES_CONFIGURED = frozenset({"en", "de", "fr", "es", "fa", "ps"})
+CATEGORIES = {"short": "headline", "long": "paragraph"}  # langid_samples.json's kinds
+OLD_CONFIDENCE = 0.30  # enrich.resolve_language before issue 12: detected if this sure
+
+
+def hub_text(sample: str) -> str:
+    """The text the hub gives the detector: title, newline, text, each with its
+    whitespace collapsed (enrich.plain_text); a sample's first line is its title."""
+    title, _, body = sample.partition("\n")
+    return f"{' '.join(title.split())}\n{' '.join(body.split())}".strip()
+
+
+def old_detector() -> Callable[[str], tuple[str, float]]:
+    """enrich.detect_language as it was before issue 12, frozen here so that "old" stays the
+    old code's answer: the full model when >= 0.30, else the best of enrich.DETECTABLE
+    renormalised over them when >= 0.35 (confidence 0.0 when not)."""
+    from feedhub.enrich import DETECTABLE
+
+    ident = _py3langid_norm(None)
+
+    def detect(text: str) -> tuple[str, float]:
+        ranked = ident.rank(text[:2000])
+        language, confidence = ranked[0]
+        if confidence >= 0.30:
+            return language, float(confidence)
+        restricted = [(lang, p) for lang, p in ranked if lang in DETECTABLE]
+        total = sum(p for _, p in restricted) or 1.0
+        language, probability = restricted[0]
+        confidence = probability / total
+        return language, float(confidence if confidence >= 0.35 else 0.0)
+
+    return detect
+
+
+def file_by_rules(samples: list[dict]) -> list[dict]:
+    """Each sample filed by the old rule (detected if confidence >= 0.30, else the default); by
+    today's with the source's usual language known (the sample's `source`, else its label); and by
+    today's in the first poll of a new source whose items are the samples of one category from one
+    source (a caption-only or headline-only feed: nothing stored, no long text to lean on)."""
+    from feedhub.enrich import Detection, decide, detect_language, poll_majority
+    from feedhub.models import LanguageContext
+
+    before = old_detector()
+    rows = []
+    for s in samples:
+        text = hub_text(s["text"])
+        language, confidence = detect_language(text)
+        old_language, old_confidence = before(text)
+        rows.append({
+            "kind": CATEGORIES.get(s["kind"], s["kind"]), "lang": s["lang"],
+            "source": s.get("source", s["lang"]), "text": text, "detected": language,
+            "confidence": confidence, "detection": Detection(language, confidence, len(text)),
+            "old": old_language if old_confidence >= OLD_CONFIDENCE else RULES_DEFAULT,
+        })
+    polls: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for row in rows:
+        polls[row["kind"], row["source"]].append(row)
+        usual = LanguageContext(RULES_DEFAULT, RULES_CONFIGURED, row["source"])
+        row["new"] = decide(row["detection"], usual)[0]
+    for poll in polls.values():
+        fresh = LanguageContext(RULES_DEFAULT, RULES_CONFIGURED)
+        majority = poll_majority([None] * len(poll), [row["detection"] for row in poll], fresh)
+        for row in poll:
+            row["new source"] = decide(row["detection"], LanguageContext(
+                RULES_DEFAULT, RULES_CONFIGURED, majority))[0]
+    return rows
+
+
+RULES = ("old", "new", "new source")
+
+
+def rules_table(rows: list[dict]) -> str:
+    """% filed under the sample's language, and how many went to a feed that neither the config
+    nor the sample's source has (pcm, zxx, sv ...: "stray")."""
+    header = ["category", "n"] + [f"{r} % right" for r in RULES] + [f"{r} stray" for r in RULES]
+    kinds = list(dict.fromkeys(row["kind"] for row in rows))
+    table_rows = []
+    for kind in [*kinds, "ALL"]:
+        group = [row for row in rows if kind in ("ALL", row["kind"])]
+        line = [kind, str(len(group))]
+        line += [pct(sum(fold(row[r]) == row["lang"] for row in group), len(group)) for r in RULES]
+        line += [str(sum(fold(row[r]) not in RULES_CONFIGURED | {row["source"]} for row in group))
+                 for r in RULES]
+        table_rows.append(line)
+    return table(header, table_rows, align_left=1)
+
+
+def rules_report(samples: list[dict]) -> str:
+    rows = file_by_rules(samples)
+    lines = [
+        f"hub: default_language = {RULES_DEFAULT!r}, [languages] "
+        + " ".join(sorted(RULES_CONFIGURED)),
+        "old: detected if confidence >= 0.30 (full model, else restricted >= 0.35), else default",
+        "new: today's enrich.decide, the source's usual language known (the sample's source)",
+        "new source: today's rules, first poll of a source whose items are one category's "
+        "samples from one source",
+        "",
+        rules_table(rows),
+        "",
+        "filed wrong by the new rule (label <- source: answer; detector said):",
+    ]
+    for row in rows:
+        if fold(row["new"]) != row["lang"]:
+            text = row["text"].replace("\n", " / ")
+            text = text if len(text) <= 50 else text[:47] + "..."
+            lines.append(f"  {row['kind']:<9} {row['lang']} <- {row['source']}: {row['new']}; "
+                         f"{row['detected']} {row['confidence']:.2f}  {text}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--samples", type=Path, default=SAMPLES)
     ap.add_argument("--repeat", type=int, default=5, help="timing passes over the samples (default 5)")
     ap.add_argument("--only", help="comma-separated identifier names")
+    ap.add_argument("--odd-samples", type=Path, default=ODD_SAMPLES)
+    ap.add_argument("--rules", action="store_true", help="only the hub's filing rules, old and new")
     args = ap.parse_args(argv)
 
     samples = json.loads(args.samples.read_text(encoding="utf-8"))
+    odd = json.loads(args.odd_samples.read_text(encoding="utf-8"))
+    if args.rules:
+        print(f"== the hub's filing rules: {len(samples)} + {len(odd)} samples")
+        print(rules_report(samples + odd))
+        return 0
     kinds = Counter((s["lang"], s["kind"]) for s in samples)
     idents = identifiers()
     if args.only:
@@ -546,6 +677,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"{len(kept) - sum(kept)} wrong of {len(samples)}; files {misfiled} of {len(OUT_OF_SET)} "
                 "out-of-set texts under one of the 8 languages"
             )
+    if importable("py3langid") and importable("feedhub"):
+        print(f"\n== the hub's filing rules: {len(samples)} + {len(odd)} samples")
+        print(rules_report(samples + odd))
     return 0
 
 

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from atomcheck import assert_valid_atom
 from feedhub.config import parse_config
 from feedhub.fetch import BlockedAddressError, _GuardedBackend
-from feedhub.models import FetchResult, SourceConfig
+from feedhub.models import FetchResult, LanguageContext, SourceConfig
 from feedhub.parse import ParseError
 from feedhub.publish import render_feed
 from feedhub.store import Store
@@ -73,7 +73,7 @@ def ingest_and_publish(body: bytes, tmp: Path) -> bytes | None:
                          headers={"content-type": "application/rss+xml"},
                          fetched_at=datetime(2026, 1, 1, tzinfo=UTC))
     try:
-        parsed = parse_and_enrich(result, SOURCE, "en")
+        parsed = parse_and_enrich(result, SOURCE, LanguageContext())
     except ParseError:
         return None
     with Store(tmp / "hub.db") as store:
@@ -159,5 +159,5 @@ def test_lying_content_type_and_invalid_utf8_still_ingest(tmp_path) -> None:
     result = FetchResult(url=SOURCE.url, final_url=SOURCE.url, status=200, content=body,
                          headers={"content-type": "text/plain; charset=iso-8859-7"},
                          fetched_at=datetime(2026, 1, 1, tzinfo=UTC))
-    [item] = parse_and_enrich(result, SOURCE, "en").items
+    [item] = parse_and_enrich(result, SOURCE, LanguageContext()).items
     assert item.title.startswith("caf")

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from feedhub.enrich import enrich
-from feedhub.models import FetchResult, Item, ParsedFeed, SourceConfig
+from feedhub.enrich import MIN_TEXT, Detection, decide, detect_language, enrich, poll_majority
+from feedhub.models import FetchResult, Item, LanguageContext, ParsedFeed, SourceConfig
 from feedhub.parse import ParseError, parse_feed
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -59,8 +59,10 @@ def parse_one(body: str | bytes, content_type: str = "application/rss+xml") -> I
 
 
 def enriched(parsed: ParsedFeed, source: SourceConfig = SOURCE, default_language: str = "en",
-             feed_url: str = FEED_URL) -> tuple[Item, ...]:
-    return enrich(parsed, source, default_language=default_language, feed_url=feed_url)
+             feed_url: str = FEED_URL, configured: frozenset[str] = frozenset(),
+             usual: str | None = None) -> tuple[Item, ...]:
+    languages = LanguageContext(default_language, configured, usual)
+    return enrich(parsed, source, languages=languages, feed_url=feed_url)
 
 
 def enrich_one(body: str, content_type: str = "application/rss+xml", **kwargs) -> Item:
@@ -555,7 +557,8 @@ PERSIAN = ("<item><title>مجلس کلیات بودجه را تصویب کرد</
 
 
 def test_undeclared_language_is_detected_and_stored_with_its_confidence():
-    item = enrich_one(rss(PERSIAN))
+    # under MIN_TEXT characters: detection files it only in a language the hub knows
+    item = enrich_one(rss(PERSIAN), configured=frozenset({"fa"}))
     assert item.language == "fa"
     assert item.detected_language == "fa" and item.language_confidence >= 0.8
 
@@ -577,3 +580,87 @@ def test_an_unsure_detection_falls_back_to_the_hub_default():
                           "<description>2-1</description></item>"), default_language="de")
     assert item.language == "de"
     assert item.language_confidence is None or item.language_confidence < 0.8
+
+
+# --- language on short or odd texts (issue 12) -------------------------------------
+
+LONG = 500  # characters: enough text for detection to decide
+
+
+@pytest.mark.parametrize(("detection", "known", "usual", "expected"), [
+    (Detection("de", 0.95, LONG), {"en"}, "en", "de"),  # sure, long: its own feed
+    (Detection("de", 0.85, LONG), {"en"}, "en", "en"),  # no [languages.de]: not sure enough
+    (Detection("de", 0.85, LONG), {"en", "de"}, "en", "de"),  # configured: ordinary confidence
+    (Detection("de", 0.85, LONG), {"en"}, "de", "de"),  # the source's usual language
+    (Detection("de", 1.0, MIN_TEXT - 1), {"en", "de"}, "fa", "fa"),  # too little text
+    (Detection("en", 0.65, LONG), {"en"}, "fa", "fa"),  # unsure: the usual language
+    (Detection("zxx", 1.0, LONG), {"en"}, "fa", "fa"),  # no language at all
+    (Detection("pcm", 0.59, 40), {"en"}, None, "en"),  # nothing known: the hub default
+    (None, {"en"}, "fa", "fa"),  # no text
+])
+def test_detection_decides_only_on_enough_sure_text(detection, known, usual, expected):
+    languages = LanguageContext("en", frozenset(known), usual)
+    language, detected, confidence = decide(detection, languages)
+    assert language == expected
+    # what the detector said is kept, whether or not it decided
+    assert (detected, confidence) == ((detection.language, detection.confidence)
+                                      if detection else (None, None))
+
+
+def test_a_new_sources_usual_language_is_its_polls_sure_majority():
+    known = LanguageContext("en", frozenset({"fa"}))
+    urdu = Detection("ur", 0.99, 40)  # a headline; no [languages.ur]
+    # many agreeing short texts are enough text together; one is not
+    assert poll_majority([None] * 5, [urdu] * 5, known) == "ur"
+    assert poll_majority([None], [urdu], known) is None
+    # a known language needs no length; unsure and non-language answers do not vote
+    assert poll_majority([None] * 4, [Detection("fa", 0.85, 30), Detection("en", 0.6, LONG),
+                                      Detection("zxx", 1.0, LONG), None], known) == "fa"
+    # declared languages vote too; a tie goes to the first seen
+    assert poll_majority(["de-AT", None], [None, Detection("en", 0.99, LONG)], known) == "de"
+
+
+def caption_feed(*items: tuple[str, str], language: str = "") -> str:
+    return rss("".join(f"<item><title>{html.escape(title)}</title><guid>{n}</guid>"
+                       f"<description>{html.escape(text)}</description></item>"
+                       for n, (title, text) in enumerate(items)), language)
+
+
+ENGLISH_ARTICLE = (
+    "Container traffic at the country's second-largest port was halted for a third consecutive "
+    "day on Monday after dock workers extended their walkout over pay and the introduction of "
+    "automated cranes. Shipping companies said more than forty vessels were waiting offshore.")
+PGP_KEY = ("-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nmQINBGQx3FwBEADJk2Fz1p6b2cWq9nE7P0k5QwL4x0kq5fVJ"
+           "tq3h2hKfqE8s8C9yxR7zZQ0bA6uT4h9hJvL2k3m5N8pQ1rS7tU0vW3xY6zA9bC2dE5fG8hI1jK4lM7nO0pQ3rS6"
+           "tU9vW2xY5zA8bC1dE4fG7hI0jK3lM6nO9pQ2rS5tU8vW1xY4zA7bC0dE3\n=Xy7Q\n"
+           "-----END PGP PUBLIC KEY BLOCK-----")
+
+
+def test_short_and_odd_texts_of_a_new_source_take_its_majority_language():
+    """Nothing declared, nothing stored yet: the poll's own sure detections
+    (long English) decide for a caption py3langid calls pcm, a key block it
+    calls zxx and a title it calls de; no feed nobody configured."""
+    items = enriched(parse_feed(fetched(caption_feed(
+        ("Port strike", ENGLISH_ARTICLE), ("Dock strike, day four", ENGLISH_ARTICLE + " Again."),
+        ("Queue for fuel in Lagos", ""), ("Our new PGP key", PGP_KEY),
+        ("Kindergarten Report 2024", "")))), default_language="fa")
+    assert [item.language for item in items] == ["en"] * 5
+    assert [item.detected_language for item in items][2:] == ["pcm", "zxx", "de"]
+
+
+def test_a_short_text_in_a_language_nobody_configured_goes_to_the_default():
+    item = enrich_one(rss(PERSIAN))  # fa, sure, but short, and no [languages.fa]
+    assert item.language == "en" and item.detected_language == "fa"
+
+
+def test_tags_that_name_no_language_count_as_undeclared():
+    body = rss("<item><title>Key</title><guid>k</guid><description>"
+               + html.escape(PGP_KEY) + "</description></item>", "<language>zxx</language>")
+    item = enrich_one(body, usual="fa")
+    assert item.language == "fa" and item.detected_language == "zxx"
+
+
+def test_arabic_varieties_count_as_arabic():
+    # py3langid alone: ary 0.56 (a feed nobody configured); ar, arz and ary together: ar
+    language, confidence = detect_language("منظر عام لميناء الإسكندرية عند الفجر")
+    assert language == "ar" and confidence >= 0.9

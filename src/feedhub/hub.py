@@ -27,6 +27,7 @@ from feedhub.models import (
     Config,
     FetchResult,
     Item,
+    LanguageContext,
     ParsedFeed,
     PollReport,
     SourceConfig,
@@ -93,9 +94,19 @@ class Hub:
             self.executor.shutdown(wait=True, cancel_futures=True)
             self.executor = None
 
-    async def _parse(self, result: FetchResult, source: SourceConfig) -> ParsedFeed:
+    def _language_context(self, source: SourceConfig) -> LanguageContext:
+        """What enrich needs to file items whose language nothing declares:
+        the hub's languages and the source's usual one (asked of the store
+        once per poll; not at all when the source sets its language)."""
+        return LanguageContext(
+            default=self.config.hub.default_language,
+            configured=frozenset(self.config.languages),
+            usual=None if source.language else self.store.usual_language(source.name))
+
+    async def _parse(self, result: FetchResult, source: SourceConfig,
+                     context: LanguageContext) -> ParsedFeed:
         loop = asyncio.get_running_loop()
-        args = (parse_and_enrich, result, source, self.config.hub.default_language)
+        args = (parse_and_enrich, result, source, context)
         try:
             return await loop.run_in_executor(self.executor, *args)
         except BrokenExecutor:
@@ -167,14 +178,15 @@ class Hub:
         if body_hash == state.body_hash and state.url == source.url:
             due = record(result.status, hints=hints, **validators, **moved)
             return PollReport(source.name, result.status, next_poll=due, note="body unchanged")
+        context = self._language_context(source)
         try:
-            parsed = await self._parse(result, source)
+            parsed = await self._parse(result, source, context)
         except ParseError as exc:
             due = record(result.status, str(exc), body_hash=None, **moved)
             return PollReport(source.name, result.status, error=str(exc), next_poll=due)
         if parsed.warning:
             log.info("poll %s: %s", source.name, parsed.warning)
-        items = await self._add_full_text(source, parsed.items)
+        items = await self._add_full_text(source, parsed.items, context)
         with self.store.transaction():  # items and the validators that go with them
             outcome, languages = self.store.save_items(
                 source.name, items, seen_at=result.fetched_at,
@@ -184,8 +196,8 @@ class Hub:
         return PollReport(source.name, result.status, outcome.new, outcome.updated,
                           languages=languages, next_poll=due)
 
-    async def _add_full_text(self, source: SourceConfig,
-                             items: Sequence[Item]) -> tuple[Item, ...]:
+    async def _add_full_text(self, source: SourceConfig, items: Sequence[Item],
+                             context: LanguageContext) -> tuple[Item, ...]:
         """Fetch and extract the article page of the items that need it
         (once per item: new ones, changed links, refetch requests)."""
         if source.fulltext == "never" or not items:
@@ -207,8 +219,7 @@ class Hub:
                            fulltext_status=status)
             if item.detected_language is not None:  # detected from a teaser: look again
                 language, detected, confidence = await asyncio.get_running_loop(
-                ).run_in_executor(self.executor, detect_item_language, item,
-                                  self.config.hub.default_language)
+                ).run_in_executor(self.executor, detect_item_language, item, context)
                 item = replace(item, language=language, detected_language=detected,
                                language_confidence=confidence)
             return item

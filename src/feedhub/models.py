@@ -22,6 +22,21 @@ def is_rtl(tag: str) -> bool:
     return primary_subtag(tag) in RTL_LANGUAGES
 
 
+# ISO 639 codes that name no language: no linguistic content (py3langid says
+# it of key blocks and base64, at confidence 1.0), undetermined, multiple,
+# uncoded; and the range reserved for local use. None of them is a feed.
+NOT_LANGUAGES = frozenset({"zxx", "und", "mul", "mis"})
+
+
+def is_language(tag: str | None) -> bool:
+    """A tag whose primary subtag names a language: something an item can be
+    filed under."""
+    if not tag:
+        return False
+    primary = primary_subtag(tag)
+    return primary not in NOT_LANGUAGES and not "qaa" <= primary <= "qtz"
+
+
 def estimate_time(moment: datetime, position: int) -> datetime:
     """A date the hub makes up (first seen, edited at) for the item at
     `position` in its feed: a microsecond earlier per place, so the items of
@@ -50,6 +65,22 @@ class LanguageConfig:
     title: str | None = None
     subtitle: str | None = None
     credit: str | None = None  # a str.format template, see credits.py
+
+
+@dataclass(frozen=True)
+class LanguageContext:
+    """What the hub knows, beyond an item's own text, when nothing declares
+    the item's language: the feeds it is set up for and the language the
+    source usually writes in. Plain data, so that worker processes get it."""
+
+    default: str = "en"  # [hub] default_language
+    configured: frozenset[str] = frozenset()  # primary subtags with a [languages.X] table
+    usual: str | None = None  # the source's usual language; None: not known (yet)
+
+    @property
+    def known(self) -> frozenset[str]:
+        """Languages detection may file an item under at ordinary confidence."""
+        return self.configured | {primary_subtag(tag) for tag in (self.default, self.usual) if tag}
 
 
 @dataclass(frozen=True)

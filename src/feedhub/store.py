@@ -29,6 +29,7 @@ from feedhub.models import (
     StoredItem,
     StoreOutcome,
     estimate_time,
+    is_language,
     primary_subtag,
 )
 
@@ -253,6 +254,20 @@ class Store:
         return dict(self.db.execute(
             f"SELECT lang_group, count(*) FROM items WHERE source IN ({marks}) "
             "GROUP BY lang_group ORDER BY lang_group", list(sources)))
+
+    USUAL_OF_LAST = 50  # items a source's usual language is counted over
+
+    def usual_language(self, source: str) -> str | None:
+        """The language group most common among the source's newest
+        USUAL_OF_LAST items (on a tie, the one of the newest), leaving out
+        codes that name no language; None for a source with no items. Read
+        once per poll: the (source, published) index answers it."""
+        groups = self.db.execute(
+            "SELECT lang_group FROM (SELECT lang_group, published FROM items WHERE source = ? "
+            "ORDER BY published DESC LIMIT ?) "
+            "GROUP BY lang_group ORDER BY count(*) DESC, max(published) DESC",
+            [source, self.USUAL_OF_LAST])
+        return next((group for (group,) in groups if is_language(group)), None)
 
     # --- items -------------------------------------------------------------
 

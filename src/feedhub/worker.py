@@ -20,8 +20,8 @@ from types import FrameType
 from typing import TYPE_CHECKING
 from urllib.parse import urljoin, urlsplit
 
-from feedhub.enrich import clean_feed_info, enrich, resolve_language, sanitize_html
-from feedhub.models import FeedInfo, FetchResult, Item, ParsedFeed, SourceConfig
+from feedhub.enrich import clean_feed_info, decide, detect, enrich, sanitize_html
+from feedhub.models import FetchResult, Item, LanguageContext, ParsedFeed, SourceConfig
 from feedhub.parse import parse_feed
 
 if TYPE_CHECKING:
@@ -29,12 +29,13 @@ if TYPE_CHECKING:
 
 
 def parse_and_enrich(result: FetchResult, source: SourceConfig,
-                     default_language: str) -> ParsedFeed:
+                     languages: LanguageContext) -> ParsedFeed:
     """The CPU-bound middle of a poll, run in a worker process: feedparser
     and the sanitizer are pure Python / GIL-bound, and a worker keeps the
-    fetch loop free while both cores parse. Takes and returns plain data."""
+    fetch loop free while both cores parse. Takes and returns plain data
+    (`languages`: what the hub and the store know, see enrich)."""
     parsed = parse_feed(result)
-    items = enrich(parsed, source, default_language=default_language, feed_url=result.final_url)
+    items = enrich(parsed, source, languages=languages, feed_url=result.final_url)
     return replace(parsed, info=clean_feed_info(parsed.info), items=items)
 
 
@@ -194,10 +195,12 @@ def _with_captions(extracted: str, source: HtmlElement) -> str:
     return lxml.html.tostring(result, encoding="unicode")
 
 
-def detect_item_language(item: Item, default_language: str) -> tuple[str, str | None, float | None]:
-    """Detection again, on the extracted article rather than the teaser."""
-    undeclared = replace(item, language=None)
-    return resolve_language(undeclared, SourceConfig("", ""), FeedInfo(), default_language)
+def detect_item_language(item: Item,
+                         languages: LanguageContext) -> tuple[str, str | None, float | None]:
+    """Detection again, on the extracted article rather than the teaser, by
+    the same rules; when it does not decide, the item keeps the language its
+    feed text gave (the source's usual one, or a sure detection)."""
+    return decide(detect(item), replace(languages, usual=item.language))
 
 
 if _preloaded_by_forkserver():
