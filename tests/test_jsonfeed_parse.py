@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from atomcheck import assert_valid_atom
 from feedhub.config import parse_config
 from feedhub.jsonfeed import MAX_ITEMS
-from feedhub.models import FetchResult, ParsedFeed, SourceConfig
+from feedhub.models import FetchResult, LanguageContext, ParsedFeed, SourceConfig
 from feedhub.parse import ParseError, parse_feed
 from feedhub.publish import render_feed
 from feedhub.store import Store
@@ -264,7 +264,7 @@ def ingest_and_publish(result: FetchResult, tmp: Path) -> bytes | None:
     """parse + enrich (as a worker does), store, publish: the published
     documents, or None when parse refused the body."""
     try:
-        parsed = parse_and_enrich(result, SOURCE, "en")
+        parsed = parse_and_enrich(result, SOURCE, LanguageContext())
     except ParseError:
         return None
     with Store(tmp / "hub.db") as store:
