@@ -187,6 +187,9 @@ class ParsedFeed:
     items: tuple[Item, ...]
     warning: str | None = None  # feedparser's complaint about malformed input
     ttl: int | None = None  # RSS <ttl>, in seconds: a hint to poll less often
+    # why the items are only what could be recovered from a broken document
+    # (the XML parser gave up part way): the source is degraded
+    degraded: str | None = None
 
 
 # --- store and publish ------------------------------------------------------
