@@ -109,15 +109,16 @@ class Hub:
         async with self._slots:
             started = time.monotonic()
             report = replace(await self._poll(source), duration=time.monotonic() - started)
-        extra = "".join(f" {k}={v}" for k, v in (("note", report.note), ("error", report.error)) if v)
+        extra = "".join(f" {k}={v}" for k, v in (("note", report.note), ("error", report.error),
+                                                  ("degraded", report.degraded)) if v)
         log.log(
-            logging.INFO if report.ok else logging.WARNING,
+            logging.INFO if report.ok and not report.degraded else logging.WARNING,
             "poll %s status=%s new=%d updated=%d duration=%.2fs%s",
             source.name, report.status if report.status is not None else "-", report.new,
             report.updated, report.duration, extra,
             extra={"source": source.name, "status": report.status, "new": report.new,
                    "updated": report.updated, "duration": round(report.duration, 3),
-                   "error": report.error},
+                   "error": report.error, "degraded": report.degraded},
         )
         return report
 
@@ -170,19 +171,24 @@ class Hub:
         try:
             parsed = await self._parse(result, source)
         except ParseError as exc:
+            # degraded and entries stay those of the last document read: the
+            # validators kept are its own, and a 304 to them means it again
             due = record(result.status, str(exc), body_hash=None, **moved)
             return PollReport(source.name, result.status, error=str(exc), next_poll=due)
-        if parsed.warning:
+        if parsed.warning and not parsed.degraded:  # read in full all the same
             log.info("poll %s: %s", source.name, parsed.warning)
         items = await self._add_full_text(source, parsed.items)
         with self.store.transaction():  # items and the validators that go with them
             outcome, languages = self.store.save_items(
                 source.name, items, seen_at=result.fetched_at,
                 id_authority=self.id_authority)
+            # a clean parse clears an earlier degraded mark
             due = record(result.status, hints=(*hints[:1], parsed.ttl), feed=parsed.info,
-                         body_hash=body_hash, ttl=parsed.ttl, **validators, **moved)
+                         body_hash=body_hash, ttl=parsed.ttl, degraded=parsed.degraded,
+                         entries=len(parsed.items), **validators, **moved)
         return PollReport(source.name, result.status, outcome.new, outcome.updated,
-                          languages=languages, next_poll=due)
+                          languages=languages, next_poll=due, degraded=parsed.degraded,
+                          note=None if parsed.items else "no entries in the feed")
 
     async def _add_full_text(self, source: SourceConfig,
                              items: Sequence[Item]) -> tuple[Item, ...]:
