@@ -130,9 +130,12 @@ class Hub:
             return PollReport(source.name, None, note="retired, not polled", retired=True)
 
         def record(status: int | None, error: str | None = None, hints: tuple[int | None, ...] = (),
-                   **changes: Any) -> datetime:
+                   *, since: datetime, **changes: Any) -> datetime:
+            """`since`: when the answer (or the failure) came. The wait counts
+            from there, not from the poll's start: a slow answer must not eat
+            into the interval, the backoff or a Retry-After."""
             streak = state.error_count + 1 if error else 0
-            due = schedule.next_poll(now, interval, error_streak=streak, hints=hints)
+            due = schedule.next_poll(since, interval, error_streak=streak, hints=hints)
             self.store.record_poll(source.name, url=source.url, at=now, status=status, error=error,
                                    next_poll=due, **changes)
             return due
@@ -140,40 +143,43 @@ class Hub:
         try:
             result = await self.fetcher.fetch(source.url, state.validators_for(source.url))
         except FetchError as exc:
-            return PollReport(source.name, None, error=str(exc), next_poll=record(None, str(exc)))
+            return PollReport(source.name, None, error=str(exc),
+                              next_poll=record(None, str(exc), since=datetime.now(UTC)))
 
         moved = self._follow_permanent_redirect(source, state, result)
+        answered = result.fetched_at
         hints = (schedule.max_age(result.headers.get("cache-control")), state.ttl)
         if result.status == 410:
             error = f"{describe_status(410)}: the source is retired, polling stopped"
             log.warning("source %s answered 410 Gone: retired (remove it or change its url)",
                         source.name)
-            record(410, error, retired=error, **moved)
+            record(410, error, since=answered, retired=error, **moved)
             return PollReport(source.name, 410, error=error, retired=True)
         if result.not_modified:
-            return PollReport(source.name, 304, next_poll=record(304, hints=hints, **moved))
+            return PollReport(source.name, 304,
+                              next_poll=record(304, hints=hints, since=answered, **moved))
         if not result.ok:
             error = describe_status(result.status)
             wait = None
             if result.status in (429, 503):
-                wait = schedule.retry_after(result.headers.get("retry-after"), now)
+                wait = schedule.retry_after(result.headers.get("retry-after"), answered)
                 if wait is not None:
                     error += f" (Retry-After {wait}s honoured)"
-            due = record(result.status, error, hints=(wait,), **moved)
+            due = record(result.status, error, hints=(wait,), since=answered, **moved)
             return PollReport(source.name, result.status, error=error, next_poll=due)
 
         body_hash = hashlib.sha256(result.content).hexdigest()
         validators = {"etag": result.validators.etag,
                       "last_modified": result.validators.last_modified}
         if body_hash == state.body_hash and state.url == source.url:
-            due = record(result.status, hints=hints, **validators, **moved)
+            due = record(result.status, hints=hints, since=answered, **validators, **moved)
             return PollReport(source.name, result.status, next_poll=due, note="body unchanged")
         try:
             parsed = await self._parse(result, source)
         except ParseError as exc:
             # degraded and entries stay those of the last document read: the
             # validators kept are its own, and a 304 to them means it again
-            due = record(result.status, str(exc), body_hash=None, **moved)
+            due = record(result.status, str(exc), since=answered, body_hash=None, **moved)
             return PollReport(source.name, result.status, error=str(exc), next_poll=due)
         if parsed.warning and not parsed.degraded:  # read in full all the same
             log.info("poll %s: %s", source.name, parsed.warning)
@@ -183,9 +189,10 @@ class Hub:
                 source.name, items, seen_at=result.fetched_at,
                 id_authority=self.id_authority)
             # a clean parse clears an earlier degraded mark
-            due = record(result.status, hints=(*hints[:1], parsed.ttl), feed=parsed.info,
-                         body_hash=body_hash, ttl=parsed.ttl, degraded=parsed.degraded,
-                         entries=len(parsed.items), **validators, **moved)
+            due = record(result.status, hints=(*hints[:1], parsed.ttl), since=answered,
+                         feed=parsed.info, body_hash=body_hash, ttl=parsed.ttl,
+                         degraded=parsed.degraded, entries=len(parsed.items),
+                         **validators, **moved)
         return PollReport(source.name, result.status, outcome.new, outcome.updated,
                           languages=languages, next_poll=due, degraded=parsed.degraded,
                           note=None if parsed.items else "no entries in the feed")
