@@ -28,6 +28,7 @@ import socketserver
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import formatdate, parsedate_to_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -107,7 +108,8 @@ class _Redirect:
 class _Error:
     status: int
     body: bytes
-    headers: dict[str, str]
+    headers: dict[str, str | Callable[[], str]]
+    delay: float | Callable[[], float] = 0.0
 
 
 @dataclass(frozen=True)
@@ -287,8 +289,7 @@ class _Handler(BaseHTTPRequestHandler):
         elif isinstance(route, _Redirect):
             self._send_simple(route.status, b"", {"Location": route.to})
         elif isinstance(route, _Error):
-            defaults = {"Content-Type": "text/plain; charset=utf-8"} if route.body else {}
-            self._send_simple(route.status, route.body, _merge_headers(defaults, route.headers))
+            self._send_error(route)
         elif isinstance(route, _Post):
             self._send_simple(405, b"", {"Allow": "POST"})
         else:
@@ -304,6 +305,23 @@ class _Handler(BaseHTTPRequestHandler):
         self._write_head(status, {**headers, "Content-Length": str(len(body))})
         if self.command != "HEAD" and body:
             self.wfile.write(body)
+
+    def _send_error(self, route: _Error) -> None:
+        delay = route.delay() if callable(route.delay) else route.delay
+        # callables are asked as the answer goes out (a date relative to it)
+        headers = {name: value for name, value in route.headers.items() if not callable(value)}
+        if delay > 0:
+            self._peer_sent_data = False
+            self.close_connection = True  # an answer held back may be cut short
+            if not self._pause(delay):
+                return
+            headers["Connection"] = "close"  # said too: no next request on this one
+        headers.update({name: value() for name, value in route.headers.items() if callable(value)})
+        defaults = {"Content-Type": "text/plain; charset=utf-8"} if route.body else {}
+        try:
+            self._send_simple(route.status, route.body, _merge_headers(defaults, headers))
+        except _QUIET_ERRORS:
+            return
 
     # -- static routes ----------------------------------------------------
 
@@ -574,12 +592,20 @@ class FeedServer:
         status: int,
         *,
         body: bytes | str = b"",
-        headers: dict[str, str] | None = None,
+        headers: dict[str, str | Callable[[], str]] | None = None,
+        delay: float | Callable[[], float] = 0.0,
     ) -> None:
-        """Answer ``path`` with an error status, e.g. 410 or 429 + Retry-After."""
+        """Answer ``path`` with an error status, e.g. 410 or 429 + Retry-After.
+
+        ``delay`` (seconds, or a callable returning them, asked per request)
+        holds the answer back: a slow server. A header value may be a
+        callable, asked as the answer goes out: e.g. a Retry-After date
+        counted from the moment of answering.
+        """
         self._set(
             path,
-            _Error(status=status, body=_to_bytes(body), headers=dict(headers or {})),
+            _Error(status=status, body=_to_bytes(body), headers=dict(headers or {}),
+                   delay=delay),
         )
 
     def slow(

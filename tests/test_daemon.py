@@ -6,9 +6,12 @@ from __future__ import annotations
 import fcntl
 import itertools
 import json
+import math
 import signal
 import sqlite3
 import time
+from collections.abc import Callable
+from email.utils import formatdate
 from pathlib import Path
 
 import feedparser
@@ -55,9 +58,8 @@ def test_failures_back_off_retry_after_is_honoured_and_others_keep_rhythm(
     assert len(broken) >= 2 and all(b > a * 1.5 for a, b in itertools.pairwise(broken)), broken
     assert broken[0] >= 1.5  # the 1 s interval doubled after the first failure (less poll time)
     busy = gaps(starts(feed_server, "/busy.rss"))
-    # Retry-After: 4 beats the 2 s backoff (counted from the poll's start, so
-    # the next request can arrive a little under 4 s after this one did)
-    assert busy and busy[0] >= 3.5, busy
+    # Retry-After: 4 beats the 2 s backoff, counted from the answer
+    assert busy and busy[0] >= 4, busy
     assert "Retry-After 4s honoured" in log
 
     status = json.loads(hub.run("status", "--json").stdout)
@@ -68,6 +70,48 @@ def test_failures_back_off_retry_after_is_honoured_and_others_keep_rhythm(
     assert by_name["broken"]["last_error"] == "HTTP 500 Internal Server Error"
     assert status["summary"]["ok"] == 1 and status["summary"]["failing"] == 2
     assert status["summary"]["items_per_language"] == {"en": 1}
+
+
+def test_never_back_before_retry_after_counted_from_a_slow_answer(
+        tmp_path: Path, feed_server) -> None:
+    """503s that take 1.5 s to come: `Retry-After: 5` counts from the answer
+    (from the poll's start, the next request came 3.5 s after it), and an
+    HTTP date is never beaten by rounding down (a date 10 s ahead was once
+    polled 9.1 s later)."""
+    hub = HubDir(tmp_path, interval="1s")  # backoff: 2 s, then 4 s; the hints are longer
+    answered: dict[str, list[tuple[float, float]]] = {"delta": [], "dated": []}
+
+    def retry_after(name: str, date: bool) -> Callable[[], str]:
+        def header() -> str:  # asked as the answer goes out
+            now, wall = time.monotonic(), time.time()
+            if not date:
+                answered[name].append((now, now + 5))
+                return "5"
+            when = math.floor(wall) + 5  # 4 to 5 s ahead, on a whole second
+            answered[name].append((now, now + when - wall))
+            return formatdate(when, usegmt=True)
+        return header
+
+    for name in ("delta", "dated"):
+        feed_server.error(f"/{name}.rss", 503, delay=1.5,
+                          headers={"Retry-After": retry_after(name, name == "dated")})
+        hub.run("add", feed_server.url(f"/{name}.rss"), "--name", name, "--no-check",
+                "--no-fulltext")
+    daemon = hub.start("run")
+    try:
+        wait_for(lambda: all(len(starts(feed_server, f"/{n}.rss")) >= 3 for n in answered),
+                 timeout=30)
+    finally:
+        log = stop(daemon)
+    assert daemon.returncode == 0, log
+    early = [(name, f"asked again {again - answer:.2f}s after an answer that said "
+                    f"{not_before - answer:.2f}s")
+             for name, answers in answered.items()
+             for (answer, not_before), again in zip(answers, starts(feed_server, f"/{name}.rss")[1:],
+                                                    strict=False)
+             if again < not_before]
+    assert not early, early
+    assert "HTTP 503 Service Unavailable (Retry-After 5s honoured)" in log
 
 
 def test_permanent_redirects_move_a_source_temporary_ones_do_not_and_410_retires(

@@ -191,6 +191,22 @@ def test_errors(feed_server: FeedServer, client: httpx.Client) -> None:
     )
 
 
+def test_slow_errors_and_headers_made_as_the_answer_goes_out(
+        feed_server: FeedServer, client: httpx.Client) -> None:
+    answers: list[float] = []
+
+    def stamp() -> str:
+        answers.append(time.monotonic())
+        return str(len(answers))
+
+    feed_server.error("/busy", 503, headers={"Retry-After": stamp}, delay=lambda: 0.3)
+    for n in ("1", "2"):
+        r = client.get(feed_server.url("/busy"))
+        assert (r.status_code, r.headers["retry-after"]) == (503, n)
+    [first, second] = feed_server.requests_for("/busy")
+    assert answers[0] - first.time >= 0.3 and answers[1] - second.time >= 0.3
+
+
 def test_query_string_routing(feed_server: FeedServer, client: httpx.Client) -> None:
     feed_server.serve("/feed", "plain")
     feed_server.serve("/feed?page=2", "page two")

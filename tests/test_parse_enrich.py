@@ -485,7 +485,32 @@ def test_malformed_feed_returns_items_and_a_warning():
 
 def test_well_formed_feed_has_no_warning():
     parsed = parse_feed(fetched(rss("<item><title>A</title><guid>a</guid></item>")))
-    assert parsed.warning is None
+    assert parsed.warning is None and parsed.degraded is None
+
+
+def test_entries_recovered_from_a_broken_document_say_so():
+    body = rss("<item><title>A</title><guid>a</guid></item>"
+               "<item><title>B&nbsp;</title><guid>b</guid></item>").removesuffix("</channel></rss>")
+    parsed = parse_feed(fetched(body))
+    assert len(parsed.items) == 2
+    assert parsed.degraded == ("malformed XML, 2 entries recovered: undefined entity "
+                               "(line 2, column 246)")
+
+
+def test_a_broken_document_nothing_could_be_read_from_is_a_parse_error():
+    body = ('<?xml?xml version="1.0"?>\n<rss version="2.0"><channel><title>t</title>'
+            "<rss:item><rss:title>A</rss:title></rss:item></channel></rss>")
+    with pytest.raises(ParseError, match=r"^malformed XML, nothing could be read: unbound prefix "
+                                         r"\(line 2, column \d+\)$"):
+        parse_feed(fetched(body))
+
+
+def test_a_wrong_charset_loses_nothing_so_an_empty_channel_stays_an_empty_feed():
+    declared = rss("").replace("utf-8", "us-ascii").replace("Example", "Caf\u00e9")
+    parsed = parse_feed(fetched(declared.encode(), "application/rss+xml"))
+    assert parsed.items == () and parsed.info.title == "Caf\u00e9 News"
+    assert "declared as us-ascii" in parsed.warning and parsed.degraded is None
+    assert parse_feed(fetched(rss(""))).items == ()  # a new blog: no error either
 
 
 # --- entity bombs ------------------------------------------------------------------------------------

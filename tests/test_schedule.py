@@ -44,3 +44,14 @@ def test_jitter_only_delays_and_stays_within_a_tenth_of_the_interval() -> None:
     delays = [(schedule.next_poll(NOW, 600) - NOW).total_seconds() for _ in range(200)]
     assert all(600 <= d <= 660 for d in delays)
     assert len({round(d, 3) for d in delays}) > 100  # spread out, not all the same
+
+
+def test_retry_after_rounds_up_so_the_next_poll_is_never_before_the_date() -> None:
+    date = "Thu, 01 Jan 2026 12:00:10 GMT"  # 9.1 s after the answer: 10 s, not 9
+    answered = NOW + timedelta(seconds=0.9)
+    assert schedule.retry_after(date, answered) == 10
+    assert schedule.retry_after(date, NOW + timedelta(seconds=9.999)) == 1
+    assert schedule.retry_after(date, NOW + timedelta(seconds=10)) == 0
+    due = schedule.next_poll(answered, 1, hints=(schedule.retry_after(date, answered),),
+                             add_jitter=False)
+    assert due >= NOW + timedelta(seconds=10)

@@ -321,20 +321,46 @@ def _ago(when: datetime | None, now: datetime) -> str:
     return f"in {text}" if future else f"{text} ago"
 
 
+STATES = ("ok", "degraded", "empty", "failing", "retired", "new")
+
+
 def _health(state: SourceState) -> str:
+    """One word per source, the first that applies: retired (410 Gone), new
+    (never polled), failing (the last poll failed), degraded (stored what
+    could be recovered from a broken document), empty (a well-formed feed
+    with no entries: a source that yields nothing must not pass for ok), ok."""
     if state.retired:
         return "retired"
     if state.last_poll is None:
         return "new"
-    return "failing" if state.error_count else "ok"
+    if state.error_count:
+        return "failing"
+    if state.degraded:
+        return "degraded"
+    # no entry count from before schema 8: nothing stored says as much
+    if state.entries == 0 or (state.entries is None and not state.items):
+        return "empty"
+    return "ok"
+
+
+def _why(state: SourceState, health: str) -> str:
+    """The status table's last column: the error, else why the state is not ok."""
+    if state.last_error:
+        return state.last_error
+    if health == "degraded":
+        return state.degraded or ""
+    if health == "empty":
+        return "no entries in the feed"
+    return ""
 
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts and monitoring.")
 @click.pass_context
 def status(ctx: click.Context, as_json: bool) -> None:
-    """Health of every source: last poll, HTTP status, error streak and last
-    error, next poll, items stored, retired or not; then a summary.
+    """Health of every source: its state (ok, degraded, empty, failing,
+    retired, new), last poll, HTTP status, error streak and last error or
+    why it is degraded or empty, next poll, items stored; then a summary.
 
     \b
     Example:
@@ -352,7 +378,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
     health = [_health(state) for state in states]
     summary = {
         "sources": len(states),
-        **{key: health.count(key) for key in ("ok", "failing", "retired", "new")},
+        **{key: health.count(key) for key in STATES},
         "items_per_language": per_language,
     }
     if as_json:
@@ -360,7 +386,8 @@ def status(ctx: click.Context, as_json: bool) -> None:
             "name": st.name, "url": st.url, "state": h, "last_poll": st.last_poll,
             "last_status": st.last_status, "error_streak": st.error_count,
             "last_error": st.last_error, "next_poll": None if st.retired else st.next_poll,
-            "items": st.items, "retired": st.retired,
+            "items": st.items, "entries": st.entries, "degraded": st.degraded,
+            "retired": st.retired,
             "fulltext_failures": fulltext.get(st.name, (0, None))[0],
             "last_fulltext_failure": fulltext.get(st.name, (0, None))[1],
             "withdrawn_items": withdrawn.get(st.name, (0, None))[0],
@@ -373,9 +400,9 @@ def status(ctx: click.Context, as_json: bool) -> None:
         click.echo(tabulate([[
             st.name, h, _ago(st.last_poll, now), st.last_status or "-", st.error_count,
             "-" if st.retired else _ago(st.next_poll, now), st.items,
-            _shorten(st.last_error or "", 60)] for st, h in zip(states, health, strict=True)],
+            _shorten(_why(st, h), 60)] for st, h in zip(states, health, strict=True)],
             headers=["source", "state", "last poll", "status", "errors", "next poll", "items",
-                     "last error"]))
+                     "error / note"]))
         click.echo()
     for name, (count, when) in withdrawn.items():
         if name in names:
@@ -384,7 +411,8 @@ def status(ctx: click.Context, as_json: bool) -> None:
         if name in names:
             click.echo(f"{name}: full text not extracted for {count} items; latest: {reason}")
     languages = ", ".join(f"{lang} {count}" for lang, count in per_language.items()) or "none"
-    click.echo(f"{summary['sources']} sources: {summary['ok']} ok, {summary['failing']} failing, "
+    click.echo(f"{summary['sources']} sources: {summary['ok']} ok, {summary['degraded']} degraded, "
+               f"{summary['empty']} empty, {summary['failing']} failing, "
                f"{summary['retired']} retired, {summary['new']} not polled yet. "
                f"Items per language: {languages}.")
 
@@ -417,7 +445,8 @@ def poll(ctx: click.Context, names: tuple[str, ...], poll_all: bool, as_json: bo
     elif reports:
         click.echo(tabulate(
             [[r.source, r.status or "-", r.new, r.updated, f"{r.duration:.2f}s",
-              r.error or r.note or ""] for r in reports],
+              r.error or (f"degraded: {r.degraded}" if r.degraded else r.note) or ""]
+             for r in reports],
             headers=["source", "status", "new", "updated", "time", "error / note"]))
         click.echo(f"{sum(r.new for r in reports)} new, {sum(r.updated for r in reports)} updated"
                    f" items from {len(reports)} sources; {published} feed files rewritten.")

@@ -120,15 +120,16 @@ class Hub:
         async with self._slots:
             started = time.monotonic()
             report = replace(await self._poll(source), duration=time.monotonic() - started)
-        extra = "".join(f" {k}={v}" for k, v in (("note", report.note), ("error", report.error)) if v)
+        extra = "".join(f" {k}={v}" for k, v in (("note", report.note), ("error", report.error),
+                                                  ("degraded", report.degraded)) if v)
         log.log(
-            logging.INFO if report.ok else logging.WARNING,
+            logging.INFO if report.ok and not report.degraded else logging.WARNING,
             "poll %s status=%s new=%d updated=%d duration=%.2fs%s",
             source.name, report.status if report.status is not None else "-", report.new,
             report.updated, report.duration, extra,
             extra={"source": source.name, "status": report.status, "new": report.new,
                    "updated": report.updated, "duration": round(report.duration, 3),
-                   "error": report.error},
+                   "error": report.error, "degraded": report.degraded},
         )
         return report
 
@@ -140,9 +141,12 @@ class Hub:
             return PollReport(source.name, None, note="retired, not polled", retired=True)
 
         def record(status: int | None, error: str | None = None, hints: tuple[int | None, ...] = (),
-                   **changes: Any) -> datetime:
+                   *, since: datetime, **changes: Any) -> datetime:
+            """`since`: when the answer (or the failure) came. The wait counts
+            from there, not from the poll's start: a slow answer must not eat
+            into the interval, the backoff or a Retry-After."""
             streak = state.error_count + 1 if error else 0
-            due = schedule.next_poll(now, interval, error_streak=streak, hints=hints)
+            due = schedule.next_poll(since, interval, error_streak=streak, hints=hints)
             self.store.record_poll(source.name, url=source.url, at=now, status=status, error=error,
                                    next_poll=due, **changes)
             return due
@@ -150,51 +154,60 @@ class Hub:
         try:
             result = await self.fetcher.fetch(source.url, state.validators_for(source.url))
         except FetchError as exc:
-            return PollReport(source.name, None, error=str(exc), next_poll=record(None, str(exc)))
+            return PollReport(source.name, None, error=str(exc),
+                              next_poll=record(None, str(exc), since=datetime.now(UTC)))
 
         moved = self._follow_permanent_redirect(source, state, result)
+        answered = result.fetched_at
         hints = (schedule.max_age(result.headers.get("cache-control")), state.ttl)
         if result.status == 410:
             error = f"{describe_status(410)}: the source is retired, polling stopped"
             log.warning("source %s answered 410 Gone: retired (remove it or change its url)",
                         source.name)
-            record(410, error, retired=error, **moved)
+            record(410, error, since=answered, retired=error, **moved)
             return PollReport(source.name, 410, error=error, retired=True)
         if result.not_modified:
-            return PollReport(source.name, 304, next_poll=record(304, hints=hints, **moved))
+            return PollReport(source.name, 304,
+                              next_poll=record(304, hints=hints, since=answered, **moved))
         if not result.ok:
             error = describe_status(result.status)
             wait = None
             if result.status in (429, 503):
-                wait = schedule.retry_after(result.headers.get("retry-after"), now)
+                wait = schedule.retry_after(result.headers.get("retry-after"), answered)
                 if wait is not None:
                     error += f" (Retry-After {wait}s honoured)"
-            due = record(result.status, error, hints=(wait,), **moved)
+            due = record(result.status, error, hints=(wait,), since=answered, **moved)
             return PollReport(source.name, result.status, error=error, next_poll=due)
 
         body_hash = hashlib.sha256(result.content).hexdigest()
         validators = {"etag": result.validators.etag,
                       "last_modified": result.validators.last_modified}
         if body_hash == state.body_hash and state.url == source.url:
-            due = record(result.status, hints=hints, **validators, **moved)
+            due = record(result.status, hints=hints, since=answered, **validators, **moved)
             return PollReport(source.name, result.status, next_poll=due, note="body unchanged")
         context = self._language_context(source)
         try:
             parsed = await self._parse(result, source, context)
         except ParseError as exc:
-            due = record(result.status, str(exc), body_hash=None, **moved)
+            # degraded and entries stay those of the last document read: the
+            # validators kept are its own, and a 304 to them means it again
+            due = record(result.status, str(exc), since=answered, body_hash=None, **moved)
             return PollReport(source.name, result.status, error=str(exc), next_poll=due)
-        if parsed.warning:
+        if parsed.warning and not parsed.degraded:  # read in full all the same
             log.info("poll %s: %s", source.name, parsed.warning)
         items = await self._add_full_text(source, parsed.items, context)
         with self.store.transaction():  # items and the validators that go with them
             outcome, languages = self.store.save_items(
                 source.name, items, seen_at=result.fetched_at,
                 id_authority=self.id_authority)
-            due = record(result.status, hints=(*hints[:1], parsed.ttl), feed=parsed.info,
-                         body_hash=body_hash, ttl=parsed.ttl, **validators, **moved)
+            # a clean parse clears an earlier degraded mark
+            due = record(result.status, hints=(*hints[:1], parsed.ttl), since=answered,
+                         feed=parsed.info, body_hash=body_hash, ttl=parsed.ttl,
+                         degraded=parsed.degraded, entries=len(parsed.items),
+                         **validators, **moved)
         return PollReport(source.name, result.status, outcome.new, outcome.updated,
-                          languages=languages, next_poll=due)
+                          languages=languages, next_poll=due, degraded=parsed.degraded,
+                          note=None if parsed.items else "no entries in the feed")
 
     async def _add_full_text(self, source: SourceConfig, items: Sequence[Item],
                              context: LanguageContext) -> tuple[Item, ...]:

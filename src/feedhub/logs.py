@@ -9,7 +9,7 @@ import sys
 from datetime import UTC, datetime
 
 # Fields a poll log record carries (via `extra=`), kept as JSON keys.
-FIELDS = ("source", "status", "new", "updated", "duration", "error")
+FIELDS = ("source", "status", "new", "updated", "duration", "error", "degraded")
 
 
 class JsonFormatter(logging.Formatter):

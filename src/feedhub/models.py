@@ -218,6 +218,9 @@ class ParsedFeed:
     items: tuple[Item, ...]
     warning: str | None = None  # feedparser's complaint about malformed input
     ttl: int | None = None  # RSS <ttl>, in seconds: a hint to poll less often
+    # why the items are only what could be recovered from a broken document
+    # (the XML parser gave up part way): the source is degraded
+    degraded: str | None = None
 
 
 # --- store and publish ------------------------------------------------------
@@ -270,6 +273,8 @@ class SourceState:
     retired: str | None = None  # why polling stopped (410 Gone), if it did
     redirect_url: str | None = None  # a permanent redirect seen ...
     redirect_count: int = 0  # ... this many polls in a row
+    degraded: str | None = None  # the last parse recovered entries from a broken document: why
+    entries: int | None = None  # entries in the last document parsed (None: before schema 8)
 
     def validators_for(self, url: str) -> Validators:
         """Validators are only good for the URL that produced them."""
@@ -292,6 +297,7 @@ class PollReport:
     next_poll: datetime | None = None
     note: str | None = None  # e.g. "body unchanged"
     retired: bool = False  # the source is retired: do not schedule it again
+    degraded: str | None = None  # stored, but from a broken document: why (see ParsedFeed)
 
     @property
     def ok(self) -> bool:

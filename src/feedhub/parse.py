@@ -17,6 +17,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urljoin, urlsplit
+from xml.sax import SAXParseException
 
 import feedparser
 import lxml.etree
@@ -52,6 +53,13 @@ class ParseError(Exception):
     """The body is not a feed we can read; the message says what it is instead."""
 
 
+# feedparser's complaints about a document its XML parser still read to the
+# end (a declared charset or Content-Type that was wrong): nothing was lost.
+# Any other complaint means the XML parser gave up and the loose parser
+# recovered what it could.
+READ_IN_FULL = (feedparser.CharacterEncodingOverride, feedparser.NonXMLContentType)
+
+
 def parse_feed(result: FetchResult) -> ParsedFeed:
     body = result.content
     if not body.strip():
@@ -75,6 +83,11 @@ def parse_feed(result: FetchResult) -> ParsedFeed:
         raise ParseError(
             f"not an RSS or Atom feed ({kind}" + (f"; {reason}" if reason else "") + ")"
         )
+    broken = data.bozo and not isinstance(data.get("bozo_exception"), READ_IN_FULL)
+    if broken and not data.entries:
+        # the XML parser gave up and the loose one recovered nothing: an "ok"
+        # with zero items would hide every article the feed really has
+        raise ParseError(f"malformed XML, nothing could be read: {_complaint(data)}")
     fetched_at = result.fetched_at
     info = _feed_info(data.feed, result.final_url)
     # RFC 4287 4.2.1: Atom entries without an author inherit the feed's.
@@ -85,12 +98,23 @@ def parse_feed(result: FetchResult) -> ParsedFeed:
     items = tuple(_item(entry, estimate_time(fetched_at, position), result.final_url,
                         document_base, feed_author)
                   for position, entry in enumerate(data.entries))
-    warning = None
+    warning = degraded = None
     if data.bozo:
-        warning = f"malformed feed, read what could be read: {data.get('bozo_exception')}"
+        warning = f"malformed feed, read what could be read: {_complaint(data)}"
+    if broken:  # what could be read is kept; the source is marked degraded
+        degraded = f"malformed XML, {len(items)} entries recovered: {_complaint(data)}"
     ttl = str(data.feed.get("ttl", "")).strip()
-    return ParsedFeed(info=info, items=items, warning=warning,
+    return ParsedFeed(info=info, items=items, warning=warning, degraded=degraded,
                       ttl=int(ttl) * 60 if ttl.isdigit() else None)
+
+
+def _complaint(data: Any) -> str:
+    """feedparser's reason, for an operator: an XML error's line and column
+    after the message, not as an "<unknown>:1:237:" prefix."""
+    exc = data.get("bozo_exception")
+    if isinstance(exc, SAXParseException):
+        return f"{exc.getMessage()} (line {exc.getLineNumber()}, column {exc.getColumnNumber()})"
+    return str(exc)
 
 
 # feedparser keeps xml:base scopes only in a document with a base URI of its

@@ -8,6 +8,7 @@ lengthen the delay, never shorten it below the interval.
 
 from __future__ import annotations
 
+import math
 import random
 import re
 from datetime import UTC, datetime, timedelta
@@ -31,7 +32,10 @@ def backoff(interval: int, error_streak: int) -> int:
 
 
 def retry_after(value: str | None, now: datetime) -> int | None:
-    """Seconds from a Retry-After header (delta-seconds or an HTTP date)."""
+    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP
+    date), `now` being when the answer arrived (both forms count from
+    there). Rounded up: a poll a fraction of a second before the date is
+    a poll before it."""
     if not value:
         return None
     value = value.strip()
@@ -43,7 +47,7 @@ def retry_after(value: str | None, now: datetime) -> int | None:
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    return max(0, min(int((when - now).total_seconds()), MAX_HINT))
+    return max(0, min(math.ceil((when - now).total_seconds()), MAX_HINT))
 
 
 def max_age(cache_control: str | None) -> int | None:

@@ -33,7 +33,7 @@ from feedhub.models import (
     primary_subtag,
 )
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 REFETCH = "refetch requested"  # fulltext_status of items `feedhub refetch` marked
 BUSY_TIMEOUT_MS = 30_000
 
@@ -175,12 +175,18 @@ class Store:
                 # when fulltext_status was last set, so that `status` names the
                 # latest failure (NULL for outcomes older than this column)
                 db["items"].add_column("fulltext_at", str)
+            if version < 8:
+                # a source that yields nothing, or only part of a broken
+                # document, must not look healthy in `status`: why the last
+                # parse was partial, and how many entries it read
+                db["sources"].add_column("degraded", str)
+                db["sources"].add_column("entries", int)
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     # --- sources -----------------------------------------------------------
 
     _SOURCE_FIELDS = frozenset({"etag", "last_modified", "body_hash", "ttl", "retired",
-                                "redirect_url", "redirect_count"})
+                                "redirect_url", "redirect_count", "degraded", "entries"})
 
     def record_poll(self, source: str, *, url: str, at: datetime, status: int | None,
                     error: str | None, next_poll: datetime | None,
@@ -188,8 +194,9 @@ class Store:
         """Remember the outcome of one poll: an error grows the source's error
         streak, a success resets it. `changes` sets other state columns
         (etag, last_modified, body_hash, ttl, retired, redirect_url,
-        redirect_count). A `feed` without a date is dated by the newest of
-        the source's stored items."""
+        redirect_count; degraded and entries, set by a poll that parsed).
+        A `feed` without a date is dated by the newest of the source's
+        stored items."""
         unknown = set(changes) - self._SOURCE_FIELDS
         if unknown:
             raise TypeError(f"unknown source fields: {sorted(unknown)}")
@@ -613,7 +620,8 @@ def _source_state(row: dict[str, Any], items: int = 0) -> SourceState:
         error_count=row.get("error_count") or 0, next_poll=_dt(row.get("next_poll")),
         items=items, body_hash=row.get("body_hash"), ttl=row.get("ttl"),
         retired=row.get("retired"), redirect_url=row.get("redirect_url"),
-        redirect_count=row.get("redirect_count") or 0,
+        redirect_count=row.get("redirect_count") or 0, degraded=row.get("degraded"),
+        entries=row.get("entries"),
     )
 
 
