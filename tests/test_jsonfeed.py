@@ -258,6 +258,10 @@ def test_fields_and_items_of_the_wrong_type_are_skipped_one_by_one(hub: HubDir,
     assert (report["new"], report["error"]) == (2, None)
     assert ("2 items skipped (not an object but a string: 1, no id or url: 1); fields of the "
             "wrong type ignored: ") in done.stderr  # the warning is logged
+    # items were left unread: the operator sees the source degraded, with why
+    [source] = json.loads(hub.run("status", "--json").stdout)["sources"]
+    assert source["state"] == "degraded", source
+    assert source["degraded"].startswith("JSON Feed, 2 items read: 2 items skipped")
     found = entries(hub, "en")
     assert "Text." in found["Content as a list"].content[0].value  # content_text instead
     odd = found["Wrong types everywhere"]

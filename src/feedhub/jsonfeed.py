@@ -94,7 +94,12 @@ def parse_json_feed(result: FetchResult) -> ParsedFeed:
         notes.append(f"the feed lists {len(raw_items):,} items: read the first {MAX_ITEMS:,}")
     if problems:
         notes.append(problems.describe())
-    return ParsedFeed(info=info, items=tuple(items), warning="; ".join(notes) or None)
+    # items left unread (skipped, or past the cap) make the source degraded,
+    # as entries lost to broken XML do; fields ignored alone do not
+    degraded = (f"JSON Feed, {len(items)} items read: " + "; ".join(notes)
+                if problems.skipped or len(raw_items) > MAX_ITEMS else None)
+    return ParsedFeed(info=info, items=tuple(items), warning="; ".join(notes) or None,
+                      degraded=degraded)
 
 
 def _load(result: FetchResult) -> tuple[Any, list[str]]:
