@@ -101,7 +101,8 @@ def test_add_refuses_a_url_that_cannot_be_requested_before_touching_the_config(
     result = hub.run("add", *([] if check else ["--no-check"]), url)
     assert result.returncode == 2, (result.stdout, result.stderr)
     assert "Traceback" not in result.stderr
-    assert f"{url!r} cannot be a source" in result.stderr and reason in result.stderr
+    assert f"{url!r} is not an http(s) URL that can be requested" in result.stderr
+    assert reason in result.stderr
     assert hub.config.read_bytes() == before
 
 
@@ -165,8 +166,8 @@ def test_import_skips_urls_that_cannot_be_requested_with_the_reason(
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     assert "Added 1 sources" in result.stdout and "skipped 3" in result.stdout
-    assert "skipped 'octal': 'http://0177.0.0.1/feed' cannot be a source: Invalid IPv4" \
-        in result.stdout
+    assert ("skipped 'octal': 'http://0177.0.0.1/feed' is not an http(s) URL that can be requested: "
+            "Invalid IPv4") in result.stdout
     assert "skipped 'port'" in result.stdout and "skipped 'bracket'" in result.stdout
     assert [s.name for s in load_config(hub.config).sources] == ["good"]
 
@@ -465,7 +466,7 @@ def test_add_exits_0_1_or_2_for_any_url_and_the_config_still_loads(
     else:
         assert hub.config.read_bytes() == before
     if http_url_problem(url) is not None:
-        assert result.returncode == 2 and "cannot be a source" in result.stderr
+        assert result.returncode == 2 and "is not an http(s) URL that can be requested" in result.stderr
 
 
 @settings(max_examples=12, deadline=None,

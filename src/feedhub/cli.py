@@ -128,7 +128,8 @@ def add(ctx: click.Context, url: str, name: str | None, language: str | None,
     """
     config = _load(ctx)
     if problem := http_url_problem(url):  # before anything is fetched or written
-        raise click.BadParameter(f"{url!r} cannot be a source: {problem}", param_hint="URL")
+        raise click.BadParameter(f"{url!r} is not an http(s) URL that can be requested: {problem}",
+                                 param_hint="URL")
     if pick is not None and no_check:
         raise click.UsageError("--pick chooses among the feeds found on a page: it needs the page "
                                "fetched, so it cannot go with --no-check")
@@ -141,7 +142,8 @@ def add(ctx: click.Context, url: str, name: str | None, language: str | None,
         if feed.url != url and (existing := config.find_source(feed.url)) is not None:
             _fail(f"{feed.url} is already a source (named {existing.name!r})")
         if problem := http_url_problem(feed.url):  # a link on a page: the page's mistake
-            _fail(f"the feed found on {url}, {feed.url!r}, cannot be a source: {problem}")
+            _fail(f"the feed found on {url}, {feed.url!r}, is not an http(s) URL that can be "
+                  f"requested: {problem}")
         url = feed.url
         name = name or feed.title
         if language is None and feed.language:
@@ -254,7 +256,7 @@ def import_(ctx: click.Context, opml_file: Any) -> None:
         checked = []
         for source in bar:
             if problem := http_url_problem(source.url):
-                bad.append((source, f"{source.url!r} cannot be a source: {problem}"))
+                bad.append((source, f"{source.url!r} is not an http(s) URL that can be requested: {problem}"))
             else:
                 checked.append(source)
     _, skipped = configuration.add_sources(config.path, checked)
