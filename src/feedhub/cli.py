@@ -22,7 +22,13 @@ from tabulate import tabulate
 from feedhub import __version__, logs, websub
 from feedhub import config as configuration
 from feedhub._files import AlreadyRunning
-from feedhub.config import ConfigError, format_duration, normalize_language, parse_duration
+from feedhub.config import (
+    ConfigError,
+    format_duration,
+    http_url_problem,
+    normalize_language,
+    parse_duration,
+)
 from feedhub.discover import DiscoveredFeed, DiscoveryError, discover_feeds
 from feedhub.fetch import Fetcher, FetchError
 from feedhub.hub import Hub, make_fetcher
@@ -121,9 +127,9 @@ def add(ctx: click.Context, url: str, name: str | None, language: str | None,
         feedhub add https://blog.example.org/ --pick 2
     """
     config = _load(ctx)
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise click.BadParameter(f"{url!r} is not an http(s) URL", param_hint="URL")
+    if problem := http_url_problem(url):  # before anything is fetched or written
+        raise click.BadParameter(f"{url!r} is not an http(s) URL that can be requested: {problem}",
+                                 param_hint="URL")
     if pick is not None and no_check:
         raise click.UsageError("--pick chooses among the feeds found on a page: it needs the page "
                                "fetched, so it cannot go with --no-check")
@@ -135,11 +141,14 @@ def add(ctx: click.Context, url: str, name: str | None, language: str | None,
         feed = _choose_feed(config, url, asyncio.run(_discover(config, url)), pick)
         if feed.url != url and (existing := config.find_source(feed.url)) is not None:
             _fail(f"{feed.url} is already a source (named {existing.name!r})")
-        url, parts = feed.url, urlsplit(feed.url)
+        if problem := http_url_problem(feed.url):  # a link on a page: the page's mistake
+            _fail(f"the feed found on {url}, {feed.url!r}, is not an http(s) URL that can be "
+                  f"requested: {problem}")
+        url = feed.url
         name = name or feed.title
         if language is None and feed.language:
             language = normalize_language(feed.language)
-    name = name or parts.hostname
+    name = name or urlsplit(url).hostname
     source = SourceConfig(name=name, url=url, language=language, interval=interval,
                           fulltext={True: "always", False: "never", None: "auto"}[fulltext])
     try:
@@ -246,11 +255,10 @@ def import_(ctx: click.Context, opml_file: Any) -> None:
     with click.progressbar(candidates, label="Importing", file=sys.stderr) as bar:
         checked = []
         for source in bar:
-            parts = urlsplit(source.url)
-            if parts.scheme in ("http", "https") and parts.hostname:
-                checked.append(source)
+            if problem := http_url_problem(source.url):
+                bad.append((source, f"{source.url!r} is not an http(s) URL that can be requested: {problem}"))
             else:
-                bad.append((source, f"{source.url!r} is not an http(s) URL"))
+                checked.append(source)
     _, skipped = configuration.add_sources(config.path, checked)
     skipped = bad + skipped
     added = len(candidates) - len(skipped)

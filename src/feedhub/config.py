@@ -15,13 +15,13 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import tomlkit
 import tomlkit.items
 
 from feedhub import __version__
 from feedhub._files import atomic_write, locked
+from feedhub.fetch import url_problem
 from feedhub.models import Config, HubConfig, LanguageConfig, SourceConfig
 
 DEFAULT_CONFIG = "config.toml"
@@ -349,11 +349,21 @@ def _language_or_auto(value: Any) -> str:
     return "auto" if value == "auto" else _language(value)
 
 
+def http_url_problem(url: str) -> str | None:
+    """Why `url` cannot stand in config.toml as a URL to request (or as
+    base_url), or None: the fetcher's own rule, so that no configured URL
+    can fail inside the HTTP client, and no space or control character
+    (a URL cut in two, or pasted with a tab, is a typo, never meant)."""
+    if match := re.search(r"[\s\x00-\x1f\x7f-\x9f]", url):
+        what = "a space" if match.group() == " " else f"the character {match.group()!r}"
+        return f"it contains {what}: percent-encode it, as %20 for a space"
+    return url_problem(url)
+
+
 def _http_url(value: Any) -> str:
     url = _text(value)
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(value)
+    if problem := http_url_problem(url):
+        raise InvalidValue(problem)
     return url
 
 
@@ -366,8 +376,10 @@ def _hub_urls(value: Any) -> tuple[str, ...]:
     for number, entry in enumerate(value, 1):
         try:
             url = _http_url(entry)
-        except ValueError:
-            raise InvalidValue(f"entry {number}, {entry!r}, is not an absolute http(s) URL") from None
+        except ValueError as exc:
+            why = f": {exc}" if isinstance(exc, InvalidValue) else ""
+            raise InvalidValue(f"entry {number}, {entry!r}, is not an absolute http(s) URL"
+                               f"{why}") from None
         if url in urls:
             raise InvalidValue(f"{url} is listed twice")
         urls.append(url)

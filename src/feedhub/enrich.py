@@ -49,15 +49,25 @@ def clean_text(text: str | None) -> str | None:
 
 
 def sanitize_html(fragment: str, base_url: str | None) -> str:
-    relative: object = ("rewrite_with_base", base_url) if base_url else "deny"
-    return nh3.clean(
-        clean_text(fragment) or "",
-        attributes=_ATTRIBUTES,
-        clean_content_tags=_CLEAN_CONTENT - set(nh3.ALLOWED_TAGS),
-        url_schemes=set(URL_SCHEMES),
-        url_relative=relative,
-        link_rel="noopener noreferrer",
-    )
+    """Relative URLs are made absolute against `base_url`, or dropped when
+    there is none, or when nh3 cannot parse it (an upstream item link such
+    as http://host:99999/ must not fail its feed's poll)."""
+    def clean(relative: object) -> str:
+        return nh3.clean(
+            clean_text(fragment) or "",
+            attributes=_ATTRIBUTES,
+            clean_content_tags=_CLEAN_CONTENT - set(nh3.ALLOWED_TAGS),
+            url_schemes=set(URL_SCHEMES),
+            url_relative=relative,
+            link_rel="noopener noreferrer",
+        )
+
+    if base_url:
+        try:
+            return clean(("rewrite_with_base", base_url))
+        except ValueError:  # "invalid url_relative base URL"
+            pass
+    return clean("deny")
 
 
 def plain_text(text: str | None) -> str | None:

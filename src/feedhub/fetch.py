@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import re
 import socket
 import time
 import zlib
@@ -21,6 +22,7 @@ from datetime import UTC, datetime
 from http import HTTPStatus
 from types import TracebackType
 from typing import Any
+from urllib.parse import quote, urlsplit
 
 import httpcore
 import httpx
@@ -47,6 +49,82 @@ class FetchError(Exception):
 
 class BlockedAddressError(FetchError):
     pass
+
+
+class InvalidURLError(FetchError):
+    """A URL no request can be made to (not http(s), no host, a host or port
+    the HTTP client rejects): asking again never helps."""
+
+    def __init__(self, url: str, reason: str, *, redirected_from: str | None = None):
+        self.url = url
+        self.reason = reason
+        where = f" (a redirect from {_shorten(redirected_from)})" if redirected_from else ""
+        super().__init__(f"invalid URL {_shorten(url)}{where}: {reason}")
+
+
+# WHATWG's forbidden domain code points: a name holding one is never resolved
+_NOT_IN_HOST = re.compile(r"[\x00-\x20#%/:<>?@\[\\\]^|\x7f]")
+
+
+def url_problem(url: str) -> str | None:
+    """Why no request can be made to `url`, or None. The one rule for what
+    config.toml may hold, for `add`, and for every request and redirect hop:
+    a URL it accepts cannot fail inside the HTTP client, only on the network.
+    httpx refuses some hosts (`0177.0.0.1`: "Invalid IPv4 address"); others
+    it takes but the connection cannot (port 99999, an empty or over-long
+    DNS label)."""
+    if not isinstance(url, str):
+        return f"not a string but {type(url).__name__}"
+    try:
+        parsed = httpx.URL(url)
+        scheme, host, port = parsed.scheme, parsed.host, parsed.port  # .host decodes IDNA
+    except (httpx.InvalidURL, ValueError) as exc:  # idna's errors are ValueErrors
+        return str(exc).rstrip(".") or type(exc).__name__
+    if not scheme:
+        return "not an absolute URL: it must start with http:// or https://"
+    if scheme not in ("http", "https"):
+        return f"the scheme is {scheme!r}, not http or https"
+    if not host:
+        return "no host"
+    if port is not None and not 0 < port < 65536:
+        return f"port {port} is out of range 1-65535"
+    host = parsed.raw_host.decode("ascii")
+    if ":" not in host:  # not an IPv6 literal: the resolver gets it as a name
+        if bad := _NOT_IN_HOST.search(host):  # httpx percent-encodes a space: "exa%20mple"
+            return f"the host name {host!r} holds {bad.group()!r}, which no host name may"
+        try:
+            host.encode("idna")
+        except UnicodeError:
+            return f"the host name {host!r} has an empty or over-long label"
+    try:
+        _ = urlsplit(url).port  # as the other stages read links: no surprise there
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def check_url(url: str, *, redirected_from: str | None = None) -> httpx.URL:
+    """`url` as the client will request it; InvalidURLError if it cannot be."""
+    if problem := url_problem(url):
+        raise InvalidURLError(url, problem, redirected_from=redirected_from)
+    return httpx.URL(url)
+
+
+def _shorten(url: str, limit: int = 200) -> str:
+    """A URL for a message: quoted, and cut when a hostile one is huge."""
+    return repr(url if len(url) <= limit else url[:limit] + "…")
+
+
+async def _check_hop(request: httpx.Request) -> None:
+    """httpx's request hook, run for every hop of a redirect chain: a server
+    can send a Location no request can be made to."""
+    check_url(str(request.url))
+
+
+def header_safe(value: str) -> str:
+    """A header value that httpx can send: it encodes headers as ASCII and
+    fails on anything else (a non-ASCII contact URL in the User-Agent)."""
+    return quote(value, safe="".join(chr(c) for c in range(0x20, 0x7F)))
 
 
 class TooLargeError(FetchError):
@@ -78,6 +156,8 @@ class _GuardedBackend(httpcore.AsyncNetworkBackend):
             infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except socket.gaierror as exc:
             raise httpcore.ConnectError(f"cannot resolve {host}: {exc.strerror}") from None
+        except (UnicodeError, ValueError, OverflowError) as exc:  # a name no resolver takes
+            raise httpcore.ConnectError(f"cannot resolve {host!r}: {exc}") from None
         addresses = list(dict.fromkeys(info[4][0] for info in infos))
         if not self._allow_private:
             blocked = [a for a in addresses if not is_public_address(a)]
@@ -167,7 +247,7 @@ class Fetcher:
     def __init__(self, *, user_agent: str, timeout: float = 30.0,
                  max_bytes: int = 10 * 1024 * 1024, allow_private: bool = False,
                  max_connections: int = 10, max_per_host: int = 2, host_spacing: float = 0.0):
-        self.user_agent = user_agent
+        self.user_agent = header_safe(user_agent)
         self.timeout = timeout
         self.max_bytes = max_bytes
         self._allow_private = allow_private
@@ -216,6 +296,7 @@ class Fetcher:
             timeout=httpx.Timeout(self.timeout),
             headers={"User-Agent": self.user_agent, "Accept-Encoding": encodings},
             trust_env=False,
+            event_hooks={"request": [_check_hop]},
         )
 
     async def __aenter__(self) -> Fetcher:
@@ -232,15 +313,14 @@ class Fetcher:
     async def fetch(self, url: str, validators: Validators | None = None, *,
                     accept: str = ACCEPT) -> FetchResult:
         """GET `url`. HTTP error statuses come back as results (the caller
-        decides what a 410 or 429 means); no response at all raises FetchError."""
+        decides what a 410 or 429 means); no response at all raises FetchError,
+        also for a URL no request can be made to (InvalidURLError)."""
         headers = {"Accept": accept}
         if validators and validators.etag:
             headers["If-None-Match"] = validators.etag
         if validators and validators.last_modified:
             headers["If-Modified-Since"] = validators.last_modified
-        host = httpx.URL(url).host if _is_http(url) else ""
-        if not host:
-            raise FetchError(f"not an http(s) URL: {url!r}")
+        host = check_url(url).host
         async with self._per_host[host]:
             await self._space(host)
             async with self._overall:
@@ -260,9 +340,7 @@ class Fetcher:
         max_connections and host_spacing: a hub that hangs must not hold a
         connection or a slot that a poll of the same host needs. Redirects
         are not followed (httpx would turn the POST into a GET, dropping the form)."""
-        host = httpx.URL(url).host if _is_http(url) else ""
-        if not host:
-            raise FetchError(f"not an http(s) URL: {url!r}")
+        host = check_url(url).host
         key = f"{host} POST"
         async with self._per_host[key]:
             self._active[key] += 1
@@ -317,10 +395,15 @@ class Fetcher:
             raise FetchError(f"timed out after {self.timeout:g}s") from None
         except httpx.ConnectError as exc:
             raise FetchError(f"cannot connect to {host}: {exc or 'connection failed'}") from None
-        except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
-            raise FetchError(f"bad URL {url!r}: {exc}") from None
+        except InvalidURLError as exc:  # a redirect hop (the URL itself was checked)
+            raise InvalidURLError(exc.url, exc.reason, redirected_from=url) from None
+        except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:  # a redirect's Location
+            raise FetchError(f"a redirect from {_shorten(url)} led to an invalid URL: {exc}") from None
         except httpx.HTTPError as exc:
             raise FetchError(f"HTTP error from {host}: {exc or type(exc).__name__}") from None
+        except ValueError as exc:  # idna on a redirect's host, and the like: never a crash
+            raise FetchError(f"cannot request {_shorten(url)} or a redirect from it: "
+                             f"{type(exc).__name__}: {exc}") from None
 
     async def _get(self, url: str, host: str, headers: dict[str, str],
                    started: float) -> FetchResult:
@@ -360,10 +443,6 @@ class Fetcher:
             parts.append(decoder.feed(chunk))
         decoder.finish()
         return b"".join(parts)
-
-
-def _is_http(url: str) -> bool:
-    return url.lower().startswith(("http://", "https://"))
 
 
 def permanent_target(result: FetchResult) -> str | None:

@@ -116,10 +116,15 @@ class Hub:
             return await loop.run_in_executor(self.executor, *args)
 
     async def poll(self, source: SourceConfig) -> PollReport:
-        """Poll one source; never raises for anything upstream does."""
+        """Poll one source; never raises (but for cancellation): whatever goes
+        wrong is this source's failure, and the other sources' polls go on."""
         async with self._slots:
             started = time.monotonic()
-            report = replace(await self._poll(source), duration=time.monotonic() - started)
+            try:
+                report = await self._poll(source)
+            except Exception as exc:  # a bug, or input nobody foresaw
+                report = self._unexpected(source, exc)
+            report = replace(report, duration=time.monotonic() - started)
         extra = "".join(f" {k}={v}" for k, v in (("note", report.note), ("error", report.error),
                                                   ("degraded", report.degraded)) if v)
         log.log(
@@ -132,6 +137,27 @@ class Hub:
                    "error": report.error, "degraded": report.degraded},
         )
         return report
+
+    def _unexpected(self, source: SourceConfig, exc: Exception) -> PollReport:
+        """The last line of defence: an exception no stage turned into a
+        reason is logged with its traceback and recorded as the source's
+        failure (`status` shows it failing, with backoff), not lost in a
+        crashed poll round."""
+        log.error("poll %s failed unexpectedly", source.name, exc_info=exc)
+        error = f"unexpected error (see the log): {type(exc).__name__}: {exc}"
+        if len(error) > 500:
+            error = error[:499] + "…"
+        now = datetime.now(UTC)
+        due = None
+        try:
+            state = self.store.source_state(source.name)
+            due = schedule.next_poll(now, self.config.interval_of(source),
+                                     error_streak=state.error_count + 1)
+            self.store.record_poll(source.name, url=source.url, at=now, status=None,
+                                   error=error, next_poll=due)
+        except Exception:
+            log.exception("poll %s: the failure could not be recorded either", source.name)
+        return PollReport(source.name, None, error=error, next_poll=due)
 
     async def _poll(self, source: SourceConfig) -> PollReport:
         now = datetime.now(UTC)
@@ -246,8 +272,12 @@ class Hub:
             return None, "kept feed text: the item has no link"
         try:
             page = await self.fetcher.fetch(item.link, accept=PAGE_ACCEPT)
-        except FetchError as exc:
+        except FetchError as exc:  # an invalid link included: it comes from upstream
             return None, f"kept feed text: {exc}"
+        except Exception as exc:  # a bug: one article must not fail its source's poll
+            log.error("fulltext %s: fetching the page failed unexpectedly", item.link,
+                      exc_info=exc)
+            return None, f"kept feed text: unexpected error ({type(exc).__name__}: {exc})"
         if not page.ok:
             return None, f"kept feed text: the article page answered {describe_status(page.status)}"
         loop = asyncio.get_running_loop()

@@ -171,16 +171,28 @@ _ABSOLUTE_IRI = re.compile(r"^(?!https?:(?!//[^/\s]))[A-Za-z][A-Za-z0-9+.-]*:"
                            re.IGNORECASE)
 
 
+def _join(base: str, href: str) -> str | None:
+    """`href` made absolute, or None for one urllib cannot read
+    ("http://[::1" raises ValueError): upstream's bad link is no link, and
+    fails neither its feed nor a page's other links."""
+    try:
+        return urljoin(base, href)
+    except ValueError:
+        return None
+
+
 def _links(raw_links: list[dict[str, Any]], base: str) -> tuple[Link, ...]:
     links = []
     for raw in raw_links or []:
         href = raw.get("href")
         if not href or href == UNRESOLVED:  # href="" resolved against UNRESOLVED
             continue
+        if (href := _join(base, href.strip())) is None:  # "http://[::1": not a link
+            continue
         length = raw.get("length")
         media_type = raw.get("type") or ""
         links.append(Link(
-            href=urljoin(base, href.strip()),
+            href=href,
             rel=raw.get("rel") or "alternate",
             type=media_type if _MEDIA_TYPE.match(media_type) else None,
             title=raw.get("title") or None,
@@ -194,8 +206,8 @@ def _feed_info(feed: Any, final_url: str) -> FeedInfo:
     if not any(link.rel == "self" for link in links):
         links.append(Link(href=final_url, rel="self"))
     if feed.get("link") not in (None, "", UNRESOLVED) and not any(
-            link.rel == "alternate" for link in links):
-        links.append(Link(href=urljoin(final_url, feed["link"])))
+            link.rel == "alternate" for link in links) and (href := _join(final_url, feed["link"])):
+        links.append(Link(href=href))
     feed_id = (feed.get("id") or "").strip()
     return FeedInfo(
         id=feed_id if _ABSOLUTE_IRI.match(feed_id) else None,  # atom:id must be an IRI
@@ -257,7 +269,7 @@ def _item(entry: Any, fetched_at: datetime, feed_url: str, document_base: str,
     title = _text_of(entry, "title") or ""
     # feedparser has resolved the link against the xml:base in scope, if any
     raw_link = (entry.get("link") or "").strip()
-    link = urljoin(feed_url, raw_link) if raw_link not in ("", UNRESOLVED) else None
+    link = _join(feed_url, raw_link) if raw_link not in ("", UNRESOLVED) else None
     author_detail = entry.get("author_detail") or {}
     author = (author_detail.get("name") or entry.get("author") or feed_author or "").strip() or None
 
@@ -364,7 +376,7 @@ def feed_links(page: bytes | str, page_url: str, *, encoding: str | None = None)
     base = page_url
     for element in root.iter("base"):
         if (href := (element.get("href") or "").strip()):
-            base = urljoin(page_url, href)
+            base = _join(page_url, href) or page_url
             break  # HTML: only the first <base href> counts
     links: dict[str, Link] = {}
     for element in root.iter("link"):
@@ -373,7 +385,7 @@ def feed_links(page: bytes | str, page_url: str, *, encoding: str | None = None)
         href = (element.get("href") or "").strip()
         if "alternate" not in rel or media_type not in FEED_LINK_TYPES or not href:
             continue
-        url = urljoin(base, href).split("#", 1)[0]
+        url = (_join(base, href) or "").split("#", 1)[0]
         if not url.lower().startswith(("http://", "https://")) or url in links:
             continue
         title = " ".join((element.get("title") or "").split()) or None

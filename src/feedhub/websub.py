@@ -26,7 +26,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from feedhub import schedule
-from feedhub.fetch import BlockedAddressError, Fetcher, FetchError, describe_status
+from feedhub.fetch import (
+    BlockedAddressError,
+    Fetcher,
+    FetchError,
+    InvalidURLError,
+    describe_status,
+)
 from feedhub.models import FetchResult
 
 log = logging.getLogger("feedhub.websub")
@@ -84,10 +90,14 @@ async def ping(fetcher: Fetcher, hub: str, topic: str, policy: RetryPolicy = DAE
         except TimeoutError:
             return _give_up(hub, topic, attempt, f"no answer within the {policy.deadline:g}s "
                                                  "a ping may take")
-        except BlockedAddressError as exc:  # the operator's setting decides, not time
+        except (BlockedAddressError, InvalidURLError) as exc:  # the setting decides, not time
             return _give_up(hub, topic, attempt, str(exc))
         except FetchError as exc:
             reason = str(exc)
+        except Exception as exc:  # a bug: the ping is lost, not the command or the round
+            log.error("websub: ping of %s for %s failed unexpectedly", hub, topic, exc_info=exc)
+            return PingOutcome(hub, topic, False, attempt, f"unexpected error: "
+                                                           f"{type(exc).__name__}: {exc}")
         else:
             if result.ok:
                 log.info("websub: pinged %s for %s: %s%s", hub, topic, describe_status(result.status),
