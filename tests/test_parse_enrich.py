@@ -689,3 +689,13 @@ def test_arabic_varieties_count_as_arabic():
     # py3langid alone: ary 0.56 (a feed nobody configured); ar, arz and ary together: ar
     language, confidence = detect_language("منظر عام لميناء الإسكندرية عند الفجر")
     assert language == "ar" and confidence >= 0.9
+
+
+def test_links_are_published_as_valid_iris_c1_controls_included() -> None:
+    """RFC 3987 has no room for C0/C1 controls, spaces or bidi marks in an
+    IRI: a raw U+0081 in an upstream <link> came out as it was."""
+    from feedhub.enrich import safe_url
+
+    assert safe_url("https://x.example/a\x81b c") == "https://x.example/a%C2%81b%20c"
+    assert safe_url("https://x.example/\u200fx") == "https://x.example/%E2%80%8Fx"
+    assert safe_url("javascript:alert(1)") is None

@@ -105,7 +105,7 @@ def is_teaser(item: Item) -> bool:
 
 # what an IRI cannot hold (RFC 3987: spaces, controls, delimiters, bidi
 # formatting marks), and a '%' that starts no escape: percent-encoded
-_NOT_IN_IRI = re.compile(r'[\s<>"{}|\\^`\x00-\x1f\x7f\u200e\u200f\u202a-\u202e\u2066-\u2069]'
+_NOT_IN_IRI = re.compile(r'[\s<>"{}|\\^`\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]'
                          r"|%(?![0-9A-Fa-f]{2})")
 
 

@@ -35,8 +35,8 @@ except ImportError:  # pragma: no cover
     brotli = None
 
 ACCEPT = (
-    "application/atom+xml, application/rss+xml, application/rdf+xml;q=0.9, "
-    "application/xml;q=0.8, text/xml;q=0.8, */*;q=0.5"
+    "application/atom+xml, application/rss+xml, application/feed+json, application/rdf+xml;q=0.9, "
+    "application/xml;q=0.8, text/xml;q=0.8, application/json;q=0.8, */*;q=0.5"
 )
 MAX_REDIRECTS = 5
 MAX_IDLE_CLIENTS = 256  # per-host HTTP clients kept open for reuse
