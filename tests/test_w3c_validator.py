@@ -1,7 +1,7 @@
 """Every kind of document the hub writes, built from realistic input, passes
 the W3C Feed Validator: no error, and no warning that the hub's own output
 causes. Input: the real feeds captured from the web in
-../shared/corpus/realworld, plus the cases that broke before: items listed
+../shared/corpus/realworld (RSS, Atom and a JSON Feed), plus the cases that broke before: items listed
 newest first, a feed hosted apart from its articles, placeholder dates, a
 takedown and a removed source that leave feeds empty.
 
@@ -80,8 +80,9 @@ def published(tmp_path_factory: pytest.TempPathFactory) -> HubDir:
     hub = HubDir(tmp_path_factory.mktemp("w3c"), items_per_feed=10)
     with FeedServer() as server:
         sources: list[tuple[str, str]] = []
-        for path in sorted(REALWORLD.glob("*.xml")):
-            server.serve(f"/realworld/{path.name}", path.read_bytes(), content_type="application/xml")
+        for path in sorted([*REALWORLD.glob("*.xml"), *REALWORLD.glob("*.json")]):
+            kind = "application/feed+json" if path.suffix == ".json" else "application/xml"
+            server.serve(f"/realworld/{path.name}", path.read_bytes(), content_type=kind)
             sources.append((path.stem, server.url(f"/realworld/{path.name}")))
         server.serve("/bridge/news.xml", newest_first("news.example.org", 30))
         server.serve("/hugo.xml", PLACEHOLDERS)
@@ -120,7 +121,8 @@ def test_every_kind_of_document_is_there(published: HubDir) -> None:
     names = {str(path.relative_to(feeds)) for path in documents(published)}
     assert {"en.atom", "fa.atom", "all.atom", "de.atom"} <= names
     assert len(list((feeds / "archive" / "en").glob("*.atom"))) >= 3
-    assert len(list((feeds / "sources").glob("*.atom"))) >= 12
+    assert len(list((feeds / "sources").glob("*.atom"))) >= 13
+    assert entries(feeds / "sources" / "json-feed-sample.atom")  # the JSON Feed too
     assert entries(feeds / "de.atom") == []  # its only source was removed
     assert entries(feeds / "sources" / "takedown.atom") == []  # withdrawn
     assert len(entries(feeds / "en.atom")) >= 10
