@@ -15,12 +15,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import pipeline
 from atomcheck import assert_valid_atom
 from feedhub.config import parse_config
 from feedhub.fetch import BlockedAddressError, _GuardedBackend
 from feedhub.models import FetchResult, LanguageContext, SourceConfig
-from feedhub.parse import ParseError
-from feedhub.publish import render_feed
 from feedhub.store import Store
 from feedhub.worker import parse_and_enrich
 from safety import assert_feed_is_safe
@@ -72,16 +71,8 @@ def ingest_and_publish(body: bytes, tmp: Path) -> bytes | None:
     result = FetchResult(url=SOURCE.url, final_url=SOURCE.url, status=200, content=body,
                          headers={"content-type": "application/rss+xml"},
                          fetched_at=datetime(2026, 1, 1, tzinfo=UTC))
-    try:
-        parsed = parse_and_enrich(result, SOURCE, LanguageContext())
-    except ParseError:
-        return None
-    with Store(tmp / "hub.db") as store:
-        store.save_items("src", parsed.items, seen_at=result.fetched_at, id_authority="h")
-        feeds = {lang: store.latest_items(lang, ["src"], 50)
-                 for lang in store.language_groups(["src"])}
-    documents = [render_feed(CONFIG, lang, stored) for lang, stored in feeds.items()]
-    return b"".join(documents) if documents else b""
+    documents = pipeline.ingest_and_publish(result, tmp, CONFIG, SOURCE)
+    return None if documents is None else b"".join(documents)
 
 
 def assert_safe_and_well_formed(document: bytes) -> None:

@@ -15,14 +15,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import pipeline
 from atomcheck import assert_valid_atom
 from feedhub.config import parse_config
 from feedhub.jsonfeed import MAX_ITEMS
-from feedhub.models import FetchResult, LanguageContext, ParsedFeed, SourceConfig
+from feedhub.models import FetchResult, ParsedFeed, SourceConfig
 from feedhub.parse import ParseError, parse_feed
-from feedhub.publish import render_feed
-from feedhub.store import Store
-from feedhub.worker import parse_and_enrich
 from safety import assert_feed_is_safe
 
 V1, V11 = "https://jsonfeed.org/version/1", "https://jsonfeed.org/version/1.1"
@@ -261,19 +259,11 @@ def test_at_most_max_items_are_read_with_a_warning() -> None:
 
 
 def ingest_and_publish(result: FetchResult, tmp: Path) -> bytes | None:
-    """parse + enrich (as a worker does), store, publish: the published
-    documents, or None when parse refused the body."""
-    try:
-        parsed = parse_and_enrich(result, SOURCE, LanguageContext())
-    except ParseError:
+    """The published documents, each checked valid and safe, or None when
+    parse refused the body."""
+    documents = pipeline.ingest_and_publish(result, tmp, CONFIG, SOURCE)
+    if documents is None:
         return None
-    with Store(tmp / "hub.db") as store:
-        store.save_items("src", parsed.items, seen_at=result.fetched_at, id_authority="h")
-        store.record_poll("src", url=URL, at=NOW, status=200, error=None, next_poll=None,
-                          feed=parsed.info)
-        feeds = {lang: store.latest_items(lang, ["src"], 50)
-                 for lang in store.language_groups(["src"])}
-    documents = [render_feed(CONFIG, lang, stored) for lang, stored in feeds.items()]
     for document in documents:
         root = lxml.etree.fromstring(document)
         assert not feedparser.parse(document).bozo
