@@ -94,7 +94,8 @@ def published(tmp_path_factory: pytest.TempPathFactory) -> HubDir:
                     ("persian", server.url("/persian.rss")), ("german", server.url("/german.atom")),
                     ("takedown", server.url("/takedown.xml"))]
         text = hub.config.read_text(encoding="utf-8").replace(
-            "host_spacing = 0", "host_spacing = 0\narchive_page_size = 5")
+            "host_spacing = 0", "host_spacing = 0\narchive_page_size = 5").replace(
+            'timeout = "5s"', 'timeout = "60s"')  # megabytes of real feeds on a busy machine
         for name, url in sources:
             text += f'\n[[sources]]\nname = "{name}"\nurl = "{url}"\nfulltext = "never"\n'
         hub.config.write_text(text, encoding="utf-8")
