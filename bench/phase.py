@@ -10,6 +10,7 @@ Run by bench/run.py; see bench/README.md.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import resource
@@ -64,6 +65,7 @@ def run_feedhub(phase: str, workdir: Path, urls: list[str]) -> dict[str, object]
         result["new"] = sum(r.new for r in reports)
         result["updated"] = sum(r.updated for r in reports)
         result["errors"] = [r.error for r in reports if r.error][:5]
+        result.update(database_size(config.hub.database))
 
     def publish() -> None:
         with Store(config.hub.database) as store:
@@ -81,6 +83,16 @@ def run_feedhub(phase: str, workdir: Path, urls: list[str]) -> dict[str, object]
         asyncio.run(poll())
     result["wall"] = time.perf_counter() - started
     return result
+
+
+def database_size(path: Path) -> dict[str, int]:
+    """The database file (WAL checkpointed: every connection is closed) and
+    its items, for bytes per item."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        items = db.execute("SELECT count(*) FROM items").fetchone()[0]
+    return {"db_bytes": Path(path).stat().st_size, "db_items": items}
 
 
 def worker_usage(executor: object) -> dict[str, float]:

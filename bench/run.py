@@ -176,6 +176,10 @@ def report(results: dict[tuple[str, str], dict[str, object]], systems: list[str]
         print(f"| {phase} | {system} | {r['wall']:.2f} | {cpu} | "
               f"{r['peak_rss_mb']:.0f} / {r['peak_rss_worker_mb']:.0f} | {r['requests']} | "
               f"{r['200']} | {r['304']} | {r.get('new', r.get('written', ''))} |")
+    for (_, phase), r in results.items():
+        if r.get("db_items"):
+            print(f"database after {phase}: {r['db_bytes'] / 1e6:.1f} MB, {r['db_items']} items, "
+                  f"{r['db_bytes'] / r['db_items']:.0f} bytes per item")
     if {"feedhub", "reader"} <= set(systems):
         print()
         for phase in PHASES["reader"]:

@@ -81,15 +81,19 @@ def test_teasers_are_replaced_by_the_full_article_without_page_chrome(hub: HubDi
         assert f'src="{feed_server.base_url}/images/' in content  # made absolute
         if slug == "fa":
             assert 'dir="rtl"' in content
-    # both texts are kept, with which one is published and the detected language
+    # both texts are kept, each once (the published one is the extraction:
+    # `content` holds nothing more), with the detected language
     import sqlite3
 
+    from feedhub.store import PUBLISHED_TEXT
+
     with sqlite3.connect(hub.database) as db:
-        rows = db.execute("SELECT link, content, feed_content, extracted_content, fulltext_status,"
-                          " detected_language, language_confidence FROM items").fetchall()
+        rows = db.execute(f"SELECT link, content, {PUBLISHED_TEXT}, feed_content, extracted_content,"
+                          " fulltext_status, detected_language, language_confidence FROM items"
+                          ).fetchall()
     assert len(rows) == 3
-    for link, content, feed_content, extracted, status, detected, confidence in rows:
-        assert status == "extracted" and content == extracted
+    for link, content, published, feed_content, extracted, status, detected, confidence in rows:
+        assert status == "extracted" and content is None and published == extracted
         assert feed_content.endswith("…") and len(feed_content) < len(extracted)
         assert detected == link.rsplit("/", 1)[1] and confidence >= 0.8
     # captions stay with their images

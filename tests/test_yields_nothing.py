@@ -9,6 +9,7 @@ import json
 import sqlite3
 from datetime import datetime
 
+from feedhub.store import SCHEMA_VERSION
 from hubdir import HubDir, rss
 
 # The example: a broken prolog and undeclared prefixes. feedparser
@@ -188,4 +189,4 @@ def test_a_database_from_before_entries_were_counted_is_migrated_and_judged_by_i
     assert found["blog"]["state"] == "empty" and found["blog"]["entries"] is None
     assert found["fine"]["state"] == "ok" and found["fine"]["entries"] is None
     with sqlite3.connect(hub.database) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 8
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION

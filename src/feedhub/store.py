@@ -33,7 +33,12 @@ from feedhub.models import (
     primary_subtag,
 )
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
+# An item's published text. `content` holds it only where it differs from
+# the text it is derived from: the extracted article if there is one, else
+# the feed's text (NULL otherwise: most items, whose text would be stored
+# twice). _published_column decides, on every write.
+PUBLISHED_TEXT = "coalesce(items.content, items.extracted_content, items.feed_content)"
 REFETCH = "refetch requested"  # fulltext_status of items `feedhub refetch` marked
 BUSY_TIMEOUT_MS = 30_000
 
@@ -181,6 +186,11 @@ class Store:
                 # parse was partial, and how many entries it read
                 db["sources"].add_column("degraded", str)
                 db["sources"].add_column("entries", int)
+            if version < 9:
+                # each text once: `content` (the published text) only where it
+                # differs from what it is derived from (PUBLISHED_TEXT)
+                db.execute("UPDATE items SET content = NULL "
+                           "WHERE content = coalesce(extracted_content, feed_content)")
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     # --- sources -----------------------------------------------------------
@@ -297,6 +307,8 @@ class Store:
                 previous = existing.get(item.upstream_id)
                 if previous is None:
                     row = _item_row(item, digest, seen_at)
+                    row["content"] = _own_text(row["content"], row.get("extracted_content"),
+                                               row["feed_content"])
                     row.update(
                         source=source, first_seen=_iso(seen_at),
                         atom_id=_atom_id(id_authority, seen_at, source, item.upstream_id),
@@ -308,13 +320,14 @@ class Store:
                     new += 1
                 elif previous["content_hash"] != digest:
                     row = _item_row(item, digest, seen_at)
+                    extracted = row.get("extracted_content")
                     if item.fulltext_status is None:  # keep an earlier extraction of this link
-                        kept = db.execute(
-                            "SELECT extracted_content FROM items WHERE id = ? AND fulltext_link = ?"
-                            " AND extracted_content IS NOT NULL", [previous["id"], item.link]
-                        ).fetchone()
-                        if kept:
-                            row["content"] = kept[0]
+                        extracted, link = db.execute(
+                            "SELECT extracted_content, fulltext_link FROM items WHERE id = ?",
+                            [previous["id"]]).fetchone()
+                        if extracted is not None and item.link is not None and link == item.link:
+                            row["content"] = extracted
+                    row["content"] = _own_text(row["content"], extracted, row["feed_content"])
                     if item.published_estimated:  # keep the first-seen estimate
                         del row["published"], row["published_estimated"]
                     prior = _dt(previous["updated"])
@@ -328,12 +341,14 @@ class Store:
                     updated += 1
                 elif item.fulltext_status is not None:
                     # same feed item, new extraction (refetch): its text may change
-                    stored = db.execute("SELECT content FROM items WHERE id = ?",
-                                        [previous["id"]]).fetchone()[0]
+                    stored, feed_text = db.execute(
+                        f"SELECT {PUBLISHED_TEXT}, feed_content FROM items WHERE id = ?",
+                        [previous["id"]]).fetchone()
                     row = {k: v for k, v in _item_row(item, digest, seen_at).items() if k in (
                         "content", "extracted_content", "fulltext_status", "fulltext_link",
                         "fulltext_at", "language", "lang_group", "detected_language",
                         "language_confidence")}
+                    row["content"] = _own_text(row["content"], row["extracted_content"], feed_text)
                     if stored != item.content:
                         row["updated"] = _iso(hub_time, exact=True)
                         touched.update({group, previous["lang_group"]})
@@ -600,8 +615,9 @@ class Store:
 
     def _items(self, where: str, params: list[Any], limit: int | None = None) -> list[StoredItem]:
         cursor = self.db.execute(
-            "SELECT items.*, sources.feed_id, sources.feed_title, sources.feed_subtitle, "
-            "sources.feed_links, sources.feed_updated, sources.feed_language, sources.feed_rights "
+            f"SELECT items.*, {PUBLISHED_TEXT} AS published_text, sources.feed_id, "
+            "sources.feed_title, sources.feed_subtitle, sources.feed_links, sources.feed_updated, "
+            "sources.feed_language, sources.feed_rights "
             f"FROM items LEFT JOIN sources ON sources.name = items.source WHERE {where} "
             "ORDER BY items.published DESC, items.id DESC" + (" LIMIT ?" if limit is not None else ""),
             [*params, *([limit] if limit is not None else [])])
@@ -642,6 +658,13 @@ def _content_hash(item: Item) -> str:
     return hashlib.sha256("\x1f".join(f or "" for f in fields).encode()).hexdigest()
 
 
+def _own_text(text: str | None, extracted: str | None, feed_text: str | None) -> str | None:
+    """What the `content` column stores of the published `text`: nothing
+    when it is the text it was derived from (see PUBLISHED_TEXT)."""
+    derived_from = extracted if extracted is not None else feed_text
+    return None if text == derived_from else text
+
+
 def _item_row(item: Item, digest: str, seen_at: datetime) -> dict[str, Any]:
     row = {
         "upstream_id": item.upstream_id, "title": item.title, "link": item.link,
@@ -670,10 +693,10 @@ def _stored_item(row: dict[str, Any]) -> StoredItem:
     return StoredItem(
         atom_id=row["atom_id"], source=row["source"], title=row["title"] or "",
         link=row["link"], author=row["author"], published=_dt(row["published"]),
-        updated=_dt(row["updated"]), content=row["content"] or "",
+        updated=_dt(row["updated"]), content=row["published_text"] or "",
         language=row["language"] or row["lang_group"],
         categories=tuple(json.loads(row["categories"] or "[]")),
         enclosures=_links(row["enclosures"]), rights=row["rights"], feed=feed,
         summary=row["summary"] or (teaser if (teaser := row["feed_content"]) and
-                                   teaser != row["content"] else None),
+                                   teaser != row["published_text"] else None),
     )
