@@ -14,7 +14,6 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any
 from urllib.parse import quote, urlsplit
 
 import nh3
@@ -144,26 +143,19 @@ VARIETIES = {"arz": "ar", "ary": "ar"}
 _identifier = None
 
 
-def language_model() -> Any:
-    """py3langid's identifier, loaded on first use (about 90 MB: arrays, and
-    100,000 ints in lists). The parser pool's forkserver loads it before it
-    forks the workers, which then share its pages (worker.py)."""
-    global _identifier
-    if _identifier is None:
-        from py3langid.langid import MODEL_FILE, LanguageIdentifier
-
-        _identifier = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
-    return _identifier
-
-
 def detect_language(text: str) -> tuple[str, float]:
     """py3langid, whose model ships inside the package (nothing is
     downloaded; loaded once per process, about a second). The full model's
     answer when it is confident; else its best guess among the languages a
     news hub meets, renormalised over them. VARIETIES count as their
     language."""
+    global _identifier
+    if _identifier is None:
+        from py3langid.langid import MODEL_FILE, LanguageIdentifier
+
+        _identifier = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
     merged: dict[str, float] = {}
-    for lang, p in language_model().rank(text[:2000]):
+    for lang, p in _identifier.rank(text[:2000]):
         merged[VARIETIES.get(lang, lang)] = merged.get(VARIETIES.get(lang, lang), 0.0) + float(p)
     ranked = sorted(merged.items(), key=lambda pair: pair[1], reverse=True)
     language, confidence = ranked[0]

@@ -8,7 +8,6 @@ that starts them) stay small.
 
 from __future__ import annotations
 
-import gc
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -21,7 +20,7 @@ from types import FrameType
 from typing import TYPE_CHECKING
 from urllib.parse import urljoin, urlsplit
 
-from feedhub.enrich import clean_feed_info, decide, detect, enrich, language_model, sanitize_html
+from feedhub.enrich import clean_feed_info, decide, detect, enrich, sanitize_html
 from feedhub.models import FetchResult, Item, LanguageContext, ParsedFeed, SourceConfig
 from feedhub.parse import parse_feed
 
@@ -106,23 +105,6 @@ def _preloaded_by_forkserver() -> bool:
             return True
         frame = frame.f_back
     return False
-
-
-def _load_shared() -> None:
-    """In the forkserver, before any worker is forked: load what every worker
-    would otherwise load for itself, so that the workers share these pages
-    with the forkserver (copy-on-write) instead of each holding a copy. The
-    language model (about 90 MB a copy: detection runs on every item whose
-    feed declares no language) and trafilatura (article pages, fulltext =
-    "auto" by default). gc.freeze() keeps the collector from writing to these
-    objects' headers in the workers, which would copy their pages. The
-    daemon itself loads neither unless it parses in-process (no workers)."""
-    try:
-        language_model()
-        import trafilatura  # noqa: F401
-    except Exception:  # the workers load them on first use, as before
-        pass
-    gc.freeze()
 
 
 def parser_pool(workers: int) -> Executor:
@@ -229,4 +211,3 @@ if _preloaded_by_forkserver():
     # its owner lives takes the workers along: the hub sees a BrokenExecutor
     # and its new pool starts a new forkserver.
     _die_with_parent()
-    _load_shared()
