@@ -4,10 +4,12 @@ and publish (feeds/), so that no reader ever sees a half-written file."""
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fcntl
 import os
+import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -31,6 +33,99 @@ def atomic_write(path: Path, data: bytes, *, mode: int | None = None) -> None:
             os.unlink(tmp)
         raise
     dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+class WriteBatch:
+    """Many files replaced atomically, made durable together: each is written
+    to a temp file beside it; commit() syncs all their bytes at once (one
+    syncfs per file system where Linux has it, else an fsync per file),
+    renames each over its target in the order written, then fsyncs each
+    directory once. Two fsyncs per file cost publishing ~10 ms a file on a
+    busy disk: 2,500 files took half a minute. Readers still see each file
+    whole, old or new; after commit() returns, every new file is on disk."""
+
+    def __init__(self) -> None:
+        self._pending: list[tuple[str, Path]] = []
+
+    def write(self, path: Path, data: bytes, *, mode: int | None = None) -> None:
+        path = Path(path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+            if mode is None:
+                mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
+            os.chmod(tmp, mode)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        self._pending.append((tmp, path))
+
+    def commit(self) -> None:
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        try:
+            _sync_files([tmp for tmp, _ in pending])
+        except BaseException:
+            self._pending = pending
+            raise
+        directories: dict[Path, None] = {}
+        for tmp, path in pending:
+            os.replace(tmp, path)
+            directories[path.parent] = None
+        for directory in directories:
+            _fsync_directory(directory)
+
+    def discard(self) -> None:
+        """Remove the temp files of writes not committed (after an error)."""
+        pending, self._pending = self._pending, []
+        for tmp, _ in pending:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+
+
+def _sync_files(paths: list[str]) -> None:
+    """Make the bytes of these files durable: one syncfs(2) per file system
+    they are on, or an fsync each where syncfs is missing or fails."""
+    devices: dict[int, str] = {}
+    for path in paths:
+        devices.setdefault(os.stat(path).st_dev, path)
+    if _syncfs is not None:
+        for device, path in list(devices.items()):
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                if _syncfs(fd) == 0:
+                    del devices[device]
+            finally:
+                os.close(fd)
+        if not devices:
+            return
+    for path in paths:  # no syncfs (or it failed): the slow way
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _load_syncfs() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL(None, use_errno=True).syncfs  # type: ignore[no-any-return]
+    except (AttributeError, OSError):
+        return None
+
+
+_syncfs = _load_syncfs() if sys.platform.startswith("linux") else None
+
+
+def _fsync_directory(directory: Path) -> None:
+    dir_fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:

@@ -38,6 +38,7 @@ from feedhub.parse import ParseError
 from feedhub.publish import (
     ALL,
     PublishedFeed,
+    batched_writes,
     missing_archive_pages,
     publish_archive,
     publish_feeds,
@@ -339,29 +340,36 @@ class Hub:
                 published_languages(hub.output_dir))
         feeds: dict[str, list[StoredItem]] = {}
         pages: dict[str, int] = {}
-        for language in sorted(set(languages) - {ALL}):
-            if hub.archive_page_size:
-                new_pages = self.store.close_archive_pages(
-                    language, names, keep=hub.items_per_feed, page_size=hub.archive_page_size)
-                pages[language] = self.store.last_archive_page(language)
-                # a full publish also restores pages lost from disk; an
-                # incremental one writes just the new pages (no directory scan)
-                for page in (missing_archive_pages(self.config, language, pages[language])
-                             if everything else new_pages):
-                    self._write_archive(language, page)
-                feeds[language] = self.store.current_items(language, names)
-            else:
-                feeds[language] = self.store.latest_items(language, names, hub.items_per_feed)
-        for language, page, requested in self.store.archive_rewrites():  # after a takedown
-            if self._write_archive(language, page):
-                self.store.archive_rewritten(language, page, requested)
+        rewritten = []
+        # archive pages are on disk (one batch, synced once) before any feed links to them
+        with batched_writes():
+            for language in sorted(set(languages) - {ALL}):
+                if hub.archive_page_size:
+                    new_pages = self.store.close_archive_pages(
+                        language, names, keep=hub.items_per_feed, page_size=hub.archive_page_size)
+                    pages[language] = self.store.last_archive_page(language)
+                    # a full publish also restores pages lost from disk; an
+                    # incremental one writes just the new pages (no directory scan)
+                    for page in (missing_archive_pages(self.config, language, pages[language])
+                                 if everything else new_pages):
+                        self._write_archive(language, page)
+                    feeds[language] = self.store.current_items(language, names)
+                else:
+                    feeds[language] = self.store.latest_items(language, names, hub.items_per_feed)
+            for language, page, requested in self.store.archive_rewrites():  # after a takedown
+                if self._write_archive(language, page):
+                    rewritten.append((language, page, requested))
+        for language, page, requested in rewritten:  # done once the page is on disk
+            self.store.archive_rewritten(language, page, requested)
         if feeds:  # any language changed: the all-languages feed did too
             feeds[ALL] = self.store.latest_items(None, names, hub.items_per_feed)
         slugs = self.store.source_slugs(names, slugify)
-        results = publish_feeds(self.config, feeds, archived_pages=pages)
+        with batched_writes():
+            results = publish_feeds(self.config, feeds, archived_pages=pages)
         results += self._publish_source_feeds(names if sources is None else
                                               [name for name in sources if name in slugs], slugs)
-        publish_index(self.config, slugs)
+        with batched_writes():
+            publish_index(self.config, slugs)
         for feed in results:
             if feed.written:
                 log.info("published %s (%d entries)", feed.path, feed.entries)
@@ -378,19 +386,21 @@ class Hub:
         known = self.store.feed_stamps()
         results: list[PublishedFeed] = []
         stamps: dict[str, str] = {}
-        for name in wanted:
-            inputs = self.store.source_feed_inputs(name, limit)
-            stamp = source_feed_stamp(self.config, name, inputs)
-            on_disk = f"{slugs[name]}.atom" in present
-            if on_disk and known.get(name) == stamp:  # the file already shows exactly this
-                results.append(unchanged_source_feed(self.config, name, slugs[name], len(inputs) - 1))
-                continue
-            items = self.store.source_items(name, limit)
-            if items or on_disk:
-                published = publish_source_feed(self.config, name, slugs[name], items)
-                if published:
-                    results.append(published)
-                    stamps[name] = stamp
+        with batched_writes():  # on disk before their stamps are recorded
+            for name in wanted:
+                inputs = self.store.source_feed_inputs(name, limit)
+                stamp = source_feed_stamp(self.config, name, inputs)
+                on_disk = f"{slugs[name]}.atom" in present
+                if on_disk and known.get(name) == stamp:  # the file already shows exactly this
+                    results.append(unchanged_source_feed(self.config, name, slugs[name],
+                                                         len(inputs) - 1))
+                    continue
+                items = self.store.source_items(name, limit)
+                if items or on_disk:
+                    published = publish_source_feed(self.config, name, slugs[name], items)
+                    if published:
+                        results.append(published)
+                        stamps[name] = stamp
         remove_stale_source_feeds(self.config, slugs)
         self.store.set_feed_stamps(stamps)
         return results
