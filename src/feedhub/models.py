@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cached_property
 from pathlib import Path
 
 RTL_LANGUAGES = frozenset({"ar", "fa", "ps", "ur", "he", "yi", "dv", "ckb", "sd", "ug", "syr"})
@@ -112,10 +113,17 @@ class Config:
     sources: tuple[SourceConfig, ...] = ()
 
     def find_source(self, name_or_url: str) -> SourceConfig | None:
-        for source in self.sources:
-            if name_or_url in (source.name, source.url):
-                return source
-        return None
+        """The first source with this name or URL (publishing asks once per
+        entry: a dict, not a scan of 10,000 sources)."""
+        return self._sources_by_key.get(name_or_url)
+
+    @cached_property
+    def _sources_by_key(self) -> dict[str, SourceConfig]:
+        index: dict[str, SourceConfig] = {}
+        for source in self.sources:  # the first match wins, as a scan in order finds it
+            index.setdefault(source.name, source)
+            index.setdefault(source.url, source)
+        return index
 
     def interval_of(self, source: SourceConfig) -> int:
         return source.interval or self.hub.default_interval
