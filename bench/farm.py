@@ -329,13 +329,14 @@ class Farm:
     construction and again only for the feeds a ``grow`` changes."""
 
     def __init__(self, n_feeds: int = 1000, items: int = 30, seed: int = 42, *,
-                 gzip: bool = True, threads: int | None = None):
+                 gzip: bool = True, threads: int | None = None, declare_language: bool = True):
         if n_feeds < 1 or items < 1:
             raise ValueError("n_feeds and items must be >= 1")
         self.n_feeds = n_feeds
         self.items = items
         self.seed = seed
         self.eager_gzip = gzip
+        self.declare_language = declare_language  # False: no <language>, no xml:lang
         self.grow_calls = 0
         self._threads = threads or max(1, min(8, os.cpu_count() or 1))  # for hashing and gzip
         master = random.Random(seed)
@@ -572,6 +573,9 @@ class Farm:
             text = self._rss(i, style, feed_title, feed_desc, lm_ts, items, enc)
         else:
             text = self._atom(i, style, feed_title, feed_desc, lm_ts, items, enc)
+        if not self.declare_language:  # the reader must detect it
+            text = text.replace(f"<language>{style.lang}</language>\n", "", 1).replace(
+                f' xml:lang="{style.lang}"', "", 1)
         return text.encode(enc), lm_ts
 
     @staticmethod
@@ -918,7 +922,8 @@ class FarmServer:
 
 def _build(args) -> tuple[Farm, float]:
     started = time.perf_counter()
-    farm = Farm(args.feeds, args.items, args.seed, gzip=not args.lazy_gzip)
+    farm = Farm(args.feeds, args.items, args.seed, gzip=not args.lazy_gzip,
+                declare_language=not args.undeclared_language)
     return farm, time.perf_counter() - started
 
 
@@ -982,6 +987,9 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--feeds", type=int, default=1000)
         p.add_argument("--items", type=int, default=30)
         p.add_argument("--seed", type=int, default=42)
+        p.add_argument("--undeclared-language", action="store_true",
+                       help="declare no language (no <language>, no xml:lang): a reader "
+                            "that files by language must detect it")
         p.add_argument("--lazy-gzip", action="store_true",
                        help="gzip each body on its first gzip request instead of at build time")
         if name == "serve":

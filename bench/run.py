@@ -41,9 +41,11 @@ PHASES = {
 
 class Farm:
     def __init__(self, feeds: int, items: int, workdir: Path, realworld: Path | None = None,
-                 copies: int = 0):
+                 copies: int = 0, undeclared_language: bool = False):
         self.urls_file = workdir / "urls.txt"
         real = ["--realworld", str(realworld), "--copies", str(copies)] if realworld else []
+        if undeclared_language:
+            real.append("--undeclared-language")
         self.process = subprocess.Popen(
             [sys.executable, str(HERE / "farm.py"), "serve", "--feeds", str(feeds), "--items",
              str(items), "--seed", "42", "--port", "0", "--urls-file", str(self.urls_file), *real],
@@ -184,6 +186,8 @@ def main() -> None:
                         help="how many times over the real feeds are served, each copy under "
                              "its own paths (default: %(default)s)")
     parser.add_argument("--daemon-rounds", type=int, default=0)
+    parser.add_argument("--undeclared-language", action="store_true",
+                        help="the farm declares no language: feedhub detects every item's")
     parser.add_argument("--phases", default=DEFAULT_PHASES,
                         help="which phases to run ('' for none, e.g. with --daemon-rounds)")
     parser.add_argument("--workdir", type=Path, help="keep the databases here (default: temp)")
@@ -208,7 +212,8 @@ def main() -> None:
         raise SystemExit("newsboat is not installed (apt-get install -y newsboat)")
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
     farm = Farm(args.feeds, args.items, workdir,
-                args.realworld if "real" in order else None, args.copies)
+                args.realworld if "real" in order else None, args.copies,
+                args.undeclared_language)
     print(f"farm built and serving in {time.perf_counter() - started:.1f}s", flush=True)
     results: dict[tuple[str, str], dict[str, object]] = {}
     try:
@@ -285,6 +290,7 @@ def report(results: dict[tuple[str, str], dict[str, object]], systems: list[str]
     print(f"command: python bench/run.py --feeds {args.feeds} --items {args.items} "
           f"--systems {','.join(systems)}"
           + (f" --copies {args.copies}" if args.copies != 20 else "")
+          + (" --undeclared-language" if args.undeclared_language else "")
           + (f" --daemon-rounds {args.daemon_rounds}" if args.daemon_rounds else "")
           + (f" --phases '{args.phases}'" if args.phases != DEFAULT_PHASES else ""))
 

@@ -78,3 +78,12 @@ def test_real_farm_serves_each_file_under_many_paths(tmp_path: Path) -> None:
         assert again.status_code == 304
         assert client.get(server.base_url + "/real/3/a.xml").status_code == 404
         assert client.get(server.base_url + "/real/0/README.md").status_code == 404
+
+
+def test_undeclared_language_leaves_only_the_language_out() -> None:
+    declared, undeclared = Farm(4, 2, seed=5), Farm(4, 2, seed=5, declare_language=False)
+    for i in range(4):
+        plain = feedparser.parse(undeclared.body(i))
+        assert not plain.feed.get("language") and b"xml:lang" not in undeclared.body(i)
+        assert ([e.id for e in plain.entries]
+                == [e.id for e in feedparser.parse(declared.body(i)).entries])
