@@ -12,12 +12,18 @@ remove); the rest carry a summary of 1-3 sentences. Most feeds are English;
 ``i % 10 == 1`` German, ``2`` French, ``3`` Persian (with ZWNJ). Feeds with
 ``i % 50 == 7`` are encoded in ISO-8859-1 and use Latin-1 accents. Dates
 are fixed, counted back from 2026-01-01T00:00Z, never from the clock.
-Everything is a function of ``(n_feeds, items, seed)`` and of how many
-times ``grow`` was called.
+Everything is a function of ``(n_feeds, items, seed)`` and of the
+sequence of ``grow`` and ``touch`` calls. ``touch`` changes every feed's
+channel date (RSS ``lastBuildDate``, Atom ``<updated>``), hence its bytes,
+ETag and Last-Modified, and leaves its items as they were.
+
+Real content (``--realworld DIR --copies K``): every file of DIR is also
+served, byte for byte, K times, at ``/real/{copy}/{name}``; see
+``RealFarm``.
 
 Serving (``FarmServer``): conditional GET (strong ETag, Last-Modified),
 cached gzip, keep-alive, counters at ``GET /_stats``, ``POST /_reset`` and
-``POST /_grow?fraction=0.1&items=5``.
+``POST /_grow?fraction=0.1&items=5`` and ``POST /_touch``.
 
 By hand (see bench/README.md)::
 
@@ -48,7 +54,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import NamedTuple
 from urllib.parse import parse_qs, urlsplit
 
-__all__ = ["Farm", "FarmServer", "Rendered"]
+__all__ = ["Farm", "FarmServer", "RealFarm", "Rendered"]
 
 BASE_TS = 1767225600  # 2026-01-01T00:00:00Z
 HOUR = 3600
@@ -323,13 +329,14 @@ class Farm:
     construction and again only for the feeds a ``grow`` changes."""
 
     def __init__(self, n_feeds: int = 1000, items: int = 30, seed: int = 42, *,
-                 gzip: bool = True, threads: int | None = None):
+                 gzip: bool = True, threads: int | None = None, declare_language: bool = True):
         if n_feeds < 1 or items < 1:
             raise ValueError("n_feeds and items must be >= 1")
         self.n_feeds = n_feeds
         self.items = items
         self.seed = seed
         self.eager_gzip = gzip
+        self.declare_language = declare_language  # False: no <language>, no xml:lang
         self.grow_calls = 0
         self._threads = threads or max(1, min(8, os.cpu_count() or 1))  # for hashing and gzip
         master = random.Random(seed)
@@ -340,6 +347,7 @@ class Farm:
         self._grow_rng = random.Random(f"{seed}:grow")
         self._grow_order: list[int] = []
         self._grow_pos = 0
+        self.touches = 0  # minutes added to every feed's channel date by touch()
         self._lock = threading.Lock()
         self._versions: list[Rendered] = [None] * n_feeds  # type: ignore[list-item]
         self._render_all(range(n_feeds))
@@ -446,6 +454,15 @@ class Farm:
             self._render_all(chosen)
             return chosen
 
+    def touch(self) -> int:
+        """Move every feed's channel date (and so its bytes, ETag and
+        Last-Modified) one minute on; the items stay exactly as they were:
+        the "changed bytes, same items" case. Returns how many changed."""
+        with self._lock:
+            self.touches += 1
+            self._render_all(range(self.n_feeds))
+            return self.n_feeds
+
     # --- generation -----------------------------------------------------
 
     def _style(self, name: str) -> _Style:
@@ -549,13 +566,16 @@ class Farm:
         feed_title = f"{style.title(meta)} {i}"
         feed_desc = _esc(style.sentence(meta))
         items = self._items(i, style)
-        lm_ts = items[-1].updated
+        lm_ts = items[-1].updated + 60 * self.touches
         items.reverse()  # newest first
         enc = self.encoding(i)
         if i % 2 == 0:
             text = self._rss(i, style, feed_title, feed_desc, lm_ts, items, enc)
         else:
             text = self._atom(i, style, feed_title, feed_desc, lm_ts, items, enc)
+        if not self.declare_language:  # the reader must detect it
+            text = text.replace(f"<language>{style.lang}</language>\n", "", 1).replace(
+                f' xml:lang="{style.lang}"', "", 1)
         return text.encode(enc), lm_ts
 
     @staticmethod
@@ -617,6 +637,44 @@ class Farm:
         return "".join(out)
 
 
+_REAL_TYPES = {".xml": "application/xml", ".json": "application/feed+json",
+               ".rss": "application/rss+xml", ".atom": "application/atom+xml"}
+
+
+class RealFarm:
+    """Real feeds served many times over: each file of ``directory`` (sorted
+    by name) at ``/real/{copy}/{name}`` for ``copy`` in ``range(copies)``,
+    byte for byte, so each copy is a distinct source with the same items
+    (the item ids and links are not rewritten: a system that keys items by
+    id or link across sources, not per source, would merge them). The
+    Content-Type follows the extension; the bytes never change."""
+
+    def __init__(self, directory: str | os.PathLike[str], copies: int):
+        names = sorted(n for n in os.listdir(directory)
+                       if os.path.splitext(n)[1].lower() in _REAL_TYPES)
+        if not names:
+            raise ValueError(f"no feed files in {directory}")
+        self.copies = copies
+        self.files: dict[str, Rendered] = {}
+        for name in names:
+            with open(os.path.join(directory, name), "rb") as fh:
+                body = fh.read()
+            ts = int(os.stat(os.path.join(directory, name)).st_mtime)
+            self.files[name] = Rendered(body, _digest(body), _http_date(ts), ts,
+                                        _REAL_TYPES[os.path.splitext(name)[1].lower()], _gzip(body))
+
+    def paths(self) -> list[str]:
+        return [f"/real/{c}/{n}" for c in range(self.copies) for n in self.files]
+
+    def version(self, path: str) -> Rendered | None:
+        parts = path.split("/")
+        if len(parts) != 4 or parts[1] != "real" or not parts[2].isdigit():
+            return None
+        if int(parts[2]) >= self.copies:
+            return None
+        return self.files.get(parts[3])
+
+
 # ---------------------------------------------------------------------------
 # Serving
 
@@ -657,7 +715,7 @@ def _etag_matches(header: str, etag: str) -> bool:
 
 
 _QUIET = (ConnectionError, TimeoutError, socket.timeout)
-_CONTROL = ("/_stats", "/_reset", "/_grow")
+_CONTROL = ("/_stats", "/_reset", "/_grow", "/_touch")
 
 
 class _HTTPServer(ThreadingHTTPServer):
@@ -666,8 +724,9 @@ class _HTTPServer(ThreadingHTTPServer):
     request_queue_size = 1024
     allow_reuse_address = True
 
-    def __init__(self, address, handler, farm: Farm):
+    def __init__(self, address, handler, farm: Farm, real: RealFarm | None = None):
         self.farm = farm
+        self.real = real
         self.stats_lock = threading.Lock()
         self.counts = {"requests": 0, "200": 0, "304": 0, "other": 0, "bytes": 0}
         super().__init__(address, handler)
@@ -757,6 +816,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._json(400, {"error": str(exc)})
                 return
             self._json(200, {"changed": changed})
+        elif url.path == "/_touch":
+            self._json(200, {"touched": self.server.farm.touch()})
         elif url.path in _CONTROL:
             self._send(405, [("Allow", "GET" if url.path == "/_stats" else "POST")])
         else:
@@ -767,7 +828,8 @@ class _Handler(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0]
         farm = self.server.farm
         i = farm.index(path)
-        if i is None:
+        real = self.server.real.version(path) if i is None and self.server.real else None
+        if i is None and real is None:
             if path == "/_stats" and not head:
                 with self.server.stats_lock:
                     counts = dict(self.server.counts)
@@ -778,7 +840,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self.server.count(404, 0)
                 self._send(404, [("Content-Type", "text/plain")], b"not found\n", head=head)
             return
-        v = farm._versions[i]
+        v = farm._versions[i] if i is not None else real
+        assert v is not None
         headers = [("ETag", v.etag), ("Last-Modified", v.last_modified),
                    ("Vary", "Accept-Encoding")]
         inm = self.headers.get("If-None-Match")
@@ -797,7 +860,7 @@ class _Handler(BaseHTTPRequestHandler):
         headers.append(("Content-Type", v.content_type))
         body = v.body
         if _accepts_gzip(self.headers.get("Accept-Encoding", "")):
-            body = farm.version(i).gzip or b""
+            body = (farm.version(i).gzip if i is not None else v.gzip) or b""
             headers.append(("Content-Encoding", "gzip"))
         self.server.count(200, 0 if head else len(body))
         self._send(200, headers, body, head=head)
@@ -806,9 +869,11 @@ class _Handler(BaseHTTPRequestHandler):
 class FarmServer:
     """Serves a Farm over HTTP/1.1 on ``host``; ``port=0`` picks a free port."""
 
-    def __init__(self, farm: Farm, host: str = "127.0.0.1", port: int = 0):
+    def __init__(self, farm: Farm, host: str = "127.0.0.1", port: int = 0,
+                 real: RealFarm | None = None):
         self.farm = farm
-        self._httpd = _HTTPServer((host, port), _Handler, farm)
+        self.real = real
+        self._httpd = _HTTPServer((host, port), _Handler, farm, real)
         self.host, self.port = self._httpd.server_address[:2]
         self._thread: threading.Thread | None = None
 
@@ -822,6 +887,9 @@ class FarmServer:
 
     def urls(self) -> list[str]:
         return [self.base_url + p for p in self.farm.paths()]
+
+    def real_urls(self) -> list[str]:
+        return [self.base_url + p for p in self.real.paths()] if self.real else []
 
     def stats(self) -> dict[str, int]:
         with self._httpd.stats_lock:
@@ -854,7 +922,8 @@ class FarmServer:
 
 def _build(args) -> tuple[Farm, float]:
     started = time.perf_counter()
-    farm = Farm(args.feeds, args.items, args.seed, gzip=not args.lazy_gzip)
+    farm = Farm(args.feeds, args.items, args.seed, gzip=not args.lazy_gzip,
+                declare_language=not args.undeclared_language)
     return farm, time.perf_counter() - started
 
 
@@ -867,14 +936,21 @@ def _serve(args) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    server = FarmServer(farm, args.host, args.port).start()
+    real = RealFarm(args.realworld, args.copies) if args.realworld else None
+    server = FarmServer(farm, args.host, args.port, real).start()
     line: dict = {"base_url": server.base_url, "feeds": farm.n_feeds,
                   "build_seconds": round(took, 3)}
     if args.urls_file:
         with open(args.urls_file, "w", encoding="utf-8") as fh:
             fh.writelines(u + "\n" for u in server.urls())
         line["urls_file"] = args.urls_file
+        if real:
+            real_file = os.path.splitext(args.urls_file)[0] + ".real.txt"
+            with open(real_file, "w", encoding="utf-8") as fh:
+                fh.writelines(u + "\n" for u in server.real_urls())
+            line["real_urls_file"] = real_file
     else:
+        line["real_urls"] = server.real_urls()
         line["urls"] = server.urls()
     sys.stdout.write(json.dumps(line) + "\n")
     sys.stdout.flush()
@@ -911,13 +987,20 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--feeds", type=int, default=1000)
         p.add_argument("--items", type=int, default=30)
         p.add_argument("--seed", type=int, default=42)
+        p.add_argument("--undeclared-language", action="store_true",
+                       help="declare no language (no <language>, no xml:lang): a reader "
+                            "that files by language must detect it")
         p.add_argument("--lazy-gzip", action="store_true",
                        help="gzip each body on its first gzip request instead of at build time")
         if name == "serve":
             p.add_argument("--host", default="127.0.0.1")
             p.add_argument("--port", type=int, default=0)
             p.add_argument("--urls-file", help="write the feed URLs here, one a line, "
-                                               "instead of into the JSON line")
+                                               "instead of into the JSON line (the real ones "
+                                               "into the same name with .real.txt)")
+            p.add_argument("--realworld", metavar="DIR",
+                           help="also serve every feed file of DIR, --copies times over")
+            p.add_argument("--copies", type=int, default=20)
     args = parser.parse_args(argv)
     return _serve(args) if args.command == "serve" else _info(args)
 

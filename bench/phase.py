@@ -1,8 +1,13 @@
 """One benchmark phase in a fresh process, so that wall time, CPU time and
 peak memory belong to that system alone. Prints one JSON object.
 
-    python bench/phase.py feedhub {cold,noop,incremental,publish,publish-noop} WORKDIR URLS_FILE
-    python bench/phase.py reader  {cold,noop,incremental} WORKDIR URLS_FILE
+    python bench/phase.py feedhub  {cold,noop,...,publish,publish-noop} WORKDIR URLS_FILE
+    python bench/phase.py reader   {cold,noop,...} WORKDIR URLS_FILE
+    python bench/phase.py newsboat {cold,noop,...} WORKDIR URLS_FILE
+
+Every phase but publish and publish-noop is one poll of every URL in
+URLS_FILE; what the farm changed before it is run.py's business. The
+database is WORKDIR's (the real-content phase gets its own WORKDIR).
 
 Run by bench/run.py; see bench/README.md.
 """
@@ -15,6 +20,8 @@ import json
 import os
 import resource
 import shutil
+import sqlite3
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -63,9 +70,10 @@ def run_feedhub(phase: str, workdir: Path, urls: list[str]) -> dict[str, object]
                 finally:
                     hub.close()
         result["new"] = sum(r.new for r in reports)
+        result["stored"] = count(config.hub.database, "items")
         result["updated"] = sum(r.updated for r in reports)
         result["errors"] = [r.error for r in reports if r.error][:5]
-        result.update(database_size(config.hub.database))
+        result["db_bytes"] = db_bytes(config.hub.database)
 
     def publish() -> None:
         with Store(config.hub.database) as store:
@@ -83,16 +91,6 @@ def run_feedhub(phase: str, workdir: Path, urls: list[str]) -> dict[str, object]
         asyncio.run(poll())
     result["wall"] = time.perf_counter() - started
     return result
-
-
-def database_size(path: Path) -> dict[str, int]:
-    """The database file (WAL checkpointed: every connection is closed) and
-    its items, for bytes per item."""
-    import sqlite3
-
-    with contextlib.closing(sqlite3.connect(path)) as db:
-        items = db.execute("SELECT count(*) FROM items").fetchone()[0]
-    return {"db_bytes": Path(path).stat().st_size, "db_items": items}
 
 
 def worker_usage(executor: object) -> dict[str, float]:
@@ -115,19 +113,58 @@ def run_reader(phase: str, workdir: Path, urls: list[str]) -> dict[str, object]:
 
     reader = make_reader(str(workdir / "reader.sqlite"))
     started = time.perf_counter()
-    if phase == "cold":
+    if phase in ("cold", "real"):  # the real phase polls sources it has not seen
         for url in urls:
             reader.add_feed(url, exist_ok=True)
     before = reader.get_entry_counts().total
     reader.update_feeds(workers=WORKERS_READER, scheduled=False)  # every feed, like poll --all
     wall = time.perf_counter() - started
-    return {"wall": wall, "new": reader.get_entry_counts().total - before}
+    stored = reader.get_entry_counts().total
+    reader.close()
+    return {"wall": wall, "new": stored - before, "stored": stored,
+            "db_bytes": db_bytes(workdir / "reader.sqlite")}
+
+
+def newsboat_config(workdir: Path) -> Path:
+    """newsboat's defaults but reload-threads = 4 (reader's workers=4, feedhub's
+    max_per_host = 4); it keeps every item (max-items 0, the default) and
+    sends If-None-Match / If-Modified-Since (its default)."""
+    path = workdir / "newsboat.conf"
+    path.write_text("reload-threads 4\nmax-items 0\nshow-read-feeds yes\n", encoding="utf-8")
+    return path
+
+
+def run_newsboat(phase: str, workdir: Path, urls: list[str]) -> dict[str, object]:
+    cache = workdir / "cache.db"
+    (workdir / "urls").write_text("".join(u + "\n" for u in urls), encoding="utf-8")
+    (workdir / "home").mkdir(exist_ok=True)
+    before = count(cache, "rss_item") if cache.exists() else 0
+    command = [shutil.which("newsboat") or "newsboat", "-u", str(workdir / "urls"),
+               "-c", str(cache), "-C", str(newsboat_config(workdir)), "-x", "reload"]
+    started = time.perf_counter()
+    out = subprocess.run(command, env={**os.environ, "HOME": str(workdir / "home")},
+                         capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - started
+    if out.returncode != 0:
+        raise SystemExit(f"newsboat exited {out.returncode}: {out.stderr[-2000:]}")
+    stored = count(cache, "rss_item")
+    return {"wall": wall, "new": stored - before, "stored": stored, "db_bytes": db_bytes(cache)}
+
+
+def count(database: Path, table: str) -> int:
+    with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db:
+        return int(db.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+
+
+def db_bytes(database: Path) -> int:
+    """The database with its WAL, if any."""
+    return sum(p.stat().st_size for p in (database, Path(f"{database}-wal")) if p.exists())
 
 
 def main() -> None:
     system, phase, workdir, urls_file = sys.argv[1:5]
     urls = Path(urls_file).read_text().split()
-    run = run_feedhub if system == "feedhub" else run_reader
+    run = {"feedhub": run_feedhub, "reader": run_reader, "newsboat": run_newsboat}[system]
     profile = os.environ.get("BENCH_PROFILE")  # a path: write cProfile stats of this phase there
     if profile:
         import cProfile
