@@ -11,6 +11,7 @@ operator allows them.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import re
 import socket
@@ -107,9 +108,22 @@ def url_problem(url: str) -> str | None:
 
 def check_url(url: str, *, redirected_from: str | None = None) -> httpx.URL:
     """`url` as the client will request it; InvalidURLError if it cannot be."""
-    if problem := url_problem(url):
-        raise InvalidURLError(url, problem, redirected_from=redirected_from)
-    return httpx.URL(url)
+    checked = (_checked(url) if isinstance(url, str) and len(url) <= _CACHED_URL_LENGTH
+               else url_problem(url) or httpx.URL(url))
+    if isinstance(checked, str):
+        raise InvalidURLError(url, checked, redirected_from=redirected_from)
+    return checked
+
+
+_CACHED_URL_LENGTH = 2048  # longer URLs (rare, perhaps hostile) are checked each time
+
+
+@functools.lru_cache(maxsize=4096)
+def _checked(url: str) -> httpx.URL | str:
+    """check_url's work, remembered: every poll checks its URL twice (before
+    the request and in the redirect hook) and httpx parses it once more, the
+    same 1,000 URLs each round. An httpx.URL is immutable."""
+    return url_problem(url) or httpx.URL(url)
 
 
 def _shorten(url: str, limit: int = 200) -> str:
@@ -568,7 +582,8 @@ class Fetcher:
 
     async def _get(self, url: str, host: str, headers: dict[str, str],
                    started: float) -> FetchResult:
-        async with self._client_for(host).stream("GET", url, headers=headers) as response:
+        # the checked httpx.URL: httpx does not parse it again
+        async with self._client_for(host).stream("GET", check_url(url), headers=headers) as response:
             # Read every body, even a 304's or an error page (capped): an unread
             # body makes httpcore close the connection instead of reusing it.
             body = await self._read_capped(response)
