@@ -416,6 +416,16 @@ class _BoundedDecoder:
         return out
 
 
+class _Cookies(httpx.Cookies):
+    """httpx's cookie jar, which it asks on every response: wrapping the
+    response for http.cookiejar costs more than a 304's parsing, so only a
+    response that sets a cookie is shown to the jar."""
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        if "set-cookie" in response.headers:
+            super().extract_cookies(response)
+
+
 class Fetcher:
     """Use as `async with Fetcher(...) as fetcher: await fetcher.fetch(url)`."""
 
@@ -464,7 +474,7 @@ class Fetcher:
             network_backend=self._backend,
         )
         encodings = "gzip, deflate, br" if brotli is not None else "gzip, deflate"
-        return httpx.AsyncClient(
+        client = httpx.AsyncClient(
             transport=transport,
             follow_redirects=True,
             max_redirects=MAX_REDIRECTS,
@@ -473,6 +483,8 @@ class Fetcher:
             trust_env=False,
             event_hooks={"request": [_check_hop]},
         )
+        client._cookies = _Cookies()  # the setter would copy it into a plain Cookies
+        return client
 
     async def __aenter__(self) -> Fetcher:
         return self
