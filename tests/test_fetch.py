@@ -221,6 +221,53 @@ def test_an_idle_connection_the_server_closed_is_not_reused():
     assert connections == [0, 1]
 
 
+def test_https_is_verified_and_large_bodies_arrive_whole():
+    """TLS on the fetcher's own connections: the certificate is checked
+    against the host name, and a body far larger than the read buffer
+    arrives complete over a kept-alive connection."""
+    import http.server
+    import ssl
+    from pathlib import Path
+
+    fixtures = Path(__file__).parent / "fixtures"
+    body = FEED * (3_000_000 // len(FEED))
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:  # noqa: N802
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(fixtures / "tls-localhost.pem", fixtures / "tls-localhost.key")
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"https://localhost:{server.server_address[1]}/feed.xml"
+
+    async def run() -> list[int]:
+        async with Fetcher(user_agent=USER_AGENT, allow_private=True, timeout=20) as fetcher:
+            fetcher._ssl_context = ssl.create_default_context(cafile=fixtures / "tls-localhost.pem")
+            results = [await fetcher.fetch(url) for _ in range(2)]
+            assert all(result.content == body for result in results)
+        async with Fetcher(user_agent=USER_AGENT, allow_private=True, timeout=20) as fetcher:
+            with pytest.raises(FetchError, match="CERTIFICATE_VERIFY_FAILED"):
+                await fetcher.fetch(url)  # the usual trust store does not know this certificate
+        return [result.status for result in results]
+
+    try:
+        assert asyncio.run(run()) == [200, 200]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 # --- HTTP errors are results ------------------------------------------------------
 
 

@@ -249,9 +249,9 @@ class _Stream(httpcore.AsyncNetworkStream):
             return b""
         data = bytes(protocol.buffer[:max_bytes])
         del protocol.buffer[:max_bytes]
-        if protocol.paused and len(protocol.buffer) <= _READ_BUFFER // 2:
+        if protocol.paused and len(protocol.buffer) <= _READ_BUFFER // 2 and protocol.transport:
             protocol.paused = False
-            self._transport.resume_reading()
+            protocol.transport.resume_reading()
         return data
 
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:
@@ -286,6 +286,7 @@ class _Stream(httpcore.AsyncNetworkStream):
             raise httpcore.ConnectError(str(exc) or type(exc).__name__) from None
         if transport is None:
             raise httpcore.ConnectError("the connection closed during the TLS handshake")
+        self._protocol.transport = transport  # pause and resume reading on the TLS layer
         return _Stream(transport, self._protocol)  # type: ignore[arg-type]
 
     def get_extra_info(self, info: str) -> Any:
