@@ -278,7 +278,7 @@ class _Stream(httpcore.AsyncNetworkStream):
             transport = await loop.start_tls(
                 self._transport, self._protocol, ssl_context, server_side=False,
                 server_hostname=server_hostname, ssl_handshake_timeout=timeout)
-        except (TimeoutError, asyncio.TimeoutError):
+        except TimeoutError:
             self._transport.close()
             raise httpcore.ConnectTimeout("timed out in the TLS handshake") from None
         except (OSError, ssl.SSLError, ConnectionError) as exc:
