@@ -171,6 +171,103 @@ def test_redirect_loop_raises_fetch_error(feed_server):
     assert len(feed_server.requests) < 10  # gave up, did not spin
 
 
+def test_a_cookie_the_host_sets_is_sent_back(feed_server):
+    feed_server.serve("/set.xml", FEED, headers={"Set-Cookie": "consent=yes; Path=/"})
+    feed_server.serve("/feed.xml", FEED)
+
+    async def run() -> None:
+        async with Fetcher(user_agent=USER_AGENT, allow_private=True) as fetcher:
+            await fetcher.fetch(feed_server.url("/feed.xml"))
+            await fetcher.fetch(feed_server.url("/set.xml"))
+            await fetcher.fetch(feed_server.url("/feed.xml"))
+
+    asyncio.run(run())
+    first, second = feed_server.requests_for("/feed.xml")
+    assert "cookie" not in first.headers
+    assert second.headers["cookie"] == "consent=yes"
+
+
+def test_an_idle_connection_the_server_closed_is_not_reused():
+    """The next request goes out on a fresh connection: the pool sees the
+    server's close before it picks a connection."""
+    answer = (b"HTTP/1.1 200 OK\r\nContent-Type: application/rss+xml\r\n"
+              b"Content-Length: %d\r\n\r\n" % len(FEED)) + FEED
+    connections: list[int] = []
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+
+        def serve() -> None:
+            for n in range(2):  # one request per connection, then close (no Connection: close)
+                conn, _ = server.accept()
+                with conn:
+                    conn.recv(65536)
+                    connections.append(n)
+                    conn.sendall(answer)
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+
+        async def run() -> list[int]:
+            async with Fetcher(user_agent=USER_AGENT, allow_private=True, timeout=5) as fetcher:
+                first = await fetcher.fetch(f"http://127.0.0.1:{port}/feed.xml")
+                await asyncio.sleep(0.2)  # the server has closed by now
+                second = await fetcher.fetch(f"http://127.0.0.1:{port}/feed.xml")
+                return [first.status, second.status]
+
+        assert asyncio.run(run()) == [200, 200]
+        thread.join(5)
+    assert connections == [0, 1]
+
+
+def test_https_is_verified_and_large_bodies_arrive_whole():
+    """TLS on the fetcher's own connections: the certificate is checked
+    against the host name, and a body far larger than the read buffer
+    arrives complete over a kept-alive connection."""
+    import http.server
+    import ssl
+    from pathlib import Path
+
+    fixtures = Path(__file__).parent / "fixtures"
+    body = FEED * (3_000_000 // len(FEED))
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(fixtures / "tls-localhost.pem", fixtures / "tls-localhost.key")
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"https://localhost:{server.server_address[1]}/feed.xml"
+
+    async def run() -> list[int]:
+        async with Fetcher(user_agent=USER_AGENT, allow_private=True, timeout=20) as fetcher:
+            fetcher._ssl_context = ssl.create_default_context(cafile=fixtures / "tls-localhost.pem")
+            results = [await fetcher.fetch(url) for _ in range(2)]
+            assert all(result.content == body for result in results)
+        async with Fetcher(user_agent=USER_AGENT, allow_private=True, timeout=20) as fetcher:
+            with pytest.raises(FetchError, match="CERTIFICATE_VERIFY_FAILED"):
+                await fetcher.fetch(url)  # the usual trust store does not know this certificate
+        return [result.status for result in results]
+
+    try:
+        assert asyncio.run(run()) == [200, 200]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 # --- HTTP errors are results ------------------------------------------------------
 
 

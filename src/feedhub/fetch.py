@@ -1,19 +1,23 @@
 """The only module that speaks HTTP.
 
-One shared httpx AsyncClient with the manners a site owner expects from a
-poller: conditional GET, compression, a User-Agent with a contact, bounded
-concurrency overall and per host, an overall deadline per request (httpx
-only has per-read timeouts), a cap on the body size that holds also for
-compressed bodies, and no connections to private addresses unless the
-operator allows them.
+httpx clients (a small one per host) with the manners a site owner expects
+from a poller: conditional GET, compression, a User-Agent with a contact,
+bounded concurrency overall and per host, an overall deadline per request
+(httpx only has per-read timeouts), a cap on the body size that holds also
+for compressed bodies, and no connections to private addresses unless the
+operator allows them. Under httpcore's pool the connections are asyncio
+transports of this module's own (_Stream), not anyio's: a round of 304s
+is mostly bookkeeping, and anyio's was the larger part of it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import re
 import socket
+import ssl
 import time
 import zlib
 from collections import OrderedDict, defaultdict
@@ -40,6 +44,7 @@ ACCEPT = (
 )
 MAX_REDIRECTS = 5
 MAX_IDLE_CLIENTS = 256  # per-host HTTP clients kept open for reuse
+_READ_BUFFER = 256 * 1024  # bytes a connection buffers before it stops reading
 
 
 class FetchError(Exception):
@@ -105,9 +110,22 @@ def url_problem(url: str) -> str | None:
 
 def check_url(url: str, *, redirected_from: str | None = None) -> httpx.URL:
     """`url` as the client will request it; InvalidURLError if it cannot be."""
-    if problem := url_problem(url):
-        raise InvalidURLError(url, problem, redirected_from=redirected_from)
-    return httpx.URL(url)
+    checked = (_checked(url) if isinstance(url, str) and len(url) <= _CACHED_URL_LENGTH
+               else url_problem(url) or httpx.URL(url))
+    if isinstance(checked, str):
+        raise InvalidURLError(url, checked, redirected_from=redirected_from)
+    return checked
+
+
+_CACHED_URL_LENGTH = 2048  # longer URLs (rare, perhaps hostile) are checked each time
+
+
+@functools.lru_cache(maxsize=4096)
+def _checked(url: str) -> httpx.URL | str:
+    """check_url's work, remembered: every poll checks its URL twice (before
+    the request and in the redirect hook) and httpx parses it once more, the
+    same 1,000 URLs each round. An httpx.URL is immutable."""
+    return url_problem(url) or httpx.URL(url)
 
 
 def _shorten(url: str, limit: int = 200) -> str:
@@ -138,6 +156,170 @@ def is_public_address(address: str) -> bool:
     return ip.is_global and not ip.is_multicast
 
 
+class _Protocol(asyncio.Protocol):
+    """Buffers what a connection receives until httpcore reads it."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self._loop = loop
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.eof = False
+        self.error: BaseException | None = None
+        self.paused = False  # reading paused: the buffer is full
+        self._reader: asyncio.Future[None] | None = None
+        self._writable: asyncio.Future[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        if len(self.buffer) > _READ_BUFFER and not self.paused and self.transport is not None:
+            self.paused = True
+            self.transport.pause_reading()
+        self._wake_reader()
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        self._wake_reader()
+        return False  # close the transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.eof = True
+        self.error = exc
+        self._wake_reader()
+        if self._writable is not None and not self._writable.done():
+            self._writable.set_result(None)
+
+    def pause_writing(self) -> None:
+        if self._writable is None or self._writable.done():
+            self._writable = self._loop.create_future()
+
+    def resume_writing(self) -> None:
+        if self._writable is not None and not self._writable.done():
+            self._writable.set_result(None)
+
+    def _wake_reader(self) -> None:
+        if self._reader is not None and not self._reader.done():
+            self._reader.set_result(None)
+
+    async def wait_readable(self, timeout: float | None) -> None:
+        self._reader = self._loop.create_future()
+        await _wait(self._reader, timeout)
+
+    async def wait_writable(self, timeout: float | None) -> None:
+        if self._writable is not None and not self._writable.done():
+            await _wait(asyncio.shield(self._writable), timeout)
+
+
+async def _wait(future: asyncio.Future[None], timeout: float | None) -> None:
+    """Await `future` at most `timeout` seconds (TimeoutError): one timer
+    handle, not a cancel scope per read as anyio's fail_after."""
+    if timeout is None:
+        await future
+        return
+    timer = asyncio.get_running_loop().call_later(
+        timeout, lambda: future.done() or future.set_exception(TimeoutError()))
+    try:
+        await future
+    finally:
+        timer.cancel()
+
+
+class _Stream(httpcore.AsyncNetworkStream):
+    """A TCP (or TLS) connection on asyncio's own transport and a small
+    protocol, for httpcore. In place of httpcore's anyio stream, whose every
+    read and write opens an anyio cancel scope, and whose idle check (run
+    for every connection of the pool on every request) looks the socket up
+    through anyio's typed attributes: at 1,000 polls a round this
+    bookkeeping cost more than the requests."""
+
+    def __init__(self, transport: asyncio.Transport, protocol: _Protocol):
+        self._transport = transport
+        self._protocol = protocol
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        protocol = self._protocol
+        if not protocol.buffer and not protocol.eof:
+            try:
+                await protocol.wait_readable(timeout)
+            except TimeoutError:
+                raise httpcore.ReadTimeout("timed out reading the response") from None
+        if not protocol.buffer:
+            if protocol.error is not None:
+                raise httpcore.ReadError(str(protocol.error) or type(protocol.error).__name__)
+            return b""
+        data = bytes(protocol.buffer[:max_bytes])
+        del protocol.buffer[:max_bytes]
+        if protocol.paused and len(protocol.buffer) <= _READ_BUFFER // 2 and protocol.transport:
+            protocol.paused = False
+            protocol.transport.resume_reading()
+        return data
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        if not buffer:
+            return
+        if self._transport.is_closing():
+            raise httpcore.WriteError("the connection is closed")
+        try:
+            self._transport.write(buffer)
+        except (OSError, RuntimeError) as exc:
+            raise httpcore.WriteError(str(exc)) from None
+        try:
+            await self._protocol.wait_writable(timeout)
+        except TimeoutError:
+            raise httpcore.WriteTimeout("timed out sending the request") from None
+
+    async def aclose(self) -> None:
+        self._transport.close()
+
+    async def start_tls(self, ssl_context: ssl.SSLContext, server_hostname: str | None = None,
+                        timeout: float | None = None) -> httpcore.AsyncNetworkStream:
+        loop = asyncio.get_running_loop()
+        try:
+            transport = await loop.start_tls(
+                self._transport, self._protocol, ssl_context, server_side=False,
+                server_hostname=server_hostname, ssl_handshake_timeout=timeout)
+        except TimeoutError:
+            self._transport.close()
+            raise httpcore.ConnectTimeout("timed out in the TLS handshake") from None
+        except (OSError, ssl.SSLError, ConnectionError) as exc:
+            self._transport.close()
+            raise httpcore.ConnectError(str(exc) or type(exc).__name__) from None
+        if transport is None:
+            raise httpcore.ConnectError("the connection closed during the TLS handshake")
+        self._protocol.transport = transport  # pause and resume reading on the TLS layer
+        return _Stream(transport, self._protocol)  # type: ignore[arg-type]
+
+    def get_extra_info(self, info: str) -> Any:
+        if info == "is_readable":
+            # The loop reads eagerly: a server's close (or unexpected bytes on
+            # an idle connection) shows here, not on the socket.
+            return bool(self._protocol.buffer) or self._protocol.eof or self._transport.is_closing()
+        name = {"ssl_object": "ssl_object", "client_addr": "sockname",
+                "server_addr": "peername", "socket": "socket"}.get(info)
+        return None if name is None else self._transport.get_extra_info(name)
+
+
+async def _connect(address: str, port: int, timeout: float | None,
+                   local_address: str | None, socket_options: Iterable[Any] | None) -> _Stream:
+    loop = asyncio.get_running_loop()
+    protocol = _Protocol(loop)
+    try:
+        async with asyncio.timeout(timeout):
+            transport, _ = await loop.create_connection(
+                lambda: protocol, address, port,
+                local_addr=(local_address, 0) if local_address else None)
+    except TimeoutError:
+        raise httpcore.ConnectTimeout(f"timed out connecting to port {port} of {address}") from None
+    except OSError as exc:
+        raise httpcore.ConnectError(exc.strerror or str(exc)) from None
+    sock = transport.get_extra_info("socket")
+    for option in socket_options or ():
+        sock.setsockopt(*option)
+    return _Stream(transport, protocol)
+
+
 class _GuardedBackend(httpcore.AsyncNetworkBackend):
     """Resolves the host itself and connects to an address it has checked,
     so that a name cannot be re-resolved to a private address between the
@@ -145,7 +327,6 @@ class _GuardedBackend(httpcore.AsyncNetworkBackend):
     httpcore passes the original host to start_tls."""
 
     def __init__(self, allow_private: bool):
-        self._inner = httpcore.AnyIOBackend()
         self._allow_private = allow_private
 
     async def connect_tcp(self, host: str, port: int, timeout: float | None = None,
@@ -169,16 +350,13 @@ class _GuardedBackend(httpcore.AsyncNetworkBackend):
         last_error: Exception | None = None
         for address in addresses:
             try:
-                return await self._inner.connect_tcp(
-                    address, port, timeout=timeout, local_address=local_address,
-                    socket_options=socket_options,
-                )
+                return await _connect(address, port, timeout, local_address, socket_options)
             except httpcore.ConnectError as exc:
                 last_error = httpcore.ConnectError(f"port {port} of {address}: {exc}")
         raise last_error or httpcore.ConnectError(f"no address for {host}")
 
     async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
+        await asyncio.sleep(seconds)
 
 
 class _BoundedDecoder:
@@ -241,6 +419,16 @@ class _BoundedDecoder:
         return out
 
 
+class _Cookies(httpx.Cookies):
+    """httpx's cookie jar, which it asks on every response: wrapping the
+    response for http.cookiejar costs more than a 304's parsing, so only a
+    response that sets a cookie is shown to the jar."""
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        if "set-cookie" in response.headers:
+            super().extract_cookies(response)
+
+
 class Fetcher:
     """Use as `async with Fetcher(...) as fetcher: await fetcher.fetch(url)`."""
 
@@ -289,7 +477,7 @@ class Fetcher:
             network_backend=self._backend,
         )
         encodings = "gzip, deflate, br" if brotli is not None else "gzip, deflate"
-        return httpx.AsyncClient(
+        client = httpx.AsyncClient(
             transport=transport,
             follow_redirects=True,
             max_redirects=MAX_REDIRECTS,
@@ -298,6 +486,8 @@ class Fetcher:
             trust_env=False,
             event_hooks={"request": [_check_hop]},
         )
+        client._cookies = _Cookies()  # the setter would copy it into a plain Cookies
+        return client
 
     async def __aenter__(self) -> Fetcher:
         return self
@@ -407,7 +597,8 @@ class Fetcher:
 
     async def _get(self, url: str, host: str, headers: dict[str, str],
                    started: float) -> FetchResult:
-        async with self._client_for(host).stream("GET", url, headers=headers) as response:
+        # the checked httpx.URL: httpx does not parse it again
+        async with self._client_for(host).stream("GET", check_url(url), headers=headers) as response:
             # Read every body, even a 304's or an error page (capped): an unread
             # body makes httpcore close the connection instead of reusing it.
             body = await self._read_capped(response)
