@@ -307,3 +307,28 @@ def test_the_daemon_keeps_polling_while_another_process_publishes(
             log = stop(daemon)
     assert "another process is publishing; publishing again in 5s" in log
     assert daemon.returncode == 0 and "Traceback" not in log
+
+
+def test_a_poll_that_outlasts_its_interval_is_followed_by_the_next(tmp_path: Path,
+                                                                   feed_server) -> None:
+    """The first poll fetches a slow article page (2 s) on a 1 s interval, so
+    its next poll is already due when it ends. That next poll must happen:
+    scheduled from inside the running job, apscheduler skipped it as a second
+    instance of the job, and the source was never polled again."""
+    hub = HubDir(tmp_path, interval="1s")
+    feed_server.slow("/article", "<html><body><article><p>" + "Text. " * 200
+                     + "</p></article></body></html>", first_byte_delay=2.0,
+                     content_type="text/html")
+    feed_server.serve("/slow.rss", '<?xml version="1.0"?><rss version="2.0"><channel>'
+                      "<title>S</title><link>https://s.example/</link><description>d</description>"
+                      f"<item><title>T</title><link>{feed_server.url('/article')}</link>"
+                      "<guid>t</guid><description>A teaser …</description></item>"
+                      "</channel></rss>")
+    assert hub.run("add", feed_server.url("/slow.rss"), "--name", "slow", "--no-check",
+                   "--language", "en").returncode == 0
+    daemon = hub.start("run")
+    try:
+        wait_for(lambda: len(feed_server.requests_for("/slow.rss")) >= 3, timeout=20)
+    finally:
+        stop(daemon)
+    assert len(feed_server.requests_for("/article")) == 1  # extracted once, as ever

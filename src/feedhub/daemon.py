@@ -142,10 +142,20 @@ class Daemon:
             log.exception("poll %s failed unexpectedly; trying again later", name)
         finally:
             self._polls.discard(task)  # type: ignore[arg-type]
+        # Schedule the next poll once this run is over, not from inside it:
+        # apscheduler counts this run against the job's max_instances until
+        # its task is done, and a next poll already due (a poll that took
+        # longer than its interval) would be skipped as a second instance --
+        # and a one-shot job skipped is gone: the source never polled again.
+        # Done callbacks run in the order they were added, the executor's
+        # (which ends the run) first.
+        task.add_done_callback(lambda _: self._schedule_next(name, next_poll))
+
+    def _schedule_next(self, name: str, due: datetime | None) -> None:
         current = self.config.find_source(name)
         if current is not None and not self.stopping.is_set():
             interval = self.config.interval_of(current)
-            self._schedule(current, next_poll or datetime.now(UTC) + timedelta(seconds=interval))
+            self._schedule(current, due or datetime.now(UTC) + timedelta(seconds=interval))
 
     async def _drain(self) -> None:
         if not self._polls:
