@@ -211,21 +211,24 @@ class Hub:
 
         validators = {"etag": result.validators.etag,
                       "last_modified": result.validators.last_modified}
-        body_hash = hashlib.sha256(result.content).hexdigest()
         fingerprint = None if self.parse_unchanged else body_fingerprint(result)
-        if state.url == source.url and (body_hash == state.body_hash or (
-                # a body that differs only in the feed's own dates (see
-                # body_fingerprint) is not parsed either, unless the last parse
-                # was degraded: its complaint names lines and columns
-                fingerprint is not None and fingerprint.digest == state.body_hash
-                and not state.degraded)):
+        note = body_hash = None
+        if state.url != source.url:
+            pass
+        elif fingerprint is not None and fingerprint.digest == state.body_hash and not (
+                fingerprint.dated and state.degraded):
+            # the body differs at most in the feed's own dates (see
+            # body_fingerprint); a degraded parse is redone, as its complaint
+            # names lines and columns
+            note = "items unchanged" if fingerprint.dated else "body unchanged"
+        elif (body_hash := hashlib.sha256(result.content).hexdigest()) == state.body_hash:
+            note = "body unchanged"
+        if note is not None:
             changes = {}
             if fingerprint is not None and fingerprint.updated is not None:
                 changes["feed_updated"] = fingerprint.updated  # atom:source keeps up
             due = record(result.status, hints=hints, since=answered, **validators, **moved,
                          **changes)
-            note = ("body unchanged" if body_hash == state.body_hash or not fingerprint.dated
-                    else "items unchanged")
             return PollReport(source.name, result.status, next_poll=due, note=note)
         context = self._language_context(source)
         log.debug("poll %s: parsing %d bytes", source.name, len(result.content))
@@ -245,7 +248,8 @@ class Hub:
                 id_authority=self.id_authority)
             # a clean parse clears an earlier degraded mark
             due = record(result.status, hints=(*hints[:1], parsed.ttl), since=answered,
-                         feed=parsed.info, body_hash=self._body_hash(body_hash, fingerprint, parsed),
+                         feed=parsed.info, body_hash=self._body_hash(
+                             body_hash, fingerprint, result.content, parsed),
                          ttl=parsed.ttl,
                          degraded=parsed.degraded, entries=len(parsed.items),
                          **validators, **moved)
@@ -254,15 +258,16 @@ class Hub:
                           note=None if parsed.items else "no entries in the feed")
 
     @staticmethod
-    def _body_hash(body_hash: str, fingerprint: Fingerprint | None, parsed: ParsedFeed) -> str:
+    def _body_hash(body_hash: str | None, fingerprint: Fingerprint | None, body: bytes,
+                   parsed: ParsedFeed) -> str:
         """What the next poll's body is compared with: the fingerprint, which
         leaves the feed's own dates out, if the date it reads is the one
         feedparser read (a feed may say it twice, or in an element the
         fingerprint keeps, such as Atom 0.3's <modified>); else the plain hash."""
-        if fingerprint is None or not fingerprint.dated or (
-                fingerprint.updated is not None and fingerprint.updated != parsed.info.updated):
-            return body_hash
-        return fingerprint.digest
+        if fingerprint is not None and (fingerprint.updated is None
+                                        or fingerprint.updated == parsed.info.updated):
+            return fingerprint.digest
+        return body_hash or hashlib.sha256(body).hexdigest()
 
     async def _add_full_text(self, source: SourceConfig, items: Sequence[Item],
                              context: LanguageContext) -> tuple[Item, ...]:
