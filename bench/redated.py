@@ -17,6 +17,7 @@ import asyncio
 import hashlib
 import multiprocessing
 import os
+import socket
 import sys
 import tempfile
 import time
@@ -51,6 +52,10 @@ def serve(feeds: int, items: int, port: multiprocessing.Value, stamp: multiproce
 
         def log_message(self, *args) -> None:
             pass
+
+        def setup(self) -> None:
+            super().setup()  # headers and body go out as two writes: no Nagle wait between
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
         def do_GET(self) -> None:
             if self.path == "/_prepare":  # build this round's bodies before it is timed
