@@ -15,7 +15,7 @@ import html
 import re
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urljoin, urlsplit
 from xml.sax import SAXParseException
 
@@ -393,3 +393,72 @@ def feed_links(page: bytes | str, page_url: str, *, encoding: str | None = None)
     found = tuple(links.values())
     preferred = tuple(link for link in found if link.type != _FALLBACK_LINK_TYPE)
     return preferred or found
+
+
+# --- items unchanged: a body that differs only in the feed's own dates ---------
+
+# Many publishers rewrite <lastBuildDate> or the feed's <updated> on every
+# request: the body hash never matches though no item changed. The
+# fingerprint is the body's hash with the text of those feed-level date
+# elements left out, so such a body is recognised without feedparser; the
+# one thing they feed (FeedInfo.updated: atom:source's <updated>) is read
+# from the element by feedparser's own date parser. Conservative by
+# construction: only a plain element (no attributes, no prefix, text without
+# markup or entities) before the first item, DOCTYPE or processing
+# instruction, and outside comments and CDATA sections, is left out;
+# everything else, items included, is hashed as it came. Encodings in which
+# those bytes might not be those characters (UTF-16/32, ISO-2022, ...) are
+# hashed whole.
+_FEED_DATE_SCAN = re.compile(
+    rb"<!--.*?-->|<!\[CDATA\[.*?\]\]>"  # skipped over, hashed as they are
+    rb"|<(lastBuildDate|pubDate|updated)>([\t\x20-\x25\x27-\x3b\x3d-\x7e]*)</\1>"  # left out
+    rb"|<(?:[A-Za-z_][\w.-]*:)?(?:item|entry)[\s/>]|<[!?]",  # the end of the feed's own part
+    re.DOTALL)
+_XML_DECLARATION = re.compile(rb"(?:\xef\xbb\xbf)?<\?xml[^<>]*\?>")
+_DECLARED_ENCODING = re.compile(rb"""^(?:\xef\xbb\xbf)?<\?xml[^<>]*?encoding\s*=\s*["']([^"']*)""")
+_CHARSET = re.compile(r"charset\s*=\s*[\"']?([^\"';\s]*)", re.IGNORECASE)
+_BYTE_SAFE_CHARSETS = frozenset({"utf-8", "utf8", "us-ascii", "ascii", "iso-8859-1", "latin-1",
+                                 "latin1", "iso-8859-15", "windows-1252", "cp1252"})
+FINGERPRINT = "v1:"  # a body hash stored before has no prefix: one full parse, then this
+
+
+class Fingerprint(NamedTuple):
+    digest: str
+    dated: bool  # whether feed-level dates were left out of the digest
+    updated: datetime | None  # the feed's updated they say (None: they say none)
+
+
+def body_fingerprint(result: FetchResult) -> Fingerprint:
+    """The body's hash, but for the feed-level dates of a plain RSS or Atom
+    document (see above). The final URL and the Content-Type go into it: both
+    change how the same bytes are read."""
+    body = result.content
+    content_type = result.headers.get("content-type", "")
+    digest = hashlib.sha256(f"{FINGERPRINT}{result.final_url}\n{content_type}\n".encode())
+    declared = _DECLARED_ENCODING.match(body)
+    charset = _CHARSET.search(content_type)
+    start = declaration.end() if (declaration := _XML_DECLARATION.match(body)) else 0
+    matches = []
+    if not (b"\x00" in body[:4] or b"\x1b" in body or body[:2] in (b"\xff\xfe", b"\xfe\xff")
+            or (declared and declared[1].decode("ascii", "replace").lower()
+                not in _BYTE_SAFE_CHARSETS)
+            or (charset and charset[1].lower() not in _BYTE_SAFE_CHARSETS)):
+        for match in _FEED_DATE_SCAN.finditer(body, start):
+            if match[1] is not None:
+                matches.append(match)
+            elif not match[0].startswith((b"<!--", b"<![CDATA[")):
+                break
+    updated = None
+    for match in matches:
+        if match[1] != b"pubDate":  # feedparser: both are the feed's updated; the last one wins
+            text = match[2].decode("ascii").strip()
+            updated = _date(feedparser.datetimes._parse_date(text)) if text else None
+            if updated is None:  # feedparser would leave it unset: hashed as it is
+                matches = []
+                break
+    position = 0
+    for match in matches:
+        digest.update(body[position:match.start(2)])
+        position = match.end(2)
+    digest.update(body[position:])
+    return Fingerprint(digest.hexdigest(), bool(matches), updated if matches else None)

@@ -196,7 +196,8 @@ class Store:
     # --- sources -----------------------------------------------------------
 
     _SOURCE_FIELDS = frozenset({"etag", "last_modified", "body_hash", "ttl", "retired",
-                                "redirect_url", "redirect_count", "degraded", "entries"})
+                                "redirect_url", "redirect_count", "degraded", "entries",
+                                "feed_updated"})
 
     def record_poll(self, source: str, *, url: str, at: datetime, status: int | None,
                     error: str | None, next_poll: datetime | None,
@@ -204,7 +205,8 @@ class Store:
         """Remember the outcome of one poll: an error grows the source's error
         streak, a success resets it. `changes` sets other state columns
         (etag, last_modified, body_hash, ttl, retired, redirect_url,
-        redirect_count; degraded and entries, set by a poll that parsed).
+        redirect_count; degraded and entries, set by a poll that parsed;
+        feed_updated, by one that skipped parsing a feed whose date changed).
         A `feed` without a date is dated by the newest of the source's
         stored items."""
         unknown = set(changes) - self._SOURCE_FIELDS
@@ -214,6 +216,8 @@ class Store:
             "url": url, "last_poll": _iso(at), "last_status": status,
             "last_error": error, "next_poll": _iso(next_poll), **changes,
         }
+        if isinstance(row.get("feed_updated"), datetime):
+            row["feed_updated"] = _iso(row["feed_updated"])
         if feed is not None:
             row.update({
                 "feed_id": feed.id, "feed_title": feed.title, "feed_subtitle": feed.subtitle,
