@@ -261,6 +261,8 @@ class _Handler(BaseHTTPRequestHandler):
                 return
         body = route.body if status >= 300 else b""
         headers = dict(route.headers)
+        if route.delay > 0:
+            headers["Connection"] = "close"  # as a held GET answer says: no next request on it
         if body:
             headers.setdefault("Content-Type", "text/plain; charset=utf-8")
         if status not in (204, 304):  # those never carry a body, nor its length

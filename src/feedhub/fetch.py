@@ -570,8 +570,9 @@ class Fetcher:
             async with asyncio.timeout(self.timeout):
                 try:
                     return await send(started)
-                except httpx.RemoteProtocolError:
-                    # A kept-alive connection the server had just closed: the
+                except (httpx.RemoteProtocolError, httpx.WriteError):
+                    # A kept-alive connection the server had just closed (seen
+                    # as a protocol error, or a broken pipe while writing): the
                     # request never reached it, so it is safe to send once more
                     # (on a fresh connection), as browsers do.
                     return await send(started)
