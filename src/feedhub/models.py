@@ -229,6 +229,41 @@ class ParsedFeed:
     # why the items are only what could be recovered from a broken document
     # (the XML parser gave up part way): the source is degraded
     degraded: str | None = None
+    # indices of items dated after the poll (estimated now, dated once that
+    # date has passed): their bytes alone do not say how they are read
+    ahead: frozenset[int] = frozenset()
+
+
+@dataclass(frozen=True)
+class ParsedPoll:
+    """What the parse of one poll gives the hub (see parse.item_split): the
+    feed and its items -- all of them, or, read in part, only those whose
+    bytes changed -- and how the document splits, to know its items' bytes
+    at the next poll."""
+
+    parsed: ParsedFeed
+    skeleton: str | None = None  # the feed's own part; None: the document does not split
+    # each entry's bytes' digest, in document order; None for one to read
+    # every time (dated ahead)
+    digests: tuple[str | None, ...] = ()
+    # read in part: where each of parsed.items is in the document (None: all read)
+    positions: tuple[int, ...] | None = None
+    context: str = ""  # the language context the items were read in (worker.context_key)
+
+    @property
+    def entries(self) -> int:
+        return len(self.parsed.items) if self.positions is None else len(self.digests)
+
+
+@dataclass(frozen=True)
+class ItemBytes:
+    """A source's items whose bytes are known: a parse of the same bytes, in
+    the same feed (`skeleton`) and language context, would leave their stored
+    rows as they are."""
+
+    skeleton: str
+    context: str  # see worker.context_key
+    items: dict[str, tuple[str, str | None]]  # digest -> (upstream id, link)
 
 
 # --- store and publish ------------------------------------------------------

@@ -14,6 +14,7 @@ import hashlib
 import html
 import re
 import time
+from collections.abc import Container, Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 from urllib.parse import urljoin, urlsplit
@@ -60,7 +61,11 @@ class ParseError(Exception):
 READ_IN_FULL = (feedparser.CharacterEncodingOverride, feedparser.NonXMLContentType)
 
 
-def parse_feed(result: FetchResult) -> ParsedFeed:
+def parse_feed(result: FetchResult, *, positions: Sequence[int] | None = None,
+               document_base: str | None = None) -> ParsedFeed:
+    """`positions`, `document_base`: for a document made of part of another
+    (see parse_changed): where each of its entries is in the whole one (the
+    hub's estimated dates depend on it), and the whole one's base."""
     body = result.content
     if not body.strip():
         raise ParseError("empty response body: not a feed")
@@ -70,7 +75,8 @@ def parse_feed(result: FetchResult) -> ParsedFeed:
         return jsonfeed.parse_json_feed(result)
     body = _without_entity_declarations(body)
     headers = dict(result.headers)
-    headers["content-location"] = document_base = _document_base(body, result.final_url)
+    document_base = document_base or _document_base(body, result.final_url)
+    headers["content-location"] = document_base
     headers.pop("content-encoding", None)  # fetch already decoded the body
     data = feedparser.parse(
         body, response_headers=headers, sanitize_html=False, resolve_relative_uris=False
@@ -95,9 +101,15 @@ def parse_feed(result: FetchResult) -> ParsedFeed:
     feed_author = None
     if str(data.get("version", "")).startswith("atom"):
         feed_author = (data.feed.get("author_detail") or {}).get("name") or data.feed.get("author")
+    if positions is None or len(positions) != len(data.entries):
+        positions = range(len(data.entries))
     items = tuple(_item(entry, estimate_time(fetched_at, position), result.final_url,
                         document_base, feed_author)
-                  for position, entry in enumerate(data.entries))
+                  for position, entry in zip(positions, data.entries, strict=True))
+    # an item dated after the poll is read differently once that date has passed
+    ahead = frozenset(n for n, (position, entry) in enumerate(zip(positions, data.entries,
+                                                                   strict=True))
+                      if _dated_ahead(entry, estimate_time(fetched_at, position)))
     warning = degraded = None
     if data.bozo:
         warning = f"malformed feed, read what could be read: {_complaint(data)}"
@@ -105,7 +117,12 @@ def parse_feed(result: FetchResult) -> ParsedFeed:
         degraded = f"malformed XML, {len(items)} entries recovered: {_complaint(data)}"
     ttl = str(data.feed.get("ttl", "")).strip()
     return ParsedFeed(info=info, items=items, warning=warning, degraded=degraded,
-                      ttl=int(ttl) * 60 if ttl.isdigit() else None)
+                      ttl=int(ttl) * 60 if ttl.isdigit() else None, ahead=ahead)
+
+
+def _dated_ahead(entry: Any, fetched_at: datetime) -> bool:
+    return any((moment := _date(dict.get(entry, key))) is not None and moment > fetched_at
+               for key in ("published_parsed", "updated_parsed"))
 
 
 def _complaint(data: Any) -> str:
@@ -428,6 +445,17 @@ class Fingerprint(NamedTuple):
     updated: datetime | None  # the feed's updated they say (None: they say none)
 
 
+def _byte_safe(body: bytes, content_type: str) -> bool:
+    """Whether the body's markup can be read from its bytes as ASCII: not a
+    wide or stateful encoding, by its BOM, declaration or Content-Type."""
+    declared = _DECLARED_ENCODING.match(body)
+    charset = _CHARSET.search(content_type)
+    return not (b"\x00" in body[:4] or b"\x1b" in body or body[:2] in (b"\xff\xfe", b"\xfe\xff")
+                or (declared and declared[1].decode("ascii", "replace").lower()
+                    not in _BYTE_SAFE_CHARSETS)
+                or (charset and charset[1].lower() not in _BYTE_SAFE_CHARSETS))
+
+
 def body_fingerprint(result: FetchResult) -> Fingerprint:
     """The body's hash, but for the feed-level dates of a plain RSS or Atom
     document (see above). The final URL and the Content-Type go into it: both
@@ -435,14 +463,9 @@ def body_fingerprint(result: FetchResult) -> Fingerprint:
     body = result.content
     content_type = result.headers.get("content-type", "")
     digest = hashlib.sha256(f"{FINGERPRINT}{result.final_url}\n{content_type}\n".encode())
-    declared = _DECLARED_ENCODING.match(body)
-    charset = _CHARSET.search(content_type)
     start = declaration.end() if (declaration := _XML_DECLARATION.match(body)) else 0
     matches = []
-    if not (b"\x00" in body[:4] or b"\x1b" in body or body[:2] in (b"\xff\xfe", b"\xfe\xff")
-            or (declared and declared[1].decode("ascii", "replace").lower()
-                not in _BYTE_SAFE_CHARSETS)
-            or (charset and charset[1].lower() not in _BYTE_SAFE_CHARSETS)):
+    if _byte_safe(body, content_type):
         for match in _FEED_DATE_SCAN.finditer(body, start):
             if match[1] is not None:
                 matches.append(match)
@@ -462,3 +485,106 @@ def body_fingerprint(result: FetchResult) -> Fingerprint:
         position = match.end(2)
     digest.update(body[position:])
     return Fingerprint(digest.hexdigest(), bool(matches), updated if matches else None)
+
+
+# --- parse only what changed: a document split into its feed part and items ----
+
+# A feed that gained a few items (or had one edited) is mostly bytes the hub
+# has read before. item_split cuts a document into its own part (everything
+# but the items) and each item's bytes; parse_changed gives feedparser the
+# document without the items whose bytes are known, which reads the new ones
+# exactly as in the whole document: an item element is read from its own
+# bytes and the elements around it (namespaces, xml:base, xml:lang, the
+# feed's language and author), and those are the feed's own part, which must
+# be the one the known items were read in (its digest, dates left out as in
+# body_fingerprint). Conservative by construction: any of these and there is
+# no split (the whole document is parsed): a wide or stateful encoding; a
+# DOCTYPE, or a comment, CDATA section or processing instruction left open;
+# an item with a namespace prefix (<atom:entry>), one inside another, an empty
+# one (<item/>); anything but whitespace between two items; an item that
+# declares a namespace prefix (feedparser keeps the prefix it saw first for a
+# namespace for the rest of the document; a default namespace, xmlns="...",
+# it keeps under no name, and so reads in scope). The caller checks the rest:
+# that feedparser read as many entries as there are items, and did not
+# complain.
+_ITEM_SCAN = re.compile(
+    rb"<!--.*?-->|<!\[CDATA\[.*?\]\]>|<\?.*?\?>"  # skipped over
+    rb"|<(/?)(item|entry)(?=[\s/>])"  # an item's start or end
+    rb"|<[!?]|</?[A-Za-z_][\w.-]*:(?:item|entry)[\s/>]",  # no split
+    re.DOTALL)
+_ITEM_START = re.compile(rb"""<(item|entry)(?:\s+[^\s=/<>"']+\s*=\s*(?:"[^"<]*"|'[^'<]*'))*\s*>""")
+_ITEM_END = re.compile(rb"</(item|entry)\s*>")
+SPLIT = "v1:"  # a new way of splitting changes every digest: one full parse, then this
+
+
+class ItemSplit(NamedTuple):
+    skeleton: str  # the feed's own part, final URL, Content-Type and base: what items are read in
+    base: str  # the document's base (see _document_base): the whole document's
+    spans: tuple[tuple[int, int], ...]  # each item's bytes, in document order
+    digests: tuple[str, ...]  # and their digests
+
+
+def item_split(result: FetchResult) -> ItemSplit | None:
+    """The document cut into its own part and its items, or None where the
+    cut might not be the one feedparser reads (see above)."""
+    body = result.content
+    if not _byte_safe(body, result.headers.get("content-type", "")):
+        return None
+    spans: list[tuple[int, int]] = []
+    start = None
+    for match in _ITEM_SCAN.finditer(body):
+        if match[2] is None:
+            if match[0].startswith((b"<!--", b"<![CDATA[")) or (
+                    match[0].startswith(b"<?") and match[0].endswith(b"?>")):
+                continue
+            return None
+        if not match[1]:  # a start tag
+            tag = _ITEM_START.match(body, match.start())
+            if start is not None or tag is None:
+                return None
+            start = (match.start(), tag[1])
+        else:
+            end = _ITEM_END.match(body, match.start())
+            if start is None or end is None or end[1] != start[1]:
+                return None
+            if spans and body[spans[-1][1]:start[0]].strip():
+                return None
+            spans.append((start[0], end.end()))
+            start = None
+    if start is not None:
+        return None
+    chunks = [body[begin:end] for begin, end in spans]
+    if any(b"xmlns:" in chunk for chunk in chunks):
+        return None
+    first, last = (spans[0][0], spans[-1][1]) if spans else (len(body), len(body))
+    base = _document_base(body, result.final_url)
+    own = body_fingerprint(FetchResult(
+        url=result.url, final_url=result.final_url, status=result.status,
+        content=body[:first] + b"<entry/>" + body[last:], headers=result.headers,
+        fetched_at=result.fetched_at))
+    skeleton = hashlib.sha256(f"{SPLIT}{own.digest}\n{base}".encode()).hexdigest()
+    return ItemSplit(skeleton, base, tuple(spans),
+                     tuple(hashlib.sha256(chunk).hexdigest()[:32] for chunk in chunks))
+
+
+def parse_changed(result: FetchResult, split: ItemSplit,
+                  known: Container[str]) -> tuple[ParsedFeed, tuple[int, ...]] | None:
+    """feedparser on the document without the items whose digest is `known`:
+    the feed and the other items, read as in the whole document, and where
+    each of those items is in it. None where that reading might differ: a
+    complaint, or entries that are not the items given."""
+    changed = tuple(n for n, digest in enumerate(split.digests) if digest not in known)
+    body, spans = result.content, split.spans
+    first, last = (spans[0][0], spans[-1][1]) if spans else (len(body), len(body))
+    part = (body[:first] + b"\n".join(body[spans[n][0]:spans[n][1]] for n in changed)
+            + body[last:])
+    try:
+        parsed = parse_feed(FetchResult(
+            url=result.url, final_url=result.final_url, status=result.status, content=part,
+            headers=result.headers, fetched_at=result.fetched_at),
+            positions=changed, document_base=split.base)
+    except ParseError:
+        return None
+    if parsed.warning is not None or len(parsed.items) != len(changed):
+        return None
+    return parsed, changed
