@@ -102,7 +102,7 @@ def test_a_v8_database_is_migrated_to_each_text_once(tmp_path: Path, feed_server
 
     assert published_files(hub) == before  # the first command migrates
     with sqlite3.connect(hub.database) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 9
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 10
     assert all(content is None for content, _, _ in text_columns(hub.database))
     assert hub.run("poll", "--all").returncode == 0  # nothing changed upstream
     assert published_files(hub) == before

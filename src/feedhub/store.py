@@ -24,6 +24,7 @@ import sqlite_utils
 from feedhub.models import (
     FeedInfo,
     Item,
+    ItemBytes,
     Link,
     SourceState,
     StoredItem,
@@ -33,7 +34,7 @@ from feedhub.models import (
     primary_subtag,
 )
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 # An item's published text. `content` holds it only where it differs from
 # the text it is derived from: the extracted article if there is one, else
 # the feed's text (NULL otherwise: most items, whose text would be stored
@@ -191,6 +192,11 @@ class Store:
                 # differs from what it is derived from (PUBLISHED_TEXT)
                 db.execute("UPDATE items SET content = NULL "
                            "WHERE content = coalesce(extracted_content, feed_content)")
+            if version < 10:
+                # parse only what changed: per source, the items whose bytes
+                # the hub knows (see ItemBytes; JSON, read and written whole)
+                db["item_bytes"].create({"source": str, "skeleton": str, "context": str,
+                                         "items": str}, pk="source", if_not_exists=True)
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     # --- sources -----------------------------------------------------------
@@ -293,18 +299,25 @@ class Store:
     # --- items -------------------------------------------------------------
 
     def save_items(self, source: str, items: Sequence[Item], *, seen_at: datetime,
-                   id_authority: str) -> tuple[StoreOutcome, frozenset[str]]:
+                   id_authority: str, positions: Sequence[int] | None = None,
+                   others: Sequence[tuple[str, str | None]] = ()) -> tuple[StoreOutcome,
+                                                                          frozenset[str]]:
         """Insert new items, update changed ones in place (same Atom id, new
         `updated`), leave the rest. Returns the counts and the language groups
-        that changed."""
+        that changed. A feed read in part (hub: parse only what changed, no
+        two items of one id): `positions`, where each item is in the feed;
+        `others`, (upstream id, link) of its items not given, whose rows are
+        known to stay as they are."""
         new = updated = unchanged = 0
         touched: set[str] = set()
         unique = list({item.upstream_id: item for item in reversed(items)}.values())[::-1]
+        if positions is None or len(unique) != len(items):
+            positions = range(len(unique))
         with self._write() as db:
             existing = self._existing(source, [item.upstream_id for item in unique])
-            self._match_by_link(source, unique, existing)
+            self._match_by_link(source, unique, existing, others)
             inserts = []
-            for position, item in enumerate(unique):
+            for position, item in zip(positions, unique, strict=True):
                 hub_time = estimate_time(seen_at, position)  # when this item changed, if it did
                 digest = _content_hash(item)
                 group = primary_subtag(item.language or "und")
@@ -373,12 +386,15 @@ class Store:
         return StoreOutcome(new, updated, unchanged), frozenset(touched)
 
     def _match_by_link(self, source: str, items: Sequence[Item],
-                       existing: dict[str, dict[str, Any]]) -> None:
+                       existing: dict[str, dict[str, Any]],
+                       others: Sequence[tuple[str, str | None]] = ()) -> None:
         """Some feeds mint a new guid on every fetch while the link stays: an
         unknown guid whose link this source already has is that item, not a
-        new one (else every poll would flood the feed with duplicates)."""
+        new one (else every poll would flood the feed with duplicates).
+        `others`: the feed's other items (see save_items)."""
         shared = Counter(item.link for item in items)
-        ids = {item.upstream_id for item in items}
+        shared.update(link for _, link in others)
+        ids = {item.upstream_id for item in items} | {upstream_id for upstream_id, _ in others}
         wanted = [item for item in items
                   if item.upstream_id not in existing and item.link and shared[item.link] == 1]
         by_link: dict[str, tuple[Any, ...]] = {}
@@ -407,6 +423,53 @@ class Store:
                 found[row[1]] = {"id": row[0], "content_hash": row[2], "updated": row[3],
                                  "lang_group": row[4]}
         return found
+
+    # --- items whose bytes are known (parse only what changed) ----------------
+
+    def item_bytes(self, source: str) -> ItemBytes | None:
+        """The source's known items, but those `feedhub refetch` marked (their
+        unchanged bytes must be read again for the extraction to happen)."""
+        row = self.db.execute("SELECT skeleton, context, items FROM item_bytes WHERE source = ?",
+                              [source]).fetchone()
+        if row is None:
+            return None
+        marked = {uid for (uid,) in self.db.execute(
+            "SELECT upstream_id FROM items WHERE source = ? AND fulltext_status = ?",
+            [source, REFETCH])}
+        items = {digest: (uid, link) for digest, (uid, link) in json.loads(row[2]).items()
+                 if uid not in marked}
+        return ItemBytes(row[0], row[1], items)
+
+    def set_item_bytes(self, source: str, known: ItemBytes | None) -> None:
+        with self._write() as db:
+            if known is None:
+                db.execute("DELETE FROM item_bytes WHERE source = ?", [source])
+            else:
+                db.execute("INSERT OR REPLACE INTO item_bytes (source, skeleton, context, items) "
+                           "VALUES (?, ?, ?, ?)", [source, known.skeleton, known.context,
+                                                   json.dumps(known.items)])
+
+    def settled_items(self, source: str, items: Sequence[Item]) -> set[str]:
+        """Upstream ids of the `items` stored as they are: under that id (not
+        matched by link), with their content hash, and no full text due
+        (fulltext_candidates). Reading the same item again would leave its
+        row alone."""
+        stored: dict[str, tuple[Any, ...]] = {}
+        ids = [item.upstream_id for item in items]
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            for row in self.db.execute(
+                    "SELECT upstream_id, content_hash, fulltext_status, fulltext_link FROM items "
+                    f"WHERE source = ? AND upstream_id IN ({marks})", [source, *chunk]):
+                stored[row[0]] = row[1:]
+        settled = set()
+        for item in items:
+            digest, status, link = stored.get(item.upstream_id, (None, None, None))
+            if digest == _content_hash(item) and status != REFETCH and (
+                    status is None or link == item.link):
+                settled.add(item.upstream_id)
+        return settled
 
     def fulltext_candidates(self, source: str, items: Sequence[Item]) -> set[str]:
         """Upstream ids of the items whose article page may need fetching:
