@@ -13,6 +13,7 @@ import json
 import re
 import sqlite3
 from collections import Counter
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -69,18 +70,22 @@ def corpus_files() -> list[tuple[str, bytes, dict[str, str]]]:
     return [f for f in files if redate(f[1], 1) != redate(f[1], 0)]
 
 
-def poll_all(tmp_path: Path, feed_server, files, *,
-             parse_unchanged: bool) -> tuple[dict, dict, Counter]:
-    """Poll every file POLLS times, its dates rewritten before each poll; the
-    stored items and sources, by source name, without the columns that are
-    the poll's own bookkeeping; and the polls' notes."""
+def poll_all(tmp_path: Path, feed_server, files, *, parse_unchanged: bool,
+             versions: Callable[[bytes, int], bytes] = redate, polls: int = POLLS,
+             fulltext: str = "never", hours: Sequence[float] = ()) -> tuple[dict, dict, Counter]:
+    """Poll every file `polls` times, served as `versions` makes it for each
+    poll (by default: its dates rewritten); the stored items and sources, by
+    source name, without the columns that are the poll's own bookkeeping;
+    and the polls' notes. `hours`: when each poll happens, after the first
+    (default: an hour apart)."""
     prefix = "/corpus/"  # the same URLs both ways: relative links resolve against them
     lines = ['[hub]', 'base_url = "https://hub.example.org/feeds/"',
              "allow_private_networks = true", "host_spacing = 0", "max_per_host = 8",
              "max_connections = 8", 'timeout = "10s"', "items_per_feed = 100000", ""]
     for n, _ in enumerate(files):
         lines += ["[[sources]]", f'name = "c{n}"',
-                  f'url = "{feed_server.url(f"{prefix}{n}.xml")}"', 'fulltext = "never"', ""]
+                  f'url = "{feed_server.url(f"{prefix}{n}.xml")}"', f'fulltext = "{fulltext}"',
+                  ""]
     config = parse_config("\n".join(lines), tmp_path / "config.toml")
     start = datetime(2026, 12, 1, tzinfo=UTC)
 
@@ -92,19 +97,19 @@ def poll_all(tmp_path: Path, feed_server, files, *,
                 hub = Hub(config, store, fetcher, workers=2, parse_unchanged=parse_unchanged)
                 fetch = fetcher.fetch
                 try:
-                    for poll in range(POLLS):
+                    for poll in range(polls):
                         for n, (_, body, headers) in enumerate(files):
                             extra = dict(headers)
                             kind = extra.pop("Content-type", None) or extra.pop(
                                 "Content-Type", None) or "application/xml"
-                            feed_server.serve(f"{prefix}{n}.xml", redate(body, poll),
+                            feed_server.serve(f"{prefix}{n}.xml", versions(body, poll),
                                               content_type=kind, headers=extra)
+                        at = start + timedelta(hours=hours[poll - 1] if poll and hours else poll)
 
-                        async def fixed(*args, poll=poll, **kwargs) -> FetchResult:
+                        async def fixed(*args, at=at, **kwargs) -> FetchResult:
                             # the same clock both ways: estimated dates, atom ids
                             result = await fetch(*args, **kwargs)
-                            return dataclasses.replace(
-                                result, fetched_at=start + timedelta(hours=poll))
+                            return dataclasses.replace(result, fetched_at=at)
 
                         fetcher.fetch = fixed
                         notes.update(r.note for r in await hub.poll_many(config.sources))

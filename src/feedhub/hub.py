@@ -27,8 +27,10 @@ from feedhub.models import (
     Config,
     FetchResult,
     Item,
+    ItemBytes,
     LanguageContext,
     ParsedFeed,
+    ParsedPoll,
     PollReport,
     SourceConfig,
     SourceState,
@@ -52,7 +54,7 @@ from feedhub.publish import (
     unchanged_source_feed,
 )
 from feedhub.store import Store
-from feedhub.worker import detect_item_language, extract_article, parse_and_enrich, parser_pool
+from feedhub.worker import detect_item_language, extract_article, parse_poll, parser_pool
 
 log = logging.getLogger("feedhub")
 
@@ -109,9 +111,9 @@ class Hub:
             usual=None if source.language else self.store.usual_language(source.name))
 
     async def _parse(self, result: FetchResult, source: SourceConfig,
-                     context: LanguageContext) -> ParsedFeed:
+                     context: LanguageContext, known: ItemBytes | None) -> ParsedPoll:
         loop = asyncio.get_running_loop()
-        args = (parse_and_enrich, result, source, context)
+        args = (parse_poll, result, source, context, known, not self.parse_unchanged)
         try:
             return await loop.run_in_executor(self.executor, *args)
         except BrokenExecutor:
@@ -232,31 +234,63 @@ class Hub:
                          **changes)
             return PollReport(source.name, result.status, next_poll=due, note=note)
         context = self._language_context(source)
+        # parse only what changed: the items whose bytes it knows are not read again
+        known = None
+        if not self.parse_unchanged and state.url == source.url:
+            known = self.store.item_bytes(source.name)
         log.debug("poll %s: parsing %d bytes", source.name, len(result.content))
         try:
-            parsed = await self._parse(result, source, context)
+            polled = await self._parse(result, source, context, known)
         except ParseError as exc:
             # degraded and entries stay those of the last document read: the
             # validators kept are its own, and a 304 to them means it again
             due = record(result.status, str(exc), since=answered, body_hash=None, **moved)
             return PollReport(source.name, result.status, error=str(exc), next_poll=due)
+        parsed = polled.parsed
         if parsed.warning and not parsed.degraded:  # read in full all the same
             log.info("poll %s: %s", source.name, parsed.warning)
+        others: list[tuple[str, str | None]] = []
+        if polled.positions is not None and known is not None:
+            read = set(polled.positions)
+            others = [known.items[digest] for n, digest in enumerate(polled.digests)
+                      if n not in read and digest is not None]
+            log.debug("poll %s: read %d of %d items, %d known", source.name,
+                      len(parsed.items), polled.entries, len(others))
         items = await self._add_full_text(source, parsed.items, context)
         with self.store.transaction():  # items and the validators that go with them
             outcome, languages = self.store.save_items(
                 source.name, items, seen_at=result.fetched_at,
-                id_authority=self.id_authority)
+                id_authority=self.id_authority, positions=polled.positions, others=others)
+            self.store.set_item_bytes(source.name, self._item_bytes(source, polled, known))
             # a clean parse clears an earlier degraded mark
             due = record(result.status, hints=(*hints[:1], parsed.ttl), since=answered,
                          feed=parsed.info, body_hash=self._body_hash(
                              body_hash, fingerprint, result.content, parsed),
                          ttl=parsed.ttl,
-                         degraded=parsed.degraded, entries=len(parsed.items),
+                         degraded=parsed.degraded, entries=polled.entries,
                          **validators, **moved)
         return PollReport(source.name, result.status, outcome.new, outcome.updated,
                           languages=languages, next_poll=due, degraded=parsed.degraded,
-                          note=None if parsed.items else "no entries in the feed")
+                          note=None if polled.entries else "no entries in the feed")
+
+    def _item_bytes(self, source: SourceConfig, polled: ParsedPoll,
+                    known: ItemBytes | None) -> ItemBytes | None:
+        """What the next poll knows of this document's items: those read in
+        an earlier poll and still there, and those read now that the store
+        holds exactly as read (called after they are saved)."""
+        if polled.skeleton is None:
+            return None
+        items: dict[str, tuple[str, str | None]] = {}
+        positions: Sequence[int] = range(len(polled.parsed.items))
+        if polled.positions is not None and known is not None:
+            positions = polled.positions
+            items = {digest: known.items[digest] for digest in polled.digests
+                     if digest is not None and digest in known.items}
+        settled = self.store.settled_items(source.name, polled.parsed.items)
+        for position, item in zip(positions, polled.parsed.items, strict=True):
+            if (digest := polled.digests[position]) is not None and item.upstream_id in settled:
+                items[digest] = (item.upstream_id, item.link)
+        return ItemBytes(polled.skeleton, polled.context, items)
 
     @staticmethod
     def _body_hash(body_hash: str | None, fingerprint: Fingerprint | None, body: bytes,

@@ -8,21 +8,38 @@ that starts them) stay small.
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import multiprocessing.connection
 import os
 import signal
 import sys
 import threading
+from collections.abc import Set as AbstractSet
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import replace
 from types import FrameType
 from typing import TYPE_CHECKING
 from urllib.parse import urljoin, urlsplit
 
-from feedhub.enrich import clean_feed_info, decide, detect, enrich, sanitize_html
-from feedhub.models import FetchResult, Item, LanguageContext, ParsedFeed, SourceConfig
-from feedhub.parse import parse_feed
+from feedhub.enrich import (
+    clean_feed_info,
+    decide,
+    declared_language,
+    detect,
+    enrich,
+    sanitize_html,
+)
+from feedhub.models import (
+    FetchResult,
+    Item,
+    ItemBytes,
+    LanguageContext,
+    ParsedFeed,
+    ParsedPoll,
+    SourceConfig,
+)
+from feedhub.parse import ItemSplit, item_split, parse_changed, parse_feed
 
 if TYPE_CHECKING:
     from lxml.html import HtmlElement
@@ -37,6 +54,67 @@ def parse_and_enrich(result: FetchResult, source: SourceConfig,
     parsed = parse_feed(result)
     items = enrich(parsed, source, languages=languages, feed_url=result.final_url)
     return replace(parsed, info=clean_feed_info(parsed.info), items=items)
+
+
+def parse_poll(result: FetchResult, source: SourceConfig, languages: LanguageContext,
+               known: ItemBytes | None, split: bool = True) -> ParsedPoll:
+    """parse_and_enrich, of only the items whose bytes are not `known`, when
+    the document and the language context allow (see parse.item_split and
+    context_key), else of all; `split`: cut the document into items, for the
+    next poll to know them. Read in part, the items must read as in the whole
+    document: else it is read whole."""
+    layout = item_split(result) if split or known is not None else None
+    context = context_key(source, languages)
+    if (known is not None and layout is not None and layout.skeleton == known.skeleton
+            and known.context in (context, _declared(source))):
+        partial = parse_changed(result, layout, known.items)
+        if partial is not None:
+            parsed, positions = partial
+            read = set(positions)
+            ids = [item.upstream_id for item in parsed.items] + [
+                known.items[digest][0] for n, digest in enumerate(layout.digests) if n not in read]
+            declared = known.context == _declared(source) and _all_declared(parsed, source)
+            # no two items of one id (the store keeps one of them, by position);
+            # no vote of the poll's items on the source's language (enrich)
+            if len(set(ids)) == len(ids) and (declared or languages.usual is not None):
+                items = enrich(parsed, source, languages=languages, feed_url=result.final_url)
+                ahead = {positions[n] for n in parsed.ahead}
+                return ParsedPoll(
+                    replace(parsed, info=clean_feed_info(parsed.info), items=items),
+                    layout.skeleton, _digests(layout, ahead), positions,
+                    _declared(source) if declared else context)
+    raw = parse_feed(result)
+    parsed = replace(raw, info=clean_feed_info(raw.info), items=enrich(
+        raw, source, languages=languages, feed_url=result.final_url))
+    if (layout is None or parsed.warning is not None or len(parsed.items) != len(layout.digests)
+            or len({item.upstream_id for item in parsed.items}) != len(parsed.items)):
+        return ParsedPoll(parsed)
+    return ParsedPoll(parsed, layout.skeleton, _digests(layout, parsed.ahead), None,
+                      _declared(source) if _all_declared(raw, source) else context)
+
+
+def context_key(source: SourceConfig, languages: LanguageContext) -> str:
+    """What an item's reading depends on besides its bytes and its feed's:
+    what decides the language of an item that declares none. A first poll's
+    (no usual language yet: the poll's items vote, see enrich) matches none."""
+    if languages.usual is None:
+        return "voted"
+    return json.dumps([source.language, languages.default, sorted(languages.configured),
+                       languages.usual])
+
+
+def _declared(source: SourceConfig) -> str:
+    """The context of items that all declare their language: the source's
+    setting, which comes before the items' own."""
+    return json.dumps(["declared", source.language])
+
+
+def _all_declared(parsed: ParsedFeed, source: SourceConfig) -> bool:
+    return all(declared_language(item, source, parsed.info) for item in parsed.items)
+
+
+def _digests(layout: ItemSplit, ahead: AbstractSet[int]) -> tuple[str | None, ...]:
+    return tuple(None if n in ahead else digest for n, digest in enumerate(layout.digests))
 
 
 def _prepare_worker() -> None:
@@ -108,7 +186,7 @@ def _preloaded_by_forkserver() -> bool:
 
 
 def parser_pool(workers: int) -> Executor:
-    """Worker processes for parse_and_enrich. forkserver, not fork: the
+    """Worker processes for parse_poll. forkserver, not fork: the
     parent has an event loop and threads that must not be copied. Nothing
     here outlives the owner: the forkserver gets SIGKILL when the owner
     dies, the workers get it when the forkserver does and also watch the
