@@ -221,6 +221,19 @@ def test_a_relative_xml_base_in_a_new_item_is_read_in_full(tmp_path, feed_server
                                                  feed_server.url("/corpus/sub/two.html"))
 
 
+def test_a_relative_xml_base_in_a_known_item_reads_new_ones_against_the_feeds_url(
+        tmp_path, feed_server, caplog):
+    """The document's base is the whole document's, also where the item
+    that declares the relative xml:base is not read again."""
+    based = item(1, guid="1", attributes=' xml:base="sub/"', link="one.html")
+    bodies = (feed([based]), feed([item(2, guid="2"), based]),
+              feed([item(3, guid="3"), item(2, guid="2"), based]))
+    items, _, partial = both_ways(tmp_path, feed_server, caplog, one(*bodies),
+                                  versions=serve_each(*bodies), polls=3)
+    assert partial == Counter({"c0": 2})
+    assert ("c0", feed_server.url("/corpus/3")) in items  # a relative guid, resolved
+
+
 def test_undated_items_are_dated_by_their_place_in_the_whole_document(tmp_path, feed_server,
                                                                       caplog):
     undated = [item(n, date=None) for n in range(6, 0, -1)]
@@ -239,15 +252,20 @@ def test_a_guid_minted_anew_under_a_known_link_is_the_known_item(tmp_path, feed_
     feed shares the link, or the old guid is still in it): it must see the
     items that were not read too."""
     shared = "https://changes.example/shared"
+    matched = item(4, guid="fresh-4", link="https://changes.example/1")
     bodies = (feed([item(2, link=shared), item(1)]),
               feed([item(3, guid="fresh-3", link=shared), item(2, link=shared), item(1)]),
-              feed([item(4, guid="fresh-4", link="https://changes.example/1"),
-                    item(3, guid="fresh-3", link=shared), item(2, link=shared)]))
+              feed([matched, item(3, guid="fresh-3", link=shared), item(2, link=shared)]),
+              feed([item(5), matched, item(3, guid="fresh-3", link=shared),
+                    item(2, link=shared)]))
+    # full text on: an item stored under another id is a candidate at every
+    # poll (fulltext_candidates), so its bytes are never known
     items, _, partial = both_ways(tmp_path, feed_server, caplog, one(*bodies),
-                                  versions=serve_each(*bodies), polls=3)
-    assert partial == Counter({"c0": 2})
+                                  versions=serve_each(*bodies), polls=4, fulltext="always")
+    assert partial == Counter({"c0": 3})
     assert ("c0", "fresh-3") in items  # the shared link's old guid is still in the feed
     assert ("c0", "fresh-4") not in items  # matched to changes-1, whose guid left the feed
+    assert items["c0", "changes-1"]["fulltext_at"] == "2026-12-01T03:00:00+00:00"
 
 
 def test_an_id_twice_in_a_feed_is_read_in_full(tmp_path, feed_server, caplog):
