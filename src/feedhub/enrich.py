@@ -273,6 +273,13 @@ def enrich(parsed: ParsedFeed, source: SourceConfig, *, languages: LanguageConte
            feed_url: str) -> tuple[Item, ...]:
     """`languages.usual` None (a source with no stored items yet): the
     poll's own majority stands in for it."""
+    return enrich_in_context(parsed, source, languages=languages, feed_url=feed_url)[0]
+
+
+def enrich_in_context(parsed: ParsedFeed, source: SourceConfig, *, languages: LanguageContext,
+                      feed_url: str) -> tuple[tuple[Item, ...], LanguageContext]:
+    """enrich, and the context it decided languages in: `languages`, with
+    the poll's own majority as the usual language where it had none."""
     declared = [declared_language(item, source, parsed.info) for item in parsed.items]
     detections = [None if tag else detect(item) for tag, item in zip(declared, parsed.items,
                                                                      strict=True)]
@@ -282,7 +289,7 @@ def enrich(parsed: ParsedFeed, source: SourceConfig, *, languages: LanguageConte
         _enrich_item(item, (tag, None, None) if tag else decide(detection, languages),
                      feed_url)
         for item, tag, detection in zip(parsed.items, declared, detections, strict=True)
-    )
+    ), languages
 
 
 def _enrich_item(item: Item, resolved: tuple[str, str | None, float | None],

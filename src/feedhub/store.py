@@ -195,8 +195,8 @@ class Store:
             if version < 10:
                 # parse only what changed: per source, the items whose bytes
                 # the hub knows (see ItemBytes; JSON, read and written whole)
-                db["item_bytes"].create({"source": str, "skeleton": str, "context": str,
-                                         "items": str}, pk="source", if_not_exists=True)
+                db.execute("CREATE TABLE IF NOT EXISTS item_bytes (source TEXT PRIMARY KEY, "
+                           "skeleton TEXT, context TEXT, items TEXT)")
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     # --- sources -----------------------------------------------------------

@@ -28,6 +28,7 @@ from feedhub.enrich import (
     declared_language,
     detect,
     enrich,
+    enrich_in_context,
     sanitize_html,
 )
 from feedhub.models import (
@@ -84,19 +85,24 @@ def parse_poll(result: FetchResult, source: SourceConfig, languages: LanguageCon
                     layout.skeleton, _digests(layout, ahead), positions,
                     _declared(source) if declared else context)
     raw = parse_feed(result)
-    parsed = replace(raw, info=clean_feed_info(raw.info), items=enrich(
-        raw, source, languages=languages, feed_url=result.final_url))
+    # a first poll's items vote on the source's usual language: they were
+    # read in the context of its outcome, which the next poll's matches
+    # where the stored items agree with the vote
+    items, decided = enrich_in_context(raw, source, languages=languages,
+                                       feed_url=result.final_url)
+    parsed = replace(raw, info=clean_feed_info(raw.info), items=items)
     if (layout is None or parsed.warning is not None or len(parsed.items) != len(layout.digests)
             or len({item.upstream_id for item in parsed.items}) != len(parsed.items)):
         return ParsedPoll(parsed)
     return ParsedPoll(parsed, layout.skeleton, _digests(layout, parsed.ahead), None,
-                      _declared(source) if _all_declared(raw, source) else context)
+                      _declared(source) if _all_declared(raw, source)
+                      else context_key(source, decided))
 
 
 def context_key(source: SourceConfig, languages: LanguageContext) -> str:
     """What an item's reading depends on besides its bytes and its feed's:
-    what decides the language of an item that declares none. A first poll's
-    (no usual language yet: the poll's items vote, see enrich) matches none."""
+    what decides the language of an item that declares none. With no usual
+    language the poll's items vote (see enrich): that matches none."""
     if languages.usual is None:
         return "voted"
     return json.dumps([source.language, languages.default, sorted(languages.configured),
