@@ -348,3 +348,38 @@ def test_an_item_marked_for_refetch_is_read_again(tmp_path, feed_server, caplog)
     row = results[False]["c0", "changes-1"]
     assert row["fulltext_status"] == "extracted" and "refetch" not in row["fulltext_status"]
     assert read_in_part(caplog)["c0"] == 2
+
+
+def test_a_namespace_prefix_declared_in_an_item_is_read_in_full(tmp_path, feed_server, caplog):
+    """feedparser keeps the first namespace it saw a prefix bound to for the
+    rest of the document: a known item's declaration changes how a later
+    new item reads."""
+    known = item(1, attributes=' xmlns:x="http://purl.org/rss/1.0/modules/content/"',
+                 extra="<x:encoded>&lt;p&gt;Full text one&lt;/p&gt;</x:encoded>")
+    new = item(2, attributes=' xmlns:x="urn:example:other"',
+               extra="<x:encoded>&lt;p&gt;Something else&lt;/p&gt;</x:encoded>")
+    bodies = (feed([known]), feed([known, new]))
+    _, _, partial = both_ways(tmp_path, feed_server, caplog, one(*bodies),
+                              versions=serve_each(*bodies), polls=2)
+    assert partial == Counter()
+
+
+def test_feed_elements_between_items_are_read_in_full(tmp_path, feed_server, caplog):
+    """Reading in part leaves out what is between items: only whitespace may be."""
+    bodies = (feed([item(1)]), feed([item(2), "<ttl>60</ttl>", item(1)]))
+    _, sources, partial = both_ways(tmp_path, feed_server, caplog, one(*bodies),
+                                    versions=serve_each(*bodies), polls=2)
+    assert partial == Counter()
+    assert sources["c0"]["ttl"] == 3600
+
+
+def test_a_new_item_feedparser_complains_about_is_read_in_full(tmp_path, feed_server, caplog):
+    """A complaint (here an undefined entity) makes feedparser read the whole
+    document with its loose parser, and the source degraded, with a count of
+    entries and a line and column of the whole document."""
+    bodies = (feed([item(2), item(1)]),
+              feed([item(3, extra="<category>A&nbsp;B</category>"), item(2), item(1)]))
+    _, sources, partial = both_ways(tmp_path, feed_server, caplog, one(*bodies),
+                                    versions=serve_each(*bodies), polls=2)
+    assert partial == Counter()
+    assert sources["c0"]["degraded"].startswith("malformed XML, 3 entries recovered")
