@@ -388,3 +388,25 @@ def test_a_new_item_feedparser_complains_about_is_read_in_full(tmp_path, feed_se
                                     versions=serve_each(*bodies), polls=2)
     assert partial == Counter()
     assert sources["c0"]["degraded"].startswith("malformed XML, 3 entries recovered")
+
+
+def test_an_item_whose_language_the_article_decided_is_read_again(tmp_path, feed_server,
+                                                                  caplog):
+    """Its language was detected again from the extracted article: its row is
+    not what its bytes read, so a full parse of them changes the row (today
+    it goes back to the teaser's language), and reading in part must too."""
+    page = ("<html><body><article><h1>Eins</h1>" + f"<p>{GERMAN}</p>" * 6
+            + "</article></body></html>")
+    feed_server.serve("/article/de", page, content_type="text/html; charset=utf-8")
+    link = feed_server.url("/article/de")
+    teaser = item(1, link=link, text="Kurz …", guid="de-1")
+    english = [item(n, text=ENGLISH, guid=f"en-{n}") for n in range(20, 24)]
+    bodies = (feed([teaser, *english], language=""),
+              feed([item(30, text=ENGLISH, guid="en-30"), teaser, *english], language=""),
+              feed([item(31, text=ENGLISH, guid="en-31"), item(30, text=ENGLISH, guid="en-30"),
+                    teaser, *english], language=""))
+    items, _, partial = both_ways(tmp_path, feed_server, caplog, one(*bodies),
+                                  versions=serve_each(*bodies), polls=3, fulltext="always")
+    assert partial == Counter({"c0": 2})
+    assert items["c0", "de-1"]["fulltext_status"] == "extracted"
+    assert items["c0", "de-1"]["language"] == "en"  # the teaser's, as a full parse has it

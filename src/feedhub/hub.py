@@ -257,11 +257,17 @@ class Hub:
             log.debug("poll %s: read %d of %d items, %d known", source.name,
                       len(parsed.items), polled.entries, len(others))
         items = await self._add_full_text(source, parsed.items, context)
+        settled: set[str] = set()
         with self.store.transaction():  # items and the validators that go with them
             outcome, languages = self.store.save_items(
-                source.name, items, seen_at=result.fetched_at,
-                id_authority=self.id_authority, positions=polled.positions, others=others)
-            self.store.set_item_bytes(source.name, self._item_bytes(source, polled, known))
+                source.name, items, seen_at=result.fetched_at, id_authority=self.id_authority,
+                positions=polled.positions, others=others, settled=settled)
+            # an item the full text changed (its language detected again from
+            # the article) is stored otherwise than its bytes read
+            settled.difference_update(
+                item.upstream_id for item, saved in zip(parsed.items, items, strict=True)
+                if saved is not item)
+            self.store.set_item_bytes(source.name, self._item_bytes(polled, known, settled))
             # a clean parse clears an earlier degraded mark
             due = record(result.status, hints=(*hints[:1], parsed.ttl), since=answered,
                          feed=parsed.info, body_hash=self._body_hash(
@@ -273,11 +279,12 @@ class Hub:
                           languages=languages, next_poll=due, degraded=parsed.degraded,
                           note=None if polled.entries else "no entries in the feed")
 
-    def _item_bytes(self, source: SourceConfig, polled: ParsedPoll,
-                    known: ItemBytes | None) -> ItemBytes | None:
+    @staticmethod
+    def _item_bytes(polled: ParsedPoll, known: ItemBytes | None,
+                    settled: set[str]) -> ItemBytes | None:
         """What the next poll knows of this document's items: those read in
         an earlier poll and still there, and those read now that the store
-        holds exactly as read (called after they are saved)."""
+        holds exactly as read (`settled`)."""
         if polled.skeleton is None:
             return None
         items: dict[str, tuple[str, str | None]] = {}
@@ -286,7 +293,6 @@ class Hub:
             positions = polled.positions
             items = {digest: known.items[digest] for digest in polled.digests
                      if digest is not None and digest in known.items}
-        settled = self.store.settled_items(source.name, polled.parsed.items)
         for position, item in zip(positions, polled.parsed.items, strict=True):
             if (digest := polled.digests[position]) is not None and item.upstream_id in settled:
                 items[digest] = (item.upstream_id, item.link)

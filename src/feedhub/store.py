@@ -300,14 +300,18 @@ class Store:
 
     def save_items(self, source: str, items: Sequence[Item], *, seen_at: datetime,
                    id_authority: str, positions: Sequence[int] | None = None,
-                   others: Sequence[tuple[str, str | None]] = ()) -> tuple[StoreOutcome,
-                                                                          frozenset[str]]:
+                   others: Sequence[tuple[str, str | None]] = (),
+                   settled: set[str] | None = None) -> tuple[StoreOutcome, frozenset[str]]:
         """Insert new items, update changed ones in place (same Atom id, new
         `updated`), leave the rest. Returns the counts and the language groups
         that changed. A feed read in part (hub: parse only what changed, no
         two items of one id): `positions`, where each item is in the feed;
         `others`, (upstream id, link) of its items not given, whose rows are
-        known to stay as they are."""
+        known to stay as they are. `settled` is given the upstream ids of the
+        items whose row now holds exactly them: under that id (not matched by
+        link), with their content hash, no full text due (see
+        fulltext_candidates). Saving the same item again leaves such a row
+        alone."""
         new = updated = unchanged = 0
         touched: set[str] = set()
         unique = list({item.upstream_id: item for item in reversed(items)}.values())[::-1]
@@ -322,6 +326,13 @@ class Store:
                 digest = _content_hash(item)
                 group = primary_subtag(item.language or "und")
                 previous = existing.get(item.upstream_id)
+                if settled is not None and (previous is None or (
+                        "fulltext_status" in previous  # found by id, not by link
+                        and (item.fulltext_status is not None or (
+                            previous["fulltext_status"] != REFETCH and (
+                                previous["fulltext_status"] is None
+                                or previous["fulltext_link"] == item.link))))):
+                    settled.add(item.upstream_id)
                 if previous is None:
                     row = _item_row(item, digest, seen_at)
                     row["content"] = _own_text(row["content"], row.get("extracted_content"),
@@ -417,11 +428,13 @@ class Store:
             chunk = upstream_ids[start:start + 500]
             marks = ",".join("?" * len(chunk))
             cursor = self.db.execute(
-                "SELECT id, upstream_id, content_hash, updated, lang_group FROM items "
-                f"WHERE source = ? AND upstream_id IN ({marks})", [source, *chunk])
+                "SELECT id, upstream_id, content_hash, updated, lang_group, fulltext_status, "
+                f"fulltext_link FROM items WHERE source = ? AND upstream_id IN ({marks})",
+                [source, *chunk])
             for row in cursor:
                 found[row[1]] = {"id": row[0], "content_hash": row[2], "updated": row[3],
-                                 "lang_group": row[4]}
+                                 "lang_group": row[4], "fulltext_status": row[5],
+                                 "fulltext_link": row[6]}
         return found
 
     # --- items whose bytes are known (parse only what changed) ----------------
@@ -448,28 +461,6 @@ class Store:
                 db.execute("INSERT OR REPLACE INTO item_bytes (source, skeleton, context, items) "
                            "VALUES (?, ?, ?, ?)", [source, known.skeleton, known.context,
                                                    json.dumps(known.items)])
-
-    def settled_items(self, source: str, items: Sequence[Item]) -> set[str]:
-        """Upstream ids of the `items` stored as they are: under that id (not
-        matched by link), with their content hash, and no full text due
-        (fulltext_candidates). Reading the same item again would leave its
-        row alone."""
-        stored: dict[str, tuple[Any, ...]] = {}
-        ids = [item.upstream_id for item in items]
-        for start in range(0, len(ids), 500):
-            chunk = ids[start:start + 500]
-            marks = ",".join("?" * len(chunk))
-            for row in self.db.execute(
-                    "SELECT upstream_id, content_hash, fulltext_status, fulltext_link FROM items "
-                    f"WHERE source = ? AND upstream_id IN ({marks})", [source, *chunk]):
-                stored[row[0]] = row[1:]
-        settled = set()
-        for item in items:
-            digest, status, link = stored.get(item.upstream_id, (None, None, None))
-            if digest == _content_hash(item) and status != REFETCH and (
-                    status is None or link == item.link):
-                settled.add(item.upstream_id)
-        return settled
 
     def fulltext_candidates(self, source: str, items: Sequence[Item]) -> set[str]:
         """Upstream ids of the items whose article page may need fetching:
