@@ -15,10 +15,13 @@ import logging
 import re
 import sqlite3
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from feedhub.models import FetchResult
+from feedhub.parse import item_split
 from test_corpus import CORPUS, headers_of, manifest
 from test_items_unchanged import REALWORLD, poll_all
 
@@ -410,3 +413,36 @@ def test_an_item_whose_language_the_article_decided_is_read_again(tmp_path, feed
     assert partial == Counter({"c0": 2})
     assert items["c0", "de-1"]["fulltext_status"] == "extracted"
     assert items["c0", "de-1"]["language"] == "en"  # the teaser's, as a full parse has it
+
+
+def fetched(body: bytes, content_type: str = "application/rss+xml") -> FetchResult:
+    return FetchResult(url="https://changes.example/feed", final_url="https://changes.example/feed",
+                       status=200, content=body, headers={"content-type": content_type},
+                       fetched_at=datetime(2026, 12, 1, tzinfo=UTC))
+
+
+@pytest.mark.parametrize("body", [
+    feed([item(1)]).replace(b"<rss", b"<!DOCTYPE rss>\n<rss"),  # a DOCTYPE
+    feed([item(1), "<!-- an open comment", item(2)]),
+    feed([item(1), "<!-- a comment between items -->", item(2)]),
+    feed([item(1)]).replace(b"<item>", b"<rss:item>").replace(b"</item>", b"</rss:item>"),
+    feed([item(1), "<item/>"]),
+    feed([item(1).replace("</item>", item(2))]),  # one item inside another
+    feed([item(1, attributes=' xmlns:x="urn:x"')]),
+    feed([item(1)]).replace(b"utf-8", b"utf-16"),
+    b'{"version": "https://jsonfeed.org/version/1.1", "title": "J", "items": '
+    b'[{"id": "1", "content_html": "<item>1</item>"}]}',
+], ids=["doctype", "open comment", "comment between", "prefixed", "empty", "nested",
+        "namespace prefix", "utf-16", "json"])
+def test_a_document_that_might_not_split_as_feedparser_reads_it_is_not_split(body):
+    assert item_split(fetched(body)) is None
+
+
+def test_a_plain_document_splits_into_its_items():
+    body = feed([item(2, attributes=' xml:lang="de"'), item(1, text="<![CDATA[</item>]]>")])
+    split = item_split(fetched(body))
+    assert split is not None
+    assert [body[start:end][:20] for start, end in split.spans] == [
+        b'<item xml:lang="de">', b"<item><title>Item 1<"]
+    assert item_split(fetched(body.replace(b"Nov 2026 10:00:00", b"Nov 2026 11:00:00"))
+                      ).skeleton == split.skeleton  # the feed's date left out

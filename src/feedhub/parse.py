@@ -498,7 +498,7 @@ def body_fingerprint(result: FetchResult) -> Fingerprint:
 # feed's language and author), and those are the feed's own part, which must
 # be the one the known items were read in (its digest, dates left out as in
 # body_fingerprint). Conservative by construction: any of these and there is
-# no split (the whole document is parsed): a wide or stateful encoding; a
+# no split (the whole document is parsed): JSON Feed; a wide or stateful encoding; a
 # DOCTYPE, or a comment, CDATA section or processing instruction left open;
 # an item with a namespace prefix (<atom:entry>), one inside another, an empty
 # one (<item/>); anything but whitespace between two items; an item that
@@ -527,8 +527,11 @@ class ItemSplit(NamedTuple):
 def item_split(result: FetchResult) -> ItemSplit | None:
     """The document cut into its own part and its items, or None where the
     cut might not be the one feedparser reads (see above)."""
+    from feedhub import jsonfeed  # imported here: it builds on this module's helpers
+
     body = result.content
-    if not _byte_safe(body, result.headers.get("content-type", "")):
+    if jsonfeed.looks_like_json(result) or not _byte_safe(
+            body, result.headers.get("content-type", "")):
         return None
     spans: list[tuple[int, int]] = []
     start = None
