@@ -25,20 +25,25 @@ from feedhub.enrich import is_teaser, plain_text
 from feedhub.fetch import Fetcher, FetchError, describe_status, permanent_target
 from feedhub.models import (
     Config,
+    EntryRow,
     FetchResult,
     Item,
     LanguageContext,
     ParsedFeed,
     PollReport,
+    RenderedEntry,
     SourceConfig,
     SourceState,
-    StoredItem,
+    primary_subtag,
 )
 from feedhub.parse import Fingerprint, ParseError, body_fingerprint
 from feedhub.publish import (
     ALL,
+    DocumentEntries,
     PublishedFeed,
     batched_writes,
+    entry_settings,
+    entry_stamp,
     missing_archive_pages,
     publish_archive,
     publish_feeds,
@@ -46,6 +51,7 @@ from feedhub.publish import (
     publish_source_feed,
     published_languages,
     remove_stale_source_feeds,
+    render_entries,
     slugify,
     source_feed_files,
     source_feed_stamp,
@@ -93,6 +99,8 @@ class Hub:
         # parser busy, few enough that fetched bodies do not pile up in memory
         # while they wait for a parser.
         self._slots = asyncio.Semaphore(config.hub.max_connections + 2 * max(workers, 1))
+        # entry_settings by (source, credit language), for one publish
+        self._entry_settings: dict[tuple[str, str], str] = {}
 
     def close(self) -> None:
         if self.executor is not None:
@@ -369,10 +377,11 @@ class Hub:
         hub = self.config.hub
         names = [source.name for source in self.config.sources]
         everything = languages is None
+        self._entry_settings = {}  # the config may have changed since the last publish
         if languages is None:
             languages = set(self.store.language_groups(names)) | set(
                 published_languages(hub.output_dir))
-        feeds: dict[str, list[StoredItem]] = {}
+        feeds: dict[str, DocumentEntries] = {}
         pages: dict[str, int] = {}
         rewritten = []
         # archive pages are on disk (one batch, synced once) before any feed links to them
@@ -387,16 +396,19 @@ class Hub:
                     for page in (missing_archive_pages(self.config, language, pages[language])
                                  if everything else new_pages):
                         self._write_archive(language, page)
-                    feeds[language] = self.store.current_items(language, names)
+                    feeds[language] = self._entries(
+                        self.store.current_entries(language, names), language)
                 else:
-                    feeds[language] = self.store.latest_items(language, names, hub.items_per_feed)
+                    feeds[language] = self._entries(self.store.latest_entries(
+                        language, names, hub.items_per_feed), language)
             for language, page, requested in self.store.archive_rewrites():  # after a takedown
                 if self._write_archive(language, page):
                     rewritten.append((language, page, requested))
         for language, page, requested in rewritten:  # done once the page is on disk
             self.store.archive_rewritten(language, page, requested)
         if feeds:  # any language changed: the all-languages feed did too
-            feeds[ALL] = self.store.latest_items(None, names, hub.items_per_feed)
+            feeds[ALL] = self._entries(
+                self.store.latest_entries(None, names, hub.items_per_feed), None)
         slugs = self.store.source_slugs(names, slugify)
         with batched_writes():
             results = publish_feeds(self.config, feeds, archived_pages=pages)
@@ -429,7 +441,7 @@ class Hub:
                     results.append(unchanged_source_feed(self.config, name, slugs[name],
                                                          len(inputs) - 1))
                     continue
-                items = self.store.source_items(name, limit)
+                items = self._entries(self.store.source_entries(name, limit), None)
                 if items or on_disk:
                     published = publish_source_feed(self.config, name, slugs[name], items)
                     if published:
@@ -441,7 +453,45 @@ class Hub:
 
     def _write_archive(self, language: str, page: int) -> bool:
         archived = publish_archive(self.config, language, page,
-                                   self.store.archive_items(language, page))
+                                   self._entries(self.store.archive_entries(language, page),
+                                                 language))
         if archived and archived.written:
             log.info("archived %s (%d entries)", archived.path, archived.entries)
         return archived is not None
+
+    def _entries(self, rows: Sequence[EntryRow], language: str | None) -> DocumentEntries:
+        """A document's entries (`language`: the document's; None: a mixed
+        one) from the entries the store keeps, rendering (and keeping) only
+        those of items it has no entry for in this version."""
+        wanted: list[tuple[EntryRow, str, str]] = []
+        missing: list[tuple[int, str, str]] = []
+        settings = self._entry_settings
+        for row in rows:
+            credit = language or primary_subtag(row.language)
+            if (key := (row.source, credit)) not in settings:
+                settings[key] = entry_settings(self.config, row.source, credit)
+            stamp = entry_stamp(settings[key], row.version)
+            cached = row.cached
+            if cached is None or cached.stamp != stamp or cached.credit_language != credit:
+                missing.append((row.item_id, credit, stamp))
+            wanted.append((row, credit, stamp))
+        rendered: dict[tuple[int, str], RenderedEntry] = {}
+        if missing:
+            items = self.store.items_by_id([item_id for item_id, _, _ in missing])
+            jobs = [(item_id, (items[item_id], credit, stamp))
+                    for item_id, credit, stamp in missing if item_id in items]
+            results = render_entries(self.config, [job for _, job in jobs])
+            errors = [result for result in results if isinstance(result, str)]
+            fresh = [(item_id, result) for (item_id, _), result in zip(jobs, results, strict=True)
+                     if not isinstance(result, str)]
+            self.store.save_rendered_entries(fresh)
+            rendered = {(item_id, entry.credit_language): entry for item_id, entry in fresh}
+            if errors:
+                return DocumentEntries((), None, error="; ".join(errors[:3]))
+        entries = []
+        for row, credit, _ in wanted:
+            entry = rendered.get((row.item_id, credit)) or row.cached
+            if entry is None:  # gone since it was listed (cannot happen: items stay)
+                return DocumentEntries((), None, error=f"item {row.item_id} vanished")
+            entries.append((entry, row.text))
+        return DocumentEntries(entries, max((row.updated for row in rows), default=None))
