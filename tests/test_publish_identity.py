@@ -426,3 +426,37 @@ def test_a_kept_entry_never_outlives_what_it_was_rendered_from(
     for marker in (b"(corrected)", b"The whole article &amp;amp; more", b"Farm four, renamed",
                    b"Nach ", b"All rights reserved"):
         assert marker in everything, marker
+
+
+def test_entries_rendered_by_the_parser_workers_give_the_same_bytes(
+        built: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first publish of a hub with parser workers renders its entries
+    there, in chunks (made small here so that this small hub has several):
+    the documents then render nothing themselves, and every file is what
+    the frozen renderer gives."""
+    import feedhub.hub as hub_module
+
+    new_config = _copy(built, tmp_path / "new")
+    old_config = _copy(built, tmp_path / "old")
+    monkeypatch.setattr(publish_module, "_now", lambda: NOW)
+    monkeypatch.setattr(hub_module, "RENDER_CHUNK", 10)
+    rendered_here: list[int] = []  # the items documents had to render themselves
+    real_items_by_id = Store.items_by_id
+    monkeypatch.setattr(Store, "items_by_id", lambda store, ids: (
+        rendered_here.append(len(ids)), real_items_by_id(store, ids))[1])
+    with Store(new_config.hub.database) as store:
+        hub = Hub(new_config, store, None, workers=2)  # type: ignore[arg-type]
+        try:
+            hub.publish()
+        finally:
+            hub.close()
+        assert store.items_without_entries(0, 10_000) == []
+    assert sum(rendered_here) == 0  # all of it in the workers
+    monkeypatch.setattr(Store, "items_by_id", real_items_by_id)
+    with monkeypatch.context() as patched, Store(old_config.hub.database) as store:
+        patched.setattr(publish_module, "render_document", old_render_document)
+        patched.setattr(Hub, "_entries", _items_for_the_old_renderer)
+        Hub(old_config, store, None).publish()  # type: ignore[arg-type]
+    new, old = _files(new_config.hub.output_dir), _files(old_config.hub.output_dir)
+    assert len(new) > 20 and sorted(new) == sorted(old)
+    assert [name for name in new if new[name] != old[name]] == []

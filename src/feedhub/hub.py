@@ -11,8 +11,9 @@ import asyncio
 import hashlib
 import logging
 import time
+from collections import deque
 from collections.abc import Iterable, Sequence
-from concurrent.futures import BrokenExecutor, Executor
+from concurrent.futures import BrokenExecutor, Executor, Future
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -34,6 +35,7 @@ from feedhub.models import (
     RenderedEntry,
     SourceConfig,
     SourceState,
+    StoredItem,
     primary_subtag,
 )
 from feedhub.parse import Fingerprint, ParseError, body_fingerprint
@@ -61,6 +63,8 @@ from feedhub.store import Store
 from feedhub.worker import detect_item_language, extract_article, parse_and_enrich, parser_pool
 
 log = logging.getLogger("feedhub")
+RENDER_CHUNK = 250  # entries a parser worker renders at a time (~25 ms)
+RENDER_TIMEOUT = 120.0  # seconds: a chunk that takes longer is a stalled worker
 
 PAGE_ACCEPT = "text/html, application/xhtml+xml;q=0.9, */*;q=0.1"
 REDIRECTS_TO_MOVE = 3  # permanent redirects seen in a row before a source's URL is changed
@@ -378,6 +382,7 @@ class Hub:
         names = [source.name for source in self.config.sources]
         everything = languages is None
         self._entry_settings = {}  # the config may have changed since the last publish
+        self._render_unrendered()
         if languages is None:
             languages = set(self.store.language_groups(names)) | set(
                 published_languages(hub.output_dir))
@@ -459,18 +464,67 @@ class Hub:
             log.info("archived %s (%d entries)", archived.path, archived.entries)
         return archived is not None
 
+    def _stamp(self, source: str, credit: str, version: str) -> str:
+        settings = self._entry_settings
+        if (key := (source, credit)) not in settings:
+            settings[key] = entry_settings(self.config, source, credit)
+        return entry_stamp(settings[key], version)
+
+    def _render_unrendered(self) -> None:
+        """Render on every core the entries of items never rendered (the
+        first publish renders them all: 30,000 at 1,000 sources), a chunk per
+        parser worker at a time; the documents then find them kept. Without
+        parser workers, or with few such items, documents render what they
+        miss themselves, as they do if the workers fail or stall here."""
+        if self.executor is None:
+            return
+        executor, after = self.executor, 0
+        pending: deque[tuple[list[int], Future[list[RenderedEntry | str]]]] = deque()
+        try:
+            while found := self.store.items_without_entries(after, RENDER_CHUNK):
+                if after == 0 and len(found) < RENDER_CHUNK:
+                    return  # a few new items: not worth a trip to the workers
+                after = found[-1][0]
+                jobs = [(item, group, self._stamp(item.source, group, version))
+                        for _, version, item in found
+                        for group in (primary_subtag(item.language),)]
+                pending.append(([item_id for item_id, _, _ in found],
+                                executor.submit(render_entries, self._config_for(jobs), jobs)))
+                while len(pending) > 2 * self.workers:
+                    self._keep_rendered(*pending.popleft())
+            while pending:
+                self._keep_rendered(*pending.popleft())
+        except (BrokenExecutor, TimeoutError) as exc:
+            log.warning("rendering entries in the parser workers failed (%s); "
+                        "publishing renders them itself", type(exc).__name__)
+            for _, future in pending:
+                future.cancel()
+
+    def _config_for(self, jobs: Sequence[tuple[StoredItem, str, str]]) -> Config:
+        """The config with only the sources these items come from (what a
+        worker needs to render them, not 10,000 sources pickled each time);
+        kept in order, so that find_source finds what it finds in the whole."""
+        names = {item.source for item, _, _ in jobs}
+        return replace(self.config, sources=tuple(
+            source for source in self.config.sources if source.name in names or
+            source.url in names))
+
+    def _keep_rendered(self, ids: list[int],
+                       future: Future[list[RenderedEntry | str]]) -> None:
+        rendered = future.result(timeout=RENDER_TIMEOUT)
+        self.store.save_rendered_entries([
+            (item_id, entry) for item_id, entry in zip(ids, rendered, strict=True)
+            if not isinstance(entry, str)])  # an entry XML cannot carry: its documents say so
+
     def _entries(self, rows: Sequence[EntryRow], language: str | None) -> DocumentEntries:
         """A document's entries (`language`: the document's; None: a mixed
         one) from the entries the store keeps, rendering (and keeping) only
         those of items it has no entry for in this version."""
         wanted: list[tuple[EntryRow, str, str]] = []
         missing: list[tuple[int, str, str]] = []
-        settings = self._entry_settings
         for row in rows:
             credit = language or primary_subtag(row.language)
-            if (key := (row.source, credit)) not in settings:
-                settings[key] = entry_settings(self.config, row.source, credit)
-            stamp = entry_stamp(settings[key], row.version)
+            stamp = self._stamp(row.source, credit, row.version)
             cached = row.cached
             if cached is None or cached.stamp != stamp or cached.credit_language != credit:
                 missing.append((row.item_id, credit, stamp))

@@ -41,6 +41,7 @@ SCHEMA_VERSION = 10
 # the feed's text (NULL otherwise: most items, whose text would be stored
 # twice). _published_column decides, on every write.
 PUBLISHED_TEXT = "coalesce(items.content, items.extracted_content, items.feed_content)"
+_NEWEST_FIRST = "ORDER BY items.published DESC, items.id DESC"
 REFETCH = "refetch requested"  # fulltext_status of items `feedhub refetch` marked
 BUSY_TIMEOUT_MS = 30_000
 
@@ -631,14 +632,14 @@ class Store:
     def _items(self, where: str, params: list[Any], limit: int | None = None) -> list[StoredItem]:
         return [_stored_item(row) for row in self._item_rows(where, params, limit)]
 
-    def _item_rows(self, where: str, params: list[Any],
-                   limit: int | None = None) -> Iterator[dict[str, Any]]:
+    def _item_rows(self, where: str, params: list[Any], limit: int | None = None, *,
+                   order: str = _NEWEST_FIRST) -> Iterator[dict[str, Any]]:
         cursor = self.db.execute(
             f"SELECT items.*, {PUBLISHED_TEXT} AS published_text, sources.feed_id, "
             "sources.feed_title, sources.feed_subtitle, sources.feed_links, sources.feed_updated, "
-            "sources.feed_language, sources.feed_rights "
+            f"sources.feed_language, sources.feed_rights, {_ENTRY_VERSION} AS entry_version "
             f"FROM items LEFT JOIN sources ON sources.name = items.source WHERE {where} "
-            f"{_NEWEST_FIRST}" + (" LIMIT ?" if limit is not None else ""),
+            f"{order}" + (" LIMIT ?" if limit is not None else ""),
             [*params, *([limit] if limit is not None else [])])
         names = [d[0] for d in cursor.description]
         return (dict(zip(names, row, strict=True)) for row in cursor)
@@ -652,6 +653,15 @@ class Store:
             found.update((row["id"], _stored_item(row))
                          for row in self._item_rows(f"items.id IN ({marks})", chunk))
         return found
+
+    def items_without_entries(self, after: int, limit: int) -> list[tuple[int, str, StoredItem]]:
+        """Published items with no rendered entry kept for their own language
+        (the first publish, or the first after an upgrade), by id from
+        `after` on: (id, version, item)."""
+        return [(row["id"], row["entry_version"], _stored_item(row)) for row in self._item_rows(
+            "items.withdrawn IS NULL AND items.id > ? AND NOT EXISTS (SELECT 1 FROM "
+            "rendered_entries r WHERE r.item_id = items.id AND "
+            "r.credit_language = items.lang_group)", [after], limit, order="ORDER BY items.id")]
 
     def _entries(self, where: str, params: list[Any], limit: int | None,
                  credit_language: str | None) -> list[EntryRow]:
@@ -688,7 +698,6 @@ class Store:
         return self.db.execute("PRAGMA integrity_check").fetchone()[0]
 
 
-_NEWEST_FIRST = "ORDER BY items.published DESC, items.id DESC"
 # What an item's rendered entry depends on besides its text and the settings:
 # content_hash covers upstream's fields (title, link, author, dates, text,
 # summary, language, categories, enclosures, rights), fulltext_at a new
