@@ -526,7 +526,7 @@ class Hub:
             credit = language or primary_subtag(row.language)
             stamp = self._stamp(row.source, credit, row.version)
             cached = row.cached
-            if cached is None or cached.stamp != stamp or cached.credit_language != credit:
+            if cached is None or cached.stamp != stamp:  # the stamp has the credit language
                 missing.append((row.item_id, credit, stamp))
             wanted.append((row, credit, stamp))
         rendered: dict[tuple[int, str], RenderedEntry] = {}
@@ -543,8 +543,9 @@ class Hub:
             if errors:
                 return DocumentEntries((), None, error="; ".join(errors[:3]))
         entries = []
-        for row, credit, _ in wanted:
-            entry = rendered.get((row.item_id, credit)) or row.cached
+        for row, credit, stamp in wanted:
+            entry = row.cached if row.cached and row.cached.stamp == stamp else rendered.get(
+                (row.item_id, credit))
             if entry is None:  # gone since it was listed (cannot happen: items stay)
                 return DocumentEntries((), None, error=f"item {row.item_id} vanished")
             entries.append((entry, row.text))

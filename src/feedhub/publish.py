@@ -298,11 +298,12 @@ def render_entries(config: Config, jobs: Sequence[tuple[StoredItem, str, str]],
 
 def entry_settings(config: Config, source: str, credit_language: str) -> str:
     """The settings that shape an entry: the source's policy and rights,
-    the credit line's template, feedhub's version (see entry_stamp)."""
+    the credit line's language and template, feedhub's version (see
+    entry_stamp)."""
     policy = config.find_source(source)
     credit = config.languages.get(credit_language)
     return repr((policy.publish if policy else "full", policy.rights if policy else None,
-                 credit_template(credit_language, credit.credit if credit else None),
+                 credit_language, credit_template(credit_language, credit.credit if credit else None),
                  __version__, RENDERING))
 
 
