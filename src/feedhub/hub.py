@@ -105,6 +105,7 @@ class Hub:
         self._slots = asyncio.Semaphore(config.hub.max_connections + 2 * max(workers, 1))
         # entry_settings by (source, credit language), for one publish
         self._entry_settings: dict[tuple[str, str], str] = {}
+        self._unrendered_after = 0  # items up to this id were rendered by the workers
 
     def close(self) -> None:
         if self.executor is not None:
@@ -478,11 +479,12 @@ class Hub:
         miss themselves, as they do if the workers fail or stall here."""
         if self.executor is None:
             return
-        executor, after = self.executor, 0
+        executor, first = self.executor, self._unrendered_after
+        after = first
         pending: deque[tuple[list[int], Future[list[RenderedEntry | str]]]] = deque()
         try:
             while found := self.store.items_without_entries(after, RENDER_CHUNK):
-                if after == 0 and len(found) < RENDER_CHUNK:
+                if after == first and len(found) < RENDER_CHUNK:
                     return  # a few new items: not worth a trip to the workers
                 after = found[-1][0]
                 jobs = [(item, group, self._stamp(item.source, group, version))
@@ -494,6 +496,7 @@ class Hub:
                     self._keep_rendered(*pending.popleft())
             while pending:
                 self._keep_rendered(*pending.popleft())
+            self._unrendered_after = after  # later items are new: no need to look again
         except (BrokenExecutor, TimeoutError) as exc:
             log.warning("rendering entries in the parser workers failed (%s); "
                         "publishing renders them itself", type(exc).__name__)
