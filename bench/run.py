@@ -232,7 +232,9 @@ def main() -> None:
                     results[system, phase] = r = run_phase(system, phase, workdir / system, farm)
                     print(f"  {system:8} {phase:13} {r['wall']:7.2f}s wall  {r['cpu']:7.2f}s CPU"
                           f"  {r['peak_pss_mb']:5.0f} MB PSS  {r['200']}x200 {r['304']}x304"
-                          f"  load {r['load']:.2f}", flush=True)
+                          f"  load {r['load']:.2f}"
+                          + (f"  (of which the first publish {r['publish_wall']:.2f}s)"
+                             if "publish_wall" in r else ""), flush=True)
         samples = (daemon_rounds(args.daemon_rounds, farm, workdir, args.feeds)
                    if args.daemon_rounds and "feedhub" in systems else [])
     finally:

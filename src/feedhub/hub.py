@@ -11,8 +11,9 @@ import asyncio
 import hashlib
 import logging
 import time
+from collections import deque
 from collections.abc import Iterable, Sequence
-from concurrent.futures import BrokenExecutor, Executor
+from concurrent.futures import BrokenExecutor, Executor, Future
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -25,6 +26,7 @@ from feedhub.enrich import is_teaser, plain_text
 from feedhub.fetch import Fetcher, FetchError, describe_status, permanent_target
 from feedhub.models import (
     Config,
+    EntryRow,
     FetchResult,
     Item,
     ItemBytes,
@@ -32,15 +34,20 @@ from feedhub.models import (
     ParsedFeed,
     ParsedPoll,
     PollReport,
+    RenderedEntry,
     SourceConfig,
     SourceState,
     StoredItem,
+    primary_subtag,
 )
 from feedhub.parse import Fingerprint, ParseError, body_fingerprint
 from feedhub.publish import (
     ALL,
+    DocumentEntries,
     PublishedFeed,
     batched_writes,
+    entry_settings,
+    entry_stamp,
     missing_archive_pages,
     publish_archive,
     publish_feeds,
@@ -48,6 +55,7 @@ from feedhub.publish import (
     publish_source_feed,
     published_languages,
     remove_stale_source_feeds,
+    render_entries,
     slugify,
     source_feed_files,
     source_feed_stamp,
@@ -57,6 +65,8 @@ from feedhub.store import Store
 from feedhub.worker import detect_item_language, extract_article, parse_poll, parser_pool
 
 log = logging.getLogger("feedhub")
+RENDER_CHUNK = 250  # entries a parser worker renders at a time (~25 ms)
+RENDER_TIMEOUT = 120.0  # seconds: a chunk that takes longer is a stalled worker
 
 PAGE_ACCEPT = "text/html, application/xhtml+xml;q=0.9, */*;q=0.1"
 REDIRECTS_TO_MOVE = 3  # permanent redirects seen in a row before a source's URL is changed
@@ -95,6 +105,9 @@ class Hub:
         # parser busy, few enough that fetched bodies do not pile up in memory
         # while they wait for a parser.
         self._slots = asyncio.Semaphore(config.hub.max_connections + 2 * max(workers, 1))
+        # entry_settings by (source, credit language), for one publish
+        self._entry_settings: dict[tuple[str, str], str] = {}
+        self._unrendered_after = 0  # items up to this id were rendered by the workers
 
     def close(self) -> None:
         if self.executor is not None:
@@ -409,10 +422,12 @@ class Hub:
         hub = self.config.hub
         names = [source.name for source in self.config.sources]
         everything = languages is None
+        self._entry_settings = {}  # the config may have changed since the last publish
+        self._render_unrendered()
         if languages is None:
             languages = set(self.store.language_groups(names)) | set(
                 published_languages(hub.output_dir))
-        feeds: dict[str, list[StoredItem]] = {}
+        feeds: dict[str, DocumentEntries] = {}
         pages: dict[str, int] = {}
         rewritten = []
         # archive pages are on disk (one batch, synced once) before any feed links to them
@@ -427,16 +442,19 @@ class Hub:
                     for page in (missing_archive_pages(self.config, language, pages[language])
                                  if everything else new_pages):
                         self._write_archive(language, page)
-                    feeds[language] = self.store.current_items(language, names)
+                    feeds[language] = self._entries(
+                        self.store.current_entries(language, names), language)
                 else:
-                    feeds[language] = self.store.latest_items(language, names, hub.items_per_feed)
+                    feeds[language] = self._entries(self.store.latest_entries(
+                        language, names, hub.items_per_feed), language)
             for language, page, requested in self.store.archive_rewrites():  # after a takedown
                 if self._write_archive(language, page):
                     rewritten.append((language, page, requested))
         for language, page, requested in rewritten:  # done once the page is on disk
             self.store.archive_rewritten(language, page, requested)
         if feeds:  # any language changed: the all-languages feed did too
-            feeds[ALL] = self.store.latest_items(None, names, hub.items_per_feed)
+            feeds[ALL] = self._entries(
+                self.store.latest_entries(None, names, hub.items_per_feed), None)
         slugs = self.store.source_slugs(names, slugify)
         with batched_writes():
             results = publish_feeds(self.config, feeds, archived_pages=pages)
@@ -469,7 +487,7 @@ class Hub:
                     results.append(unchanged_source_feed(self.config, name, slugs[name],
                                                          len(inputs) - 1))
                     continue
-                items = self.store.source_items(name, limit)
+                items = self._entries(self.store.source_entries(name, limit), None)
                 if items or on_disk:
                     published = publish_source_feed(self.config, name, slugs[name], items)
                     if published:
@@ -481,7 +499,97 @@ class Hub:
 
     def _write_archive(self, language: str, page: int) -> bool:
         archived = publish_archive(self.config, language, page,
-                                   self.store.archive_items(language, page))
+                                   self._entries(self.store.archive_entries(language, page),
+                                                 language))
         if archived and archived.written:
             log.info("archived %s (%d entries)", archived.path, archived.entries)
         return archived is not None
+
+    def _stamp(self, source: str, credit: str, version: str) -> str:
+        settings = self._entry_settings
+        if (key := (source, credit)) not in settings:
+            settings[key] = entry_settings(self.config, source, credit)
+        return entry_stamp(settings[key], version)
+
+    def _render_unrendered(self) -> None:
+        """Render on every core the entries of items never rendered (the
+        first publish renders them all: 30,000 at 1,000 sources), a chunk per
+        parser worker at a time; the documents then find them kept. Without
+        parser workers, or with few such items, documents render what they
+        miss themselves, as they do if the workers fail or stall here."""
+        if self.executor is None:
+            return
+        executor, first = self.executor, self._unrendered_after
+        after = first
+        pending: deque[tuple[list[int], Future[list[RenderedEntry | str]]]] = deque()
+        try:
+            while found := self.store.items_without_entries(after, RENDER_CHUNK):
+                if after == first and len(found) < RENDER_CHUNK:
+                    return  # a few new items: not worth a trip to the workers
+                after = found[-1][0]
+                jobs = [(item, group, self._stamp(item.source, group, version))
+                        for _, version, item in found
+                        for group in (primary_subtag(item.language),)]
+                pending.append(([item_id for item_id, _, _ in found],
+                                executor.submit(render_entries, self._config_for(jobs), jobs)))
+                while len(pending) > 2 * self.workers:
+                    self._keep_rendered(*pending.popleft())
+            while pending:
+                self._keep_rendered(*pending.popleft())
+            self._unrendered_after = after  # later items are new: no need to look again
+        except (BrokenExecutor, TimeoutError) as exc:
+            log.warning("rendering entries in the parser workers failed (%s); "
+                        "publishing renders them itself", type(exc).__name__)
+            for _, future in pending:
+                future.cancel()
+
+    def _config_for(self, jobs: Sequence[tuple[StoredItem, str, str]]) -> Config:
+        """The config with only the sources these items come from (what a
+        worker needs to render them, not 10,000 sources pickled each time);
+        kept in order, so that find_source finds what it finds in the whole."""
+        names = {item.source for item, _, _ in jobs}
+        return replace(self.config, sources=tuple(
+            source for source in self.config.sources if source.name in names or
+            source.url in names))
+
+    def _keep_rendered(self, ids: list[int],
+                       future: Future[list[RenderedEntry | str]]) -> None:
+        rendered = future.result(timeout=RENDER_TIMEOUT)
+        self.store.save_rendered_entries([
+            (item_id, entry) for item_id, entry in zip(ids, rendered, strict=True)
+            if not isinstance(entry, str)])  # an entry XML cannot carry: its documents say so
+
+    def _entries(self, rows: Sequence[EntryRow], language: str | None) -> DocumentEntries:
+        """A document's entries (`language`: the document's; None: a mixed
+        one) from the entries the store keeps, rendering (and keeping) only
+        those of items it has no entry for in this version."""
+        wanted: list[tuple[EntryRow, str, str]] = []
+        missing: list[tuple[int, str, str]] = []
+        for row in rows:
+            credit = language or primary_subtag(row.language)
+            stamp = self._stamp(row.source, credit, row.version)
+            cached = row.cached
+            if cached is None or cached.stamp != stamp:  # the stamp has the credit language
+                missing.append((row.item_id, credit, stamp))
+            wanted.append((row, credit, stamp))
+        rendered: dict[tuple[int, str], RenderedEntry] = {}
+        if missing:
+            items = self.store.items_by_id([item_id for item_id, _, _ in missing])
+            jobs = [(item_id, (items[item_id], credit, stamp))
+                    for item_id, credit, stamp in missing if item_id in items]
+            results = render_entries(self.config, [job for _, job in jobs])
+            errors = [result for result in results if isinstance(result, str)]
+            fresh = [(item_id, result) for (item_id, _), result in zip(jobs, results, strict=True)
+                     if not isinstance(result, str)]
+            self.store.save_rendered_entries(fresh)
+            rendered = {(item_id, entry.credit_language): entry for item_id, entry in fresh}
+            if errors:
+                return DocumentEntries((), None, error="; ".join(errors[:3]))
+        entries = []
+        for row, credit, stamp in wanted:
+            entry = row.cached if row.cached and row.cached.stamp == stamp else rendered.get(
+                (row.item_id, credit))
+            if entry is None:  # gone since it was listed (cannot happen: items stay)
+                return DocumentEntries((), None, error=f"item {row.item_id} vanished")
+            entries.append((entry, row.text))
+        return DocumentEntries(entries, max((row.updated for row in rows), default=None))

@@ -292,6 +292,34 @@ class StoredItem:
     summary: str | None = None
 
 
+@dataclass(slots=True)  # not frozen: made by the ten thousand, frozen costs 40%
+class RenderedEntry:
+    """An item's Atom entry as feedgen wrote it, kept by the store (one per
+    item version) so that every document it appears in is assembled, not
+    rendered again. The article text is not kept twice: for a full-text
+    entry `head` and `tail` surround it, and publishing puts the item's text
+    between them, escaped as XML text. tail None: `head` is the whole entry."""
+
+    stamp: str  # what it was rendered from (see publish.entry_stamp)
+    credit_language: str
+    head: bytes
+    tail: bytes | None = None
+
+
+@dataclass(slots=True)  # as RenderedEntry
+class EntryRow:
+    """What a document needs of one item when its entry may be cached: no
+    parsed fields, just what says which version it is and its text."""
+
+    item_id: int
+    source: str
+    language: str  # as StoredItem.language
+    updated: datetime
+    text: str  # the published text, as StoredItem.content
+    version: str  # changes whenever the item's entry would
+    cached: RenderedEntry | None
+
+
 @dataclass(frozen=True)
 class StoreOutcome:
     new: int = 0

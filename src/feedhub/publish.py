@@ -20,6 +20,7 @@ from pathlib import Path
 from xml.etree import ElementTree as ET
 
 import lxml.html
+from feedgen.entry import FeedEntry
 from feedgen.ext.base import BaseEntryExtension, BaseExtension
 from feedgen.feed import FeedGenerator
 from lxml import etree
@@ -27,7 +28,15 @@ from lxml import etree
 from feedhub import __version__
 from feedhub._files import WriteBatch, atomic_write
 from feedhub.credits import credit_template, render_credit
-from feedhub.models import Config, FeedInfo, Link, StoredItem, is_rtl, primary_subtag
+from feedhub.models import (
+    Config,
+    FeedInfo,
+    Link,
+    RenderedEntry,
+    StoredItem,
+    is_rtl,
+    primary_subtag,
+)
 
 log = logging.getLogger("feedhub.publish")
 
@@ -131,6 +140,22 @@ def archive_path(language: str, page: int) -> str:
 
 
 @dataclass(frozen=True)
+class DocumentEntries:
+    """A document's entries, rendered and ready to assemble: each rendered
+    entry (the store keeps them) with the item's text."""
+
+    entries: Sequence[tuple[RenderedEntry, str]]
+    updated: datetime | None  # the newest entry's; None: no entries
+    error: str | None = None  # an entry could not be rendered: keep the file as it is
+
+    def __bool__(self) -> bool:  # like a list of items: is there anything to publish?
+        return bool(self.entries or self.error)
+
+
+Entries = Sequence[StoredItem] | DocumentEntries
+
+
+@dataclass(frozen=True)
 class FeedDocument:
     """What one published Atom document is: its address, name and place in
     an RFC 5005 archived feed."""
@@ -188,6 +213,24 @@ def render_document(config: Config, document: FeedDocument, items: Sequence[Stor
     """One Atom document, byte-for-byte the same for the same items (its
     <updated> is the newest item's, not the clock's). With no items it is
     `emptied`, when the document became empty (default: now)."""
+    entries = [entry_bytes(render_entry(config, item, credit_language(document, item.language)),
+                           item.content) for item in items]
+    return assemble(config, document, entries,
+                    max((item.updated for item in items), default=emptied or _now()))
+
+
+def credit_language(document: FeedDocument, item_language: str) -> str:
+    """The language of an entry's credit line: the document's, or in a
+    mixed feed the item's own. In practice an item's group, so an entry has
+    the same bytes in every document it appears in."""
+    return document.language or primary_subtag(item_language)
+
+
+def assemble(config: Config, document: FeedDocument, entries: Sequence[bytes],
+             updated: datetime) -> bytes:
+    """The document feedgen writes for `document` with these entries
+    (each one as render_entry made it): its own elements, rendered by
+    feedgen without entries, then the entries' bytes."""
     language = document.language
     settings = config.languages.get(language) if language else None
     fg = FeedGenerator()
@@ -209,33 +252,121 @@ def render_document(config: Config, document: FeedDocument, items: Sequence[Stor
     if language:  # a mixed feed has no one language; its entries each do
         fg.language(language)
     fg.generator("feedhub", version=__version__)
-    fg.updated(max((item.updated for item in items), default=emptied or _now()))
-    for item in items:
-        name = item.source
-        credit_language = language or primary_subtag(item.language)
-        credit_settings = config.languages.get(credit_language)
-        template = credit_template(credit_language,
-                                   credit_settings.credit if credit_settings else None)
-        entry = fg.add_entry(order="append")
-        entry.id(item.atom_id)
-        entry.title(item.title or "(untitled)")
-        entry.author(name=item.author or name)
-        entry.published(item.published)
-        entry.updated(item.updated)
-        policy = config.find_source(item.source)
-        entry.content(_entry_html(item, name, template,
-                                  policy.publish if policy else "full"), type="html")
-        for term in item.categories:
-            entry.category(term=term)
-        rights = (policy.rights if policy else None) or item.rights
-        if rights:
-            entry.rights(rights)
-        ext = entry.feedhub
-        ext.language = item.language
-        ext.links = ([Link(href=item.link, type="text/html")] if item.link else []) + list(
-            item.enclosures)
-        ext.source = item.feed
-    return fg.atom_str(pretty=True, encoding="UTF-8", xml_declaration=True)
+    fg.updated(updated)
+    head = fg.atom_str(pretty=True, encoding="UTF-8", xml_declaration=True)
+    if not head.endswith(_FEED_END):
+        raise ValueError(f"feedgen ended {document.url} unexpectedly: {head[-40:]!r}")
+    return b"".join((head[:-len(_FEED_END)], *entries, _FEED_END))
+
+
+_FEED_END = b"</feed>\n"
+_WRAPPER_START = b"<feed>\n"
+# Where the article text goes in a cached entry: private-use characters, which
+# XML escaping leaves alone; an entry whose other fields hold it is kept whole.
+_TEXT_MARK = "\ue000feedhub:text\ue000"
+_TEXT_MARK_BYTES = _TEXT_MARK.encode()
+
+
+def render_entry(config: Config, item: StoredItem, credit_language: str,
+                 stamp: str = "") -> RenderedEntry:
+    """An item's entry, rendered by feedgen as it appears in a document
+    (indented one level), without its article text when the source
+    publishes the full text: the store keeps that text, and entry_bytes
+    puts it back. Raises ValueError for what XML cannot carry."""
+    policy = config.find_source(item.source)
+    if (policy.publish if policy else "full") == "full":
+        parts = _entry_xml(config, item, credit_language, _TEXT_MARK).split(_TEXT_MARK_BYTES)
+        if len(parts) == 2:
+            _check_xml_text(item.content)
+            return RenderedEntry(stamp, credit_language, parts[0], parts[1])
+    return RenderedEntry(stamp, credit_language, _entry_xml(config, item, credit_language))
+
+
+def render_entries(config: Config, jobs: Sequence[tuple[StoredItem, str, str]],
+                   ) -> list[RenderedEntry | str]:
+    """render_entry for each (item, credit language, stamp); an item XML
+    cannot carry gives the reason instead (the documents it is in are not
+    written). Runs in a parser worker when there are many."""
+    rendered: list[RenderedEntry | str] = []
+    for item, language, stamp in jobs:
+        try:
+            rendered.append(render_entry(config, item, language, stamp))
+        except ValueError as exc:
+            rendered.append(f"{item.atom_id}: {exc}")
+    return rendered
+
+
+def entry_settings(config: Config, source: str, credit_language: str) -> str:
+    """The settings that shape an entry: the source's policy and rights,
+    the credit line's language and template, feedhub's version (see
+    entry_stamp)."""
+    policy = config.find_source(source)
+    credit = config.languages.get(credit_language)
+    return repr((policy.publish if policy else "full", policy.rights if policy else None,
+                 credit_language, credit_template(credit_language, credit.credit if credit else None),
+                 __version__, RENDERING))
+
+
+def entry_stamp(settings: str, version: str) -> str:
+    """What an entry is rendered from: the item's version (see the store)
+    and entry_settings. Same stamp, same bytes."""
+    return hashlib.blake2b(f"{settings}\x1f{version}".encode(), digest_size=16).hexdigest()
+
+
+def entry_bytes(entry: RenderedEntry, text: str, *, checked: bool = False) -> bytes:
+    """The entry with the item's text in place, as lxml would have escaped
+    it (a text node: &, <, > and CR; measured identical over U+0009 to
+    U+2FFF). Raises ValueError for text XML cannot carry, as lxml does,
+    unless the text is `checked` (render_entry did, for this version)."""
+    if entry.tail is None:
+        return entry.head
+    if not checked:
+        _check_xml_text(text)
+    return b"".join((entry.head, text.replace("&", "&amp;").replace("<", "&lt;")
+                     .replace(">", "&gt;").replace("\r", "&#13;").encode(), entry.tail))
+
+
+# What XML 1.0 cannot carry (lxml refuses it with this message)
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def _check_xml_text(text: str) -> None:
+    if _NOT_XML.search(text):
+        raise ValueError("All strings must be XML compatible: Unicode or ASCII, "
+                         "no NULL bytes or control characters")
+
+
+def _entry_xml(config: Config, item: StoredItem, credit_language: str,
+               body: str | None = None) -> bytes:
+    """The entry feedgen writes for the item (`body`: in place of the text
+    its policy publishes)."""
+    name = item.source
+    credit_settings = config.languages.get(credit_language)
+    template = credit_template(credit_language, credit_settings.credit if credit_settings else None)
+    policy = config.find_source(item.source)
+    entry = FeedEntry()
+    entry.register_extension("feedhub", _HubEntryExtension, atom=True, rss=False)
+    entry.id(item.atom_id)
+    entry.title(item.title or "(untitled)")
+    entry.author(name=item.author or name)
+    entry.published(item.published)
+    entry.updated(item.updated)
+    entry.content(_entry_html(item, name, template, policy.publish if policy else "full", body),
+                  type="html")
+    for term in item.categories:
+        entry.category(term=term)
+    rights = (policy.rights if policy else None) or item.rights
+    if rights:
+        entry.rights(rights)
+    ext = entry.feedhub
+    ext.language = item.language
+    ext.links = ([Link(href=item.link, type="text/html")] if item.link else []) + list(
+        item.enclosures)
+    ext.source = item.feed
+    wrapper = etree.Element("feed")  # at the depth it has in a document
+    wrapper.append(entry.atom_entry())
+    data = etree.tostring(wrapper, pretty_print=True, encoding="UTF-8", xml_declaration=False)
+    return data[len(_WRAPPER_START):-len(_FEED_END)]
 
 
 SUMMARY_CHARACTERS = 400
@@ -247,20 +378,18 @@ _BLOCKS = frozenset({"p", "div", "li", "ul", "ol", "dl", "dt", "dd", "h1", "h2",
 _PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
 
 
-def _entry_html(item: StoredItem, source_name: str, template: str, policy: str = "full") -> str:
+def _entry_html(item: StoredItem, source_name: str, template: str, policy: str = "full",
+                body: str | None = None) -> str:
     """The article (all of it, a summary, or nothing, as the source's
-    `publish` policy allows) wrapped with its language and direction, and
-    the credit line at the foot."""
+    `publish` policy allows; `body` in its place) wrapped with its language
+    and direction, and the credit line at the foot."""
     direction = ' dir="rtl"' if is_rtl(item.language) else ""
     lang = html.escape(item.language)
     credit = render_credit(template, source_name=source_name, link=item.link,
                            author=item.author or source_name, date=item.published)
-    if policy == "summary":
-        body = _summary_html(item)
-    elif policy == "link":
-        body = ""
-    else:
-        body = item.content
+    if body is None:
+        body = (_summary_html(item) if policy == "summary" else "" if policy == "link"
+                else item.content)
     return (f'<div lang="{lang}"{direction}>{body}'
             f'<p class="feedhub-credit"{direction}>{credit}</p></div>')
 
@@ -365,7 +494,7 @@ def published_languages(output_dir: Path) -> list[str]:
                   if (m := _FEED_FILE.match(p.name)) and m.group(1) != ALL)
 
 
-def publish_feeds(config: Config, feeds: Mapping[str, Sequence[StoredItem]], *,
+def publish_feeds(config: Config, feeds: Mapping[str, Entries], *,
                   archived_pages: Mapping[str, int] | None = None) -> list[PublishedFeed]:
     """Write the subscription documents of the given languages.
     `archived_pages`: each language's newest archive page, for
@@ -383,7 +512,7 @@ def publish_feeds(config: Config, feeds: Mapping[str, Sequence[StoredItem]], *,
 
 
 def publish_archive(config: Config, language: str, page: int,
-                    items: Sequence[StoredItem]) -> PublishedFeed | None:
+                    items: Entries) -> PublishedFeed | None:
     """Write one archive page. Called when the page is new, lost from disk
     or changed by a takedown: otherwise an archive is never touched."""
     return _publish(archive_document(config, language, page),
@@ -421,7 +550,7 @@ def source_feed_files(config: Config) -> set[str]:
 
 
 def publish_source_feed(config: Config, name: str, slug: str,
-                        items: Sequence[StoredItem]) -> PublishedFeed | None:
+                        items: Entries) -> PublishedFeed | None:
     """Write one source's own feed, feeds/sources/<slug>.atom."""
     return _publish(source_document(config, name, slug), _source_feed_path(config, slug), items,
                     config, name)
@@ -449,17 +578,25 @@ def remove_stale_source_feeds(config: Config, slugs: Mapping[str, str]) -> None:
                 log.info("removed %s: its source is no longer configured", stale)
 
 
-def _publish(document: FeedDocument, path: Path, items: Sequence[StoredItem], config: Config,
+def _publish(document: FeedDocument, path: Path, items: Entries, config: Config,
              label: str) -> PublishedFeed | None:
     try:
-        data = render_document(config, document, items,
-                               emptied=None if items else _emptied_at(path))
+        if isinstance(items, DocumentEntries):
+            if items.error:
+                raise ValueError(items.error)
+            data = assemble(config, document, [entry_bytes(entry, text, checked=True)
+                                               for entry, text in items.entries],
+                            items.updated or _emptied_at(path))
+        else:
+            data = render_document(config, document, items,
+                                   emptied=None if items else _emptied_at(path))
     except ValueError as exc:  # feedgen refuses what XML cannot carry
         log.error("cannot render %s, previous file kept: %s", path, exc)
         return None
     path.parent.mkdir(parents=True, exist_ok=True)
     written = write_if_changed(path, data)
-    return PublishedFeed(label, path, len(items), written, document.url)
+    count = len(items.entries) if isinstance(items, DocumentEntries) else len(items)
+    return PublishedFeed(label, path, count, written, document.url)
 
 
 def _now() -> datetime:

@@ -22,10 +22,12 @@ from typing import Any
 import sqlite_utils
 
 from feedhub.models import (
+    EntryRow,
     FeedInfo,
     Item,
     ItemBytes,
     Link,
+    RenderedEntry,
     SourceState,
     StoredItem,
     StoreOutcome,
@@ -34,12 +36,13 @@ from feedhub.models import (
     primary_subtag,
 )
 
-SCHEMA_VERSION = 10
+SCHEMA_VERSION = 11
 # An item's published text. `content` holds it only where it differs from
 # the text it is derived from: the extracted article if there is one, else
 # the feed's text (NULL otherwise: most items, whose text would be stored
 # twice). _published_column decides, on every write.
 PUBLISHED_TEXT = "coalesce(items.content, items.extracted_content, items.feed_content)"
+_NEWEST_FIRST = "ORDER BY items.published DESC, items.id DESC"
 REFETCH = "refetch requested"  # fulltext_status of items `feedhub refetch` marked
 BUSY_TIMEOUT_MS = 30_000
 
@@ -197,6 +200,14 @@ class Store:
                 # the hub knows (see ItemBytes; JSON, read and written whole)
                 db.execute("CREATE TABLE IF NOT EXISTS item_bytes (source TEXT PRIMARY KEY, "
                            "skeleton TEXT, context TEXT, items TEXT)")
+            if version < 11:
+                # each item's Atom entry as feedgen wrote it, without its
+                # article text (see models.RenderedEntry): documents are
+                # assembled from these, not rendered again
+                db["rendered_entries"].create({
+                    "item_id": int, "credit_language": str, "stamp": str, "head": bytes,
+                    "tail": bytes,
+                }, pk=("item_id", "credit_language"), not_null={"stamp", "head"}, if_not_exists=True)
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     # --- sources -----------------------------------------------------------
@@ -549,14 +560,12 @@ class Store:
                      limit: int) -> list[StoredItem]:
         """The newest `limit` items of one language (None: of all) from the
         given sources, newest first."""
-        if not sources:
-            return []
-        marks = ",".join("?" * len(sources))
-        return self._items(
-            "items.withdrawn IS NULL AND "
-            + ("items.lang_group = ? AND " if lang_group is not None else "")
-            + f"items.source IN ({marks})",
-            [*([lang_group] if lang_group is not None else []), *sources], limit)
+        return self._items(*_latest(lang_group, sources, limit)) if sources else []
+
+    def latest_entries(self, lang_group: str | None, sources: Sequence[str],
+                       limit: int) -> list[EntryRow]:
+        """latest_items, as entries to assemble (see _entries)."""
+        return self._entries(*_latest(lang_group, sources, limit), lang_group) if sources else []
 
     # --- archives (RFC 5005) --------------------------------------------------
 
@@ -598,18 +607,18 @@ class Store:
     def archive_items(self, lang_group: str, page: int) -> list[StoredItem]:
         """The items filed in one archive page, removed sources' included (an
         archive is history), withdrawn ones not."""
-        return self._items("items.withdrawn IS NULL AND items.archive_lang = ? "
-                           "AND items.archive_page = ?", [lang_group, page])
+        return self._items(*_archive(lang_group, page))
+
+    def archive_entries(self, lang_group: str, page: int) -> list[EntryRow]:
+        return self._entries(*_archive(lang_group, page), lang_group)
 
     def current_items(self, lang_group: str, sources: Sequence[str]) -> list[StoredItem]:
         """The items of a language not filed in an archive yet: its
         subscription feed, newest first."""
-        if not sources:
-            return []
-        marks = ",".join("?" * len(sources))
-        return self._items(f"items.withdrawn IS NULL AND items.lang_group = ? AND "
-                           f"items.archive_page IS NULL AND items.source IN ({marks})",
-                           [lang_group, *sources])
+        return self._items(*_current(lang_group, sources)) if sources else []
+
+    def current_entries(self, lang_group: str, sources: Sequence[str]) -> list[EntryRow]:
+        return self._entries(*_current(lang_group, sources), lang_group) if sources else []
 
     def archive_rewrites(self) -> list[tuple[str, int, int]]:
         """Archive pages a takedown changed, still to be written again:
@@ -648,7 +657,10 @@ class Store:
 
     def source_items(self, source: str, limit: int) -> list[StoredItem]:
         """The newest `limit` items of one source: its own feed."""
-        return self._items("items.withdrawn IS NULL AND items.source = ?", [source], limit)
+        return self._items(*_of_source(source, limit))
+
+    def source_entries(self, source: str, limit: int) -> list[EntryRow]:
+        return self._entries(*_of_source(source, limit), None)
 
     def source_feed_inputs(self, source: str, limit: int) -> list[tuple[Any, ...]]:
         """What a source's own feed is made of, cheaply (no article text):
@@ -672,18 +684,109 @@ class Store:
                                     list(stamps.items()))
 
     def _items(self, where: str, params: list[Any], limit: int | None = None) -> list[StoredItem]:
+        return [_stored_item(row) for row in self._item_rows(where, params, limit)]
+
+    def _item_rows(self, where: str, params: list[Any], limit: int | None = None, *,
+                   order: str = _NEWEST_FIRST) -> Iterator[dict[str, Any]]:
         cursor = self.db.execute(
             f"SELECT items.*, {PUBLISHED_TEXT} AS published_text, sources.feed_id, "
             "sources.feed_title, sources.feed_subtitle, sources.feed_links, sources.feed_updated, "
-            "sources.feed_language, sources.feed_rights "
+            f"sources.feed_language, sources.feed_rights, {_ENTRY_VERSION} AS entry_version "
             f"FROM items LEFT JOIN sources ON sources.name = items.source WHERE {where} "
-            "ORDER BY items.published DESC, items.id DESC" + (" LIMIT ?" if limit is not None else ""),
+            f"{order}" + (" LIMIT ?" if limit is not None else ""),
             [*params, *([limit] if limit is not None else [])])
         names = [d[0] for d in cursor.description]
-        return [_stored_item(dict(zip(names, row, strict=True))) for row in cursor]
+        return (dict(zip(names, row, strict=True)) for row in cursor)
+
+    def items_by_id(self, ids: Sequence[int]) -> dict[int, StoredItem]:
+        """Items whose entries are to be rendered, by row id."""
+        found: dict[int, StoredItem] = {}
+        for start in range(0, len(ids), 500):  # SQLite's limit on parameters
+            chunk = list(ids[start:start + 500])
+            marks = ",".join("?" * len(chunk))
+            found.update((row["id"], _stored_item(row))
+                         for row in self._item_rows(f"items.id IN ({marks})", chunk))
+        return found
+
+    def items_without_entries(self, after: int, limit: int) -> list[tuple[int, str, StoredItem]]:
+        """Published items with no rendered entry kept for their own language
+        (the first publish, or the first after an upgrade), by id from
+        `after` on: (id, version, item)."""
+        return [(row["id"], row["entry_version"], _stored_item(row)) for row in self._item_rows(
+            "items.withdrawn IS NULL AND items.id > ? AND NOT EXISTS (SELECT 1 FROM "
+            "rendered_entries r WHERE r.item_id = items.id AND "
+            "r.credit_language = items.lang_group)", [after], limit, order="ORDER BY items.id")]
+
+    def _entries(self, where: str, params: list[Any], limit: int | None,
+                 credit_language: str | None) -> list[EntryRow]:
+        """The items `where` selects, newest first, each with its rendered
+        entry for `credit_language` (None: each item's own language group)
+        if one is kept, and the version of the item its entry depends on: the
+        columns that change with what it shows, and its source's feed."""
+        cursor = self.db.execute(
+            f"SELECT items.id, items.source, coalesce(items.language, items.lang_group), "
+            f"items.updated, {PUBLISHED_TEXT}, {_ENTRY_VERSION} AS version, "
+            "r.stamp, r.credit_language, r.head, r.tail "
+            "FROM items LEFT JOIN sources ON sources.name = items.source "
+            "LEFT JOIN rendered_entries r ON r.item_id = items.id "
+            "AND r.credit_language = coalesce(?, items.lang_group) "
+            f"WHERE {where} {_NEWEST_FIRST}" + (" LIMIT ?" if limit is not None else ""),
+            [credit_language, *params, *([limit] if limit is not None else [])])
+        return [EntryRow(item_id, source, language, _dt(updated), text or "",  # type: ignore[arg-type]
+                         version, RenderedEntry(stamp, credit, head, tail)
+                         if head is not None else None)
+                for item_id, source, language, updated, text, version, stamp, credit, head, tail
+                in cursor]
+
+    def save_rendered_entries(self, entries: Sequence[tuple[int, RenderedEntry]]) -> None:
+        """Keep rendered entries (item id, entry), replacing older versions."""
+        if entries:
+            with self._write() as db:
+                db.conn.executemany(
+                    "INSERT OR REPLACE INTO rendered_entries "
+                    "(item_id, credit_language, stamp, head, tail) VALUES (?, ?, ?, ?, ?)",
+                    [(item_id, e.credit_language, e.stamp, e.head, e.tail)
+                     for item_id, e in entries])
 
     def integrity_check(self) -> str:
         return self.db.execute("PRAGMA integrity_check").fetchone()[0]
+
+
+# What an item's rendered entry depends on besides its text and the settings:
+# content_hash covers upstream's fields (title, link, author, dates, text,
+# summary, language, categories, enclosures, rights), fulltext_at a new
+# extraction, the rest what the hub decides, and the source's feed
+# (atom:source). Changes with every change that could change the entry.
+_ENTRY_VERSION = " || char(31) || ".join(f"coalesce({column}, '')" for column in (
+    "items.updated", "items.published", "items.content_hash", "items.fulltext_at",
+    "items.language", "items.lang_group", "items.atom_id", "sources.feed_id", "sources.feed_title",
+    "sources.feed_subtitle", "sources.feed_links", "sources.feed_updated",
+    "sources.feed_language", "sources.feed_rights"))
+_Query = tuple[str, list[Any], int | None]
+
+
+def _latest(lang_group: str | None, sources: Sequence[str], limit: int) -> _Query:
+    marks = ",".join("?" * len(sources))
+    return ("items.withdrawn IS NULL AND "
+            + ("items.lang_group = ? AND " if lang_group is not None else "")
+            + f"items.source IN ({marks})",
+            [*([lang_group] if lang_group is not None else []), *sources], limit)
+
+
+def _archive(lang_group: str, page: int) -> _Query:
+    return ("items.withdrawn IS NULL AND items.archive_lang = ? AND items.archive_page = ?",
+            [lang_group, page], None)
+
+
+def _current(lang_group: str, sources: Sequence[str]) -> _Query:
+    marks = ",".join("?" * len(sources))
+    return (f"items.withdrawn IS NULL AND items.lang_group = ? AND "
+            f"items.archive_page IS NULL AND items.source IN ({marks})",
+            [lang_group, *sources], None)
+
+
+def _of_source(source: str, limit: int) -> _Query:
+    return "items.withdrawn IS NULL AND items.source = ?", [source], limit
 
 
 def _source_state(row: dict[str, Any], items: int = 0) -> SourceState:

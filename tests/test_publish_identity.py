@@ -1,0 +1,462 @@
+"""Publishing must keep its bytes when its renderer changes (issue 13).
+
+`old_render_document` below is a frozen copy of the renderer feedhub used up
+to issue 13: every document built with feedgen, every entry rendered again
+for each document it appears in. The tests build one realistic database
+through the real code (parse, enrich, store: farm feeds in en/de/fr/fa,
+Latin-1, HTML with scripts; the fixture feeds; summary and link policies,
+rights, enclosures, categories, archives, a withdrawn source), publish it
+twice from two copies of that database -- once with today's renderer, once
+with the frozen one patched in -- and compare every file byte for byte.
+Do not "fix" the frozen copy: it is the reference."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from feedgen.ext.base import BaseEntryExtension, BaseExtension
+from feedgen.feed import FeedGenerator
+from lxml import etree
+
+from feedhub import __version__
+from feedhub import publish as publish_module
+from feedhub.config import parse_config
+from feedhub.credits import credit_template
+from feedhub.hub import Hub
+from feedhub.models import (
+    Config,
+    EntryRow,
+    FeedInfo,
+    FetchResult,
+    LanguageContext,
+    Link,
+    StoredItem,
+    primary_subtag,
+)
+from feedhub.publish import FeedDocument, render_document
+from feedhub.store import Store
+from feedhub.worker import parse_and_enrich
+from hubdir import FIXTURES
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+
+from farm import Farm
+
+# --- the frozen renderer (feedhub before issue 13) ---------------------------
+
+XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
+HISTORY_NS = "http://purl.org/syndication/history/1.0"
+
+
+class _OldFeedExtension(BaseExtension):
+    def __init__(self) -> None:
+        self.archive = False
+
+    def extend_ns(self) -> dict[str, str]:
+        return {"fh": HISTORY_NS} if self.archive else {}
+
+    def extend_atom(self, feed: etree._Element) -> etree._Element:
+        if self.archive:
+            etree.SubElement(feed, f"{{{HISTORY_NS}}}archive")
+        return feed
+
+
+class _OldEntryExtension(BaseEntryExtension):
+    def __init__(self) -> None:
+        self.language: str | None = None
+        self.links: Sequence[Link] = ()
+        self.source: FeedInfo | None = None
+
+    def extend_atom(self, entry: etree._Element) -> etree._Element:
+        if self.language:
+            entry.set(XML_LANG, self.language)
+        anchor = entry.find("content")
+        position = list(entry).index(anchor) + 1 if anchor is not None else len(entry)
+        for offset, link in enumerate(self.links):
+            entry.insert(position + offset, _old_link_element(link))
+        if self.source is not None:
+            entry.append(_old_source_element(self.source))
+        return entry
+
+
+def _old_link_element(link: Link) -> etree._Element:
+    element = etree.Element("link", href=link.href, rel=link.rel)
+    if link.type:
+        element.set("type", link.type)
+    if link.title:
+        element.set("title", link.title)
+    if link.length is not None:
+        element.set("length", str(link.length))
+    return element
+
+
+def _old_source_element(feed: FeedInfo) -> etree._Element:
+    source = etree.Element("source")
+    self_link = next((link.href for link in feed.links if link.rel == "self"), None)
+    if source_id := feed.id or self_link or feed.alternate:
+        etree.SubElement(source, "id").text = source_id
+    if feed.title:
+        etree.SubElement(source, "title").text = feed.title
+    if feed.subtitle:
+        etree.SubElement(source, "subtitle").text = feed.subtitle
+    for link in feed.links:
+        if link.rel in ("self", "alternate"):
+            source.append(_old_link_element(link))
+    if icon := next((link.href for link in feed.links if link.rel == "icon"), None):
+        etree.SubElement(source, "icon").text = icon
+    if feed.updated:
+        etree.SubElement(source, "updated").text = feed.updated.isoformat()
+    if feed.rights:
+        etree.SubElement(source, "rights").text = feed.rights
+    return source
+
+
+def old_render_document(config: Config, document: FeedDocument, items: Sequence[StoredItem], *,
+                        emptied: datetime | None = None, **_ignored: object) -> bytes:
+    language = document.language
+    settings = config.languages.get(language) if language else None
+    fg = FeedGenerator()
+    fg.register_extension("feedhub", _OldFeedExtension, _OldEntryExtension, atom=True, rss=False)
+    fg.id(document.feed_id)
+    fg.title(document.title)
+    if settings and settings.subtitle:
+        fg.subtitle(settings.subtitle)
+    fg.link(href=document.url, rel="self", type="application/atom+xml")
+    fg.link(href=f"{config.hub.base_url}index.html", rel="alternate", type="text/html")
+    if document.current:
+        fg.link(href=document.current, rel="current", type="application/atom+xml")
+    if document.prev_archive:
+        fg.link(href=document.prev_archive, rel="prev-archive", type="application/atom+xml")
+    if not document.is_archive:
+        for hub_url in config.hub.websub_hubs:
+            fg.link(href=hub_url, rel="hub")
+    fg.feedhub.archive = document.is_archive
+    if language:
+        fg.language(language)
+    fg.generator("feedhub", version=__version__)
+    fg.updated(max((item.updated for item in items), default=emptied or publish_module._now()))
+    for item in items:
+        name = item.source
+        credit_language = language or primary_subtag(item.language)
+        credit_settings = config.languages.get(credit_language)
+        template = credit_template(credit_language,
+                                   credit_settings.credit if credit_settings else None)
+        entry = fg.add_entry(order="append")
+        entry.id(item.atom_id)
+        entry.title(item.title or "(untitled)")
+        entry.author(name=item.author or name)
+        entry.published(item.published)
+        entry.updated(item.updated)
+        policy = next((s for s in config.sources if item.source in (s.name, s.url)), None)
+        entry.content(publish_module._entry_html(item, name, template,
+                                                 policy.publish if policy else "full"),
+                      type="html")
+        for term in item.categories:
+            entry.category(term=term)
+        rights = (policy.rights if policy else None) or item.rights
+        if rights:
+            entry.rights(rights)
+        ext = entry.feedhub
+        ext.language = item.language
+        ext.links = ([Link(href=item.link, type="text/html")] if item.link else []) + list(
+            item.enclosures)
+        ext.source = item.feed
+    return fg.atom_str(pretty=True, encoding="UTF-8", xml_declaration=True)
+
+
+# --- a realistic database, built by the real code -----------------------------
+
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+ODD_RSS = """<?xml version="1.0" encoding="utf-8"?>
+<rss version="2.0"><channel><title>Odd &amp; "quoted" &lt;feed&gt;</title>
+<link>https://odd.example/</link><description>tabs\tand &amp;amp; more</description>
+<language>en</language><copyright>© Odd Ltd &amp; co</copyright>
+{items}</channel></rss>"""
+ODD_ITEM = """<item><title>{n}: a &lt;b&gt; &amp; "c" 'd' — ünïcödé 🎉</title>
+<link>https://odd.example/a?x=1&amp;y="{n}"</link><guid>odd-{n}</guid>
+<author>ed@odd.example (Ed "the" Editor)</author>
+<category>a "quoted" &amp; term</category><category>Zweite</category>
+<pubDate>Mon, 0{d} Feb 2026 10:00:00 +0000</pubDate>
+<description>&lt;p&gt;Line one\r\nline two &amp;amp; &lt;em&gt;three&lt;/em&gt;&lt;/p&gt;</description>
+<enclosure url="https://cdn.odd.example/{n}.mp3" length="{length}" type="audio/mpeg"/>
+</item>"""
+
+
+def _odd_feed() -> bytes:
+    return ODD_RSS.format(items="".join(ODD_ITEM.format(n=n, d=n + 1, length=1000 * n + 7)
+                                        for n in range(1, 8))).encode()
+
+
+CONFIG = """\
+[hub]
+title = "Identity hub"
+base_url = "https://hub.example.org/feeds/"
+items_per_feed = 4
+archive_page_size = 3
+websub_hubs = ["https://websub.example.org/"]
+
+[languages.fa]
+title = "خبرها"
+subtitle = "همه‌ی خبرها"
+
+[languages.de]
+credit = "Quelle: {source}, {date}"
+"""
+
+
+def _sources(farm: Farm) -> list[tuple[str, str, bytes, str]]:
+    """(name, url, body, extra config lines)"""
+    farm_sources = [(f"farm {i}", f"https://farm.example/{i}.xml", farm.body(i), "")
+                     for i in range(farm.n_feeds)]
+    farm_sources[2] = (*farm_sources[2][:3], 'publish = "link"\n')
+    farm_sources[3] = (*farm_sources[3][:3], 'rights = "https://creativecommons.org/licenses/by/4.0/"\n')
+    fixtures = [
+        ("wsws", "https://wsws.example/rss", (FIXTURES / "seed_wsws.rss").read_bytes(),
+         'publish = "summary"\nrights = "https://creativecommons.org/licenses/by-nc-nd/4.0/"\n'),
+        ("BBC فارسی", "https://bbc.example/persian.rss", (FIXTURES / "persian.rss").read_bytes(),
+         ""),
+        ("german", "https://de.example/atom", (FIXTURES / "german.atom").read_bytes(), ""),
+        ("mixed", "https://mixed.example/rss", (FIXTURES / "mixed.rss").read_bytes(),
+         'publish = "summary"\n'),
+        ("json", "https://json.example/feed.json", (FIXTURES / "jsonfeed-1.1.json").read_bytes(),
+         ""),
+        ("odd", "https://odd.example/rss", _odd_feed(), ""),
+        ("gone", "https://gone.example/rss", farm.body(5), ""),
+    ]
+    return farm_sources + fixtures
+
+
+def build_hub(root: Path) -> Config:
+    farm = Farm(12, 8, seed=13)
+    sources = _sources(farm)
+    text = CONFIG + "".join(f'\n[[sources]]\nname = "{name}"\nurl = "{url}"\nfulltext = "never"\n'
+                            + extra for name, url, _, extra in sources)
+    (root / "config.toml").write_text(text, encoding="utf-8")
+    config = parse_config(text, root / "config.toml")
+    with Store(config.hub.database) as store:
+        for n, (name, url, body, _) in enumerate(sources):
+            source = config.find_source(name)
+            assert source is not None
+            fetched = NOW - timedelta(hours=len(sources) - n)
+            parsed = parse_and_enrich(FetchResult(url, url, 200, body, {}, fetched), source,
+                                      LanguageContext())
+            store.save_items(name, parsed.items, seen_at=fetched, id_authority="hub.example.org")
+            store.record_poll(name, url=url, at=fetched, status=200, error=None, next_poll=None,
+                              feed=parsed.info)
+    return config
+
+
+def _items_for_the_old_renderer(hub: Hub, rows: Sequence[EntryRow],
+                                _language: str | None) -> list[StoredItem]:
+    """The reference run: the same documents, each given its items to
+    render whole (old_render_document) instead of rendered entries."""
+    items = hub.store.items_by_id([row.item_id for row in rows])
+    return [items[row.item_id] for row in rows]
+
+
+def publish_twice(config: Config, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Publish, take one source down, publish again (archive rewrites, an
+    emptied source feed), then publish a third time (nothing to write)."""
+    monkeypatch.setattr(publish_module, "_now", lambda: NOW)
+    with Store(config.hub.database) as store:
+        hub = Hub(config, store, None)  # type: ignore[arg-type]
+        hub.publish()
+        assert store.withdraw("gone", NOW) > 0
+        hub.publish()
+        hub.publish()
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("identity")
+    build_hub(root)
+    return root
+
+
+def _copy(built: Path, to: Path) -> Config:
+    shutil.copytree(built, to)
+    text = (to / "config.toml").read_text(encoding="utf-8")
+    return parse_config(text, to / "config.toml")
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and not p.name.startswith(".")}
+
+
+def test_publishing_gives_the_bytes_the_feedgen_renderer_gave(
+        built: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    new_config = _copy(built, tmp_path / "new")
+    old_config = _copy(built, tmp_path / "old")
+    publish_twice(new_config, monkeypatch)
+    with monkeypatch.context() as patched:
+        patched.setattr(publish_module, "render_document", old_render_document)
+        patched.setattr(Hub, "_entries", _items_for_the_old_renderer)
+        publish_twice(old_config, patched)
+    new, old = _files(new_config.hub.output_dir), _files(old_config.hub.output_dir)
+    assert sorted(new) == sorted(old)
+    assert [name for name in new if new[name] != old[name]] == []
+    # the database is realistic: every kind of document and entry is there
+    names = set(new)
+    assert {"all.atom", "en.atom", "de.atom", "fr.atom", "fa.atom", "index.html",
+            "index.opml"} <= names
+    assert any(name.startswith("archive/fa/") for name in names)
+    assert sum(name.startswith("archive/") for name in names) >= 10
+    everything = b"".join(new.values())
+    for marker in (b'dir="rtl"', b'rel="enclosure"', b'length="7007"', b"<rights>", b"<category",
+                   b"<fh:archive/>", b'rel="hub"', b'rel="prev-archive"',
+                   b"Quelle:", "همه‌ی خبرها".encode()):
+        assert marker in everything, marker
+    assert b"<entry" not in new["sources/gone.atom"]  # withdrawn: emptied
+
+
+def _item(**changes: object) -> StoredItem:
+    feed = FeedInfo(id="urn:x", title="T & <t>", subtitle='s "q"',
+                    links=(Link("https://x.example/", "alternate", "text/html"),
+                           Link("https://x.example/feed", "self"),
+                           Link("https://x.example/i.png", "icon")),
+                    updated=NOW, rights="© x")
+    item = StoredItem(atom_id="tag:x,2026:1", source="odd", title="t", link="https://x.example/1",
+                      author=None, published=NOW, updated=NOW, content="<p>x</p>", language="en",
+                      categories=("", "a\tb", 'q"'), enclosures=(
+                          Link("https://x.example/a.mp3", "enclosure", "audio/mpeg", "a\nb", 0),),
+                      rights=None, feed=feed)
+    return replace(item, **changes)
+
+
+@pytest.mark.parametrize("changes", [
+    {},
+    {"title": "", "author": "", "link": None, "enclosures": (), "categories": ()},
+    {"title": "a\r\nb\tc ]]> &amp; \x85 \u2028 \U0001f600", "language": "fa-IR"},
+    {"feed": FeedInfo()},
+    {"feed": FeedInfo(links=(Link("https://only.example/", "alternate"),), title="")},
+    {"content": "bad \x01 control"},
+    {"title": "bad \ufffe"},
+    {"categories": ("bad \x0b",)},
+    {"published": datetime(2026, 1, 1)},  # no timezone
+    {"updated": datetime(2026, 1, 1, tzinfo=UTC), "published": NOW + timedelta(microseconds=5)},
+    {"atom_id": ""},
+    {"rights": "r & <r>", "source": "nobody configured"},
+])
+def test_hostile_items_render_as_before_or_fail_as_before(changes: dict[str, object],
+                                                          tmp_path: Path) -> None:
+    config = parse_config(CONFIG + '\n[[sources]]\nname = "odd"\nurl = "https://odd.example/"\n'
+                          'publish = "summary"\n', tmp_path / "config.toml")
+    item = _item(**changes)
+    other = _item(atom_id="tag:x,2026:2", language="de", title="zwei")
+    documents = [publish_module.language_document(config, "en", archived_pages=2),
+                 publish_module.archive_document(config, "fa", 3),
+                 publish_module.language_document(config, publish_module.ALL),
+                 publish_module.source_document(config, "odd", "odd")]
+    for document in documents:
+        for items in ([item, other], [item], []):
+            expected: bytes | type[Exception]
+            try:
+                expected = old_render_document(config, document, items, emptied=NOW)
+            except ValueError:
+                expected = ValueError
+            if expected is ValueError:
+                with pytest.raises(ValueError):
+                    render_document(config, document, items, emptied=NOW)
+            else:
+                assert render_document(config, document, items, emptied=NOW) == expected
+
+
+def test_a_kept_entry_never_outlives_what_it_was_rendered_from(
+        built: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Publish (every entry rendered and kept), then change what entries are
+    made of: an item edited upstream, an article extracted for another, a
+    source's feed retitled (atom:source), a source's policy and rights and a
+    language's credit line in the config. The next publish, from the kept
+    entries, must give the bytes of the frozen renderer rendering every
+    entry afresh from the same database."""
+    config = _copy(built, tmp_path / "new")
+    monkeypatch.setattr(publish_module, "_now", lambda: NOW)
+    with Store(config.hub.database) as store:
+        Hub(config, store, None).publish()  # type: ignore[arg-type]
+        later = NOW + timedelta(days=1)
+        farm = Farm(12, 8, seed=13)
+        for name, url, index, change in (
+                ("farm 0", "https://farm.example/0.xml", 0, "edit"),
+                ("farm 1", "https://farm.example/1.xml", 1, "extract")):
+            source = config.find_source(name)
+            assert source is not None
+            parsed = parse_and_enrich(FetchResult(url, url, 200, farm.body(index), {}, later),
+                                      source, LanguageContext())
+            first = parsed.items[0]
+            if change == "edit":
+                first = replace(first, title=first.title + " (corrected)")
+            else:
+                first = replace(first, content="<p>The whole article &amp; more</p>",
+                                extracted_content="<p>The whole article &amp; more</p>",
+                                fulltext_status="ok")
+            outcome, _ = store.save_items(name, [first, *parsed.items[1:]], seen_at=later,
+                                          id_authority="hub.example.org")
+            assert outcome.updated == 1
+        store.record_poll("farm 4", url="https://farm.example/4.xml", at=later, status=200,
+                          error=None, next_poll=None,
+                          feed=FeedInfo(title="Farm four, renamed", updated=later))
+    text = (tmp_path / "new" / "config.toml").read_text(encoding="utf-8")
+    text = text.replace('credit = "Quelle: {source}, {date}"', 'credit = "Nach {source} ({date})"')
+    text = text.replace('name = "farm 5"\nurl = "https://farm.example/5.xml"\nfulltext = "never"\n',
+                        'name = "farm 5"\nurl = "https://farm.example/5.xml"\nfulltext = "never"\n'
+                        'publish = "summary"\nrights = "All rights reserved"\n')
+    assert "Nach {source}" in text and 'rights = "All rights reserved"' in text
+    (tmp_path / "new" / "config.toml").write_text(text, encoding="utf-8")
+    shutil.copytree(tmp_path / "new", tmp_path / "old")
+    new_config = parse_config(text, tmp_path / "new" / "config.toml")
+    old_config = parse_config(text, tmp_path / "old" / "config.toml")
+    with Store(new_config.hub.database) as store:
+        Hub(new_config, store, None).publish()  # type: ignore[arg-type]
+    with monkeypatch.context() as patched, Store(old_config.hub.database) as store:
+        patched.setattr(publish_module, "render_document", old_render_document)
+        patched.setattr(Hub, "_entries", _items_for_the_old_renderer)
+        Hub(old_config, store, None).publish()  # type: ignore[arg-type]
+    new, old = _files(new_config.hub.output_dir), _files(old_config.hub.output_dir)
+    assert sorted(new) == sorted(old)
+    assert [name for name in new if new[name] != old[name]] == []
+    everything = b"".join(new.values())
+    for marker in (b"(corrected)", b"The whole article &amp;amp; more", b"Farm four, renamed",
+                   b"Nach ", b"All rights reserved"):
+        assert marker in everything, marker
+
+
+def test_entries_rendered_by_the_parser_workers_give_the_same_bytes(
+        built: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first publish of a hub with parser workers renders its entries
+    there, in chunks (made small here so that this small hub has several):
+    the documents then render nothing themselves, and every file is what
+    the frozen renderer gives."""
+    import feedhub.hub as hub_module
+
+    new_config = _copy(built, tmp_path / "new")
+    old_config = _copy(built, tmp_path / "old")
+    monkeypatch.setattr(publish_module, "_now", lambda: NOW)
+    monkeypatch.setattr(hub_module, "RENDER_CHUNK", 10)
+    rendered_here: list[int] = []  # the items documents had to render themselves
+    real_items_by_id = Store.items_by_id
+    monkeypatch.setattr(Store, "items_by_id", lambda store, ids: (
+        rendered_here.append(len(ids)), real_items_by_id(store, ids))[1])
+    with Store(new_config.hub.database) as store:
+        hub = Hub(new_config, store, None, workers=2)  # type: ignore[arg-type]
+        try:
+            hub.publish()
+        finally:
+            hub.close()
+        assert store.items_without_entries(0, 10_000) == []
+    assert sum(rendered_here) == 0  # all of it in the workers
+    monkeypatch.setattr(Store, "items_by_id", real_items_by_id)
+    with monkeypatch.context() as patched, Store(old_config.hub.database) as store:
+        patched.setattr(publish_module, "render_document", old_render_document)
+        patched.setattr(Hub, "_entries", _items_for_the_old_renderer)
+        Hub(old_config, store, None).publish()  # type: ignore[arg-type]
+    new, old = _files(new_config.hub.output_dir), _files(old_config.hub.output_dir)
+    assert len(new) > 20 and sorted(new) == sorted(old)
+    assert [name for name in new if new[name] != old[name]] == []
