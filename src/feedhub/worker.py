@@ -16,10 +16,12 @@ import sys
 import threading
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import replace
+from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 from urllib.parse import urljoin, urlsplit
 
+from feedhub import langmodel
 from feedhub.enrich import clean_feed_info, decide, detect, enrich, sanitize_html
 from feedhub.models import FetchResult, Item, LanguageContext, ParsedFeed, SourceConfig
 from feedhub.parse import parse_feed
@@ -39,11 +41,13 @@ def parse_and_enrich(result: FetchResult, source: SourceConfig,
     return replace(parsed, info=clean_feed_info(parsed.info), items=items)
 
 
-def _prepare_worker() -> None:
+def _prepare_worker(model_cache: Path | None = None) -> None:
     """Workers leave stopping to the parent: a Ctrl-C or a service manager's
     SIGTERM to the whole group must not break the pool mid-drain. Ignoring
     SIGTERM makes a worker outlive a parent that cannot shut the pool down
-    (SIGKILL, the OOM killer), so each worker also ties its life to it."""
+    (SIGKILL, the OOM killer), so each worker also ties its life to it.
+    `model_cache`: where the shared language model file is (langmodel)."""
+    langmodel.set_cache_dir(model_cache)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _die_with_parent()  # the forkserver, which dies with the owner (see the end)
@@ -107,17 +111,18 @@ def _preloaded_by_forkserver() -> bool:
     return False
 
 
-def parser_pool(workers: int) -> Executor:
+def parser_pool(workers: int, model_cache: Path | None = None) -> Executor:
     """Worker processes for parse_and_enrich. forkserver, not fork: the
     parent has an event loop and threads that must not be copied. Nothing
     here outlives the owner: the forkserver gets SIGKILL when the owner
     dies, the workers get it when the forkserver does and also watch the
     owner themselves, and the resource tracker exits once none of them
-    holds its pipe any more."""
+    holds its pipe any more. Workers that detect languages share one
+    mapped model, kept in `model_cache` (langmodel)."""
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["feedhub.worker"])
     return ProcessPoolExecutor(max_workers=workers, mp_context=context,
-                               initializer=_prepare_worker)
+                               initializer=_prepare_worker, initargs=(model_cache,))
 
 
 def extract_article(page: FetchResult) -> tuple[str | None, str]:
