@@ -1,15 +1,17 @@
 """py3langid's language model, held where every parser worker shares it.
 
 py3langid loads its model into each process that detects: about 75 MB of
-arrays (the DFA that finds byte n-grams, the per-language weights) plus
-200,000 ints in lists, and 130 MB at the peak of loading (lzma, npz). With
-two parser workers that was two private copies, the family's largest cost
-(issue 13). Here the model's arrays are written once, uncompressed, to a
-cache file next to the database, and every process that detects maps that
-file read-only: its pages are the page cache's, shared by all workers
-(PSS divides them), read only where a text actually leads, and reclaimable
-by the kernel like any clean file page. A hub that never detects never
-opens it. The numbers are the model's own, so answers do not move
+arrays (a DFA that finds byte n-grams, 38,346 rows x 256 next states; the
+per-language weights) plus 200,000 ints in lists, 130 MB at the peak of
+loading (lzma, npz). With two parser workers that was two private copies,
+the family's largest cost (issue 13). Here the model is written once, to a
+cache file, and every process that detects maps that file read-only: its
+pages are the page cache's, shared by all workers (PSS divides them),
+clean and reclaimable by the kernel, and a hub that never detects never
+opens it. The DFA is stored compactly: its rows cut into blocks of 16 next
+states, each distinct block kept once (55,779 of 613,536), 5 MB instead of
+38 MB; the walk looks a state's block up, then the state in it. Same
+states, same features, same counts, so the same scores
 (tests/test_langmodel.py compares every ranking with py3langid's loader).
 
 Without a writable cache directory the model is loaded as py3langid loads
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import logging
 import lzma
@@ -28,6 +31,7 @@ import os
 import shutil
 import sys
 import tempfile
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,15 +40,19 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1  # of the cache file; a new one gets a new name
+FORMAT = 2  # of the cache file; a new one gets a new name
 _PAGE = mmap.PAGESIZE
-# The npz members, the dtype the cache holds each in, and how the
-# identifier indexes it: numpy for the weights, memoryview for the DFA
-# (item access on a memoryview is as fast as on py3langid's array/list and
-# gives the same Python ints).
-_ARRAYS = {"ptc": "<f2", "pc": "<f4", "nextmove": "<u4", "rowbase": "<u4", "row": "<u2",
-           "out_feat": "<i4"}
-_VIEWS = {"nextmove": "I", "rowbase": "I", "row": "H", "out_feat": "i"}
+BLOCK = 16  # next states per block of a DFA row
+# What the cache holds, as (dtype, memoryview format or None for numpy):
+# the weights as py3langid has them; `blocks`, the distinct blocks of next
+# states end to end; `block_at`, per row and block, where its block starts
+# in `blocks`; `rowbase`, per state, where its row starts in `block_at`;
+# `out_feat`, per state, the feature it counts (-1: none). Item access on a
+# memoryview is as fast as on py3langid's array/list and gives Python ints.
+_ARRAYS = {"ptc": ("<f2", None), "pc": ("<f4", None), "blocks": ("<u4", "I"),
+           "block_at": ("<u4", "I"), "rowbase": ("<u4", "I"), "out_feat": ("<i4", "i")}
+_HIGH = bytes(b >> 4 for b in range(256))  # which block of a row a byte picks
+_LOW = bytes(b & 15 for b in range(256))  # and which next state in that block
 
 _fallback_dir: Path | None = None
 _identifier: LanguageIdentifier | None = None
@@ -128,7 +136,6 @@ def _from_mapping(mapping: mmap.mmap) -> LanguageIdentifier:
     """The identifier py3langid's from_model_file(norm_probs=True) builds,
     its big parts views of the mapping instead of private copies."""
     import numpy as np
-    from py3langid.langid import LanguageIdentifier
 
     if sys.byteorder != "little":  # the cache is little-endian, the views native
         raise ValueError("not a little-endian machine")
@@ -139,31 +146,59 @@ def _from_mapping(mapping: mmap.mmap) -> LanguageIdentifier:
     whole = memoryview(mapping)
     parts: dict[str, Any] = {}
     for name, (offset, shape) in header["arrays"].items():
-        count = 1
-        for n in shape:
-            count *= n
-        size = count * np.dtype(_ARRAYS[name]).itemsize
+        dtype, view = _ARRAYS[name]
+        size = int(np.prod(shape)) * np.dtype(dtype).itemsize
         if offset + size > len(mapping):
             raise ValueError("language model cache is truncated")
         raw = whole[offset:offset + size]
-        parts[name] = (raw.cast(_VIEWS[name]) if name in _VIEWS
-                       else np.frombuffer(raw, dtype=_ARRAYS[name]).reshape(shape))
-    classes = header["classes"]
-    model = LanguageIdentifier.__new__(LanguageIdentifier)
+        parts[name] = raw.cast(view) if view else np.frombuffer(raw, dtype=dtype).reshape(shape)
+    model = _identifier_class().__new__(_identifier_class())
     # what LanguageIdentifier.__init__ sets (py3langid 0.4), min_confidence
-    # None and norm_probs True as enrich asks for
+    # None and norm_probs True as enrich asks for; the DFA in our layout
     model.min_confidence = None
     model.nb_ptc = parts["ptc"]
     model.nb_pc = np.array(parts["pc"])  # 142 floats: a private copy costs nothing
-    model.nb_classes = classes
-    model.tk_nextmove = parts["nextmove"]
-    model.tk_row = parts["row"]
+    model.nb_classes = header["classes"]
+    model.tk_nextmove = None  # not used: _raw_score walks the blocks
+    model.tk_row = None
+    model._blocks = parts["blocks"]
+    model._block_at = parts["block_at"]
     model._rowbase = parts["rowbase"]
     model.tk_output = parts["out_feat"]
     model._norm_probs = True
     model._full_model = model.nb_ptc, model.nb_pc, model.nb_classes
     model._set_alias_pairs()
     return model
+
+
+@functools.cache
+def _identifier_class() -> type[LanguageIdentifier]:
+    """py3langid's identifier walking the block-compressed DFA; defined on
+    first use, so that importing this module imports neither py3langid nor
+    numpy (the daemon never needs them)."""
+    import numpy as np
+    from py3langid.langid import LanguageIdentifier
+
+    class SharedIdentifier(LanguageIdentifier):
+        __slots__ = ("_block_at", "_blocks")
+
+        def _raw_score(self, text: bytes) -> Any:
+            """py3langid 0.4's _raw_score (norm_probs), the DFA walked in
+            blocks: the same states in the same order as visit_counts."""
+            state, indexes = 0, []
+            append = indexes.append
+            blocks, block_at, rowbase, out = (self._blocks, self._block_at, self._rowbase,
+                                              self.tk_output)
+            for high, low in zip(text.translate(_HIGH), text.translate(_LOW), strict=True):
+                state = blocks[block_at[rowbase[state] + high] + low]
+                feature = out[state]
+                if feature >= 0:
+                    append(feature)
+            if indexes:
+                return self._sparse_score(Counter(indexes), self.nb_ptc)
+            return np.full(len(self.nb_classes), 0.0, dtype=np.float32)
+
+    return SharedIdentifier
 
 
 def _write_cache(path: Path) -> None:
@@ -185,13 +220,14 @@ def _write_cache(path: Path) -> None:
             try:
                 with os.fdopen(fd, "wb") as out, np.load(npz, allow_pickle=False) as data:
                     arrays, offset = {}, _PAGE
-                    for name in _ARRAYS:  # each array read, written and dropped in turn
-                        array = _cache_array(name, data)
+                    for name, array in _cache_arrays(data):  # each written, then dropped
                         out.seek(offset)
                         out.write(array.data)
                         arrays[name] = [offset, list(array.shape)]
                         offset += -(-array.nbytes // _PAGE) * _PAGE
                         del array
+                    if set(arrays) != set(_ARRAYS):
+                        raise ValueError("language model cache is incomplete")
                     out.truncate(offset)
                     header = json.dumps({"format": FORMAT, "classes": data["classes"].tolist(),
                                          "arrays": arrays}).encode()
@@ -213,21 +249,32 @@ def _write_cache(path: Path) -> None:
                 stale.unlink()
 
 
-def source_name(name: str) -> str:
-    """The npz member a cached array comes from (rowbase is derived)."""
-    return {"rowbase": "nextmove_row", "row": "nextmove_row"}.get(name, name)
-
-
-def _cache_array(name: str, data: Any) -> Any:
-    """One array as the cache holds it; the values py3langid's loader gives
-    (modelio.load_model, LanguageIdentifier.__init__): rowbase is each
-    state's row << 8."""
+def _cache_arrays(data: Any) -> Any:
+    """The cache's arrays, one at a time, from py3langid's npz (the values
+    its loader gives: modelio.load_model, LanguageIdentifier.__init__)."""
     import numpy as np
 
-    array = data[source_name(name)]
-    if name == "rowbase":
-        array = array.astype(np.uint32) << 8
-    converted = np.ascontiguousarray(array, dtype=_ARRAYS[name])
-    if not np.array_equal(converted, array):
-        raise ValueError(f"language model {name} does not fit {_ARRAYS[name]}")
-    return converted
+    yield "ptc", np.ascontiguousarray(data["ptc"], dtype="<f2")
+    yield "pc", np.ascontiguousarray(data["pc"], dtype="<f4")
+    rows = np.ascontiguousarray(data["nextmove"], dtype="<u4").reshape(-1, 256)
+    if not np.array_equal(rows, data["nextmove"].reshape(-1, 256)):
+        raise ValueError("language model next states do not fit 32 bits")
+    cut = rows.reshape(-1, BLOCK)
+    # each block as one opaque value, so that np.unique compares whole blocks
+    unique, which = np.unique(cut.view(np.dtype((np.void, 4 * BLOCK))).ravel(),
+                              return_inverse=True)
+    blocks = np.ascontiguousarray(unique).view("<u4").ravel()
+    block_at = (which.astype("<u4") * BLOCK).ravel()
+    del unique, which
+    # lossless, or no cache: every row put back together must be the row
+    if not np.array_equal(blocks.reshape(-1, BLOCK)[block_at // BLOCK], cut):
+        raise ValueError("language model blocks do not rebuild its rows")
+    del rows, cut
+    yield "blocks", blocks
+    yield "block_at", block_at
+    del blocks, block_at
+    yield "rowbase", data["nextmove_row"].astype("<u4") * (256 // BLOCK)
+    out_feat = np.ascontiguousarray(data["out_feat"], dtype="<i4")
+    if not np.array_equal(out_feat, data["out_feat"]):
+        raise ValueError("language model features do not fit 32 bits")
+    yield "out_feat", out_feat
