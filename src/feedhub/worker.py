@@ -18,7 +18,7 @@ from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
 
 from feedhub import langmodel
@@ -38,7 +38,40 @@ def parse_and_enrich(result: FetchResult, source: SourceConfig,
     (`languages`: what the hub and the store know, see enrich)."""
     parsed = parse_feed(result)
     items = enrich(parsed, source, languages=languages, feed_url=result.final_url)
-    return replace(parsed, info=clean_feed_info(parsed.info), items=items)
+    parsed = replace(parsed, info=clean_feed_info(parsed.info), items=items)
+    _give_back_memory()
+    return parsed
+
+
+_libc: Any = None  # set in a worker by _keep_heap_small (glibc only)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # <malloc.h>
+
+
+def _keep_heap_small() -> None:
+    """A worker's heap grows to what its largest feed needed and stays
+    there: glibc raises its mmap threshold after freeing a big block (up to
+    32 MB), so later big buffers come from the heap, and freed heap pages
+    stay with the process. A fixed threshold keeps big buffers in their own
+    mappings, returned when freed; _give_back_memory trims after each task."""
+    global _libc
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None)
+        libc.mallopt(_M_MMAP_THRESHOLD, 128 * 1024)
+        libc.mallopt(_M_TRIM_THRESHOLD, 128 * 1024)
+        libc.malloc_trim  # noqa: B018  # glibc, or AttributeError
+    except (OSError, AttributeError):  # no libc, or not glibc
+        return
+    _libc = libc
+
+
+def _give_back_memory() -> None:
+    """Free pages of the heap go back to the kernel (glibc's malloc_trim)."""
+    if _libc is not None:
+        _libc.malloc_trim(0)
 
 
 def _prepare_worker(model_cache: Path | None = None) -> None:
@@ -48,6 +81,7 @@ def _prepare_worker(model_cache: Path | None = None) -> None:
     (SIGKILL, the OOM killer), so each worker also ties its life to it.
     `model_cache`: where the shared language model file is (langmodel)."""
     langmodel.set_cache_dir(model_cache)
+    _keep_heap_small()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _die_with_parent()  # the forkserver, which dies with the owner (see the end)
