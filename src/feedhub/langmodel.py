@@ -8,10 +8,14 @@ the family's largest cost (issue 13). Here the model is written once, to a
 cache file, and every process that detects maps that file read-only: its
 pages are the page cache's, shared by all workers (PSS divides them),
 clean and reclaimable by the kernel, and a hub that never detects never
-opens it. The DFA is stored compactly: its rows cut into blocks of 16 next
-states, each distinct block kept once (55,779 of 613,536), 5 MB instead of
-38 MB; the walk looks a state's block up, then the state in it. Same
-states, same features, same counts, so the same scores
+opens it. Every worker that detects soon maps all of the file (the kernel
+maps 64 KB around each fault), so it is kept small, losslessly: the DFA's
+rows cut into blocks of 16 next states, each distinct block kept once
+(55,779 of 613,536), 5 MB instead of 38; the weights as 12-bit codes into
+the 1,799 distinct float16 values, 20 MB instead of 28. The walk looks a
+state's block up, then the state in it; the rows of weights a text needs
+are rebuilt from their codes. Same states, same features, same counts,
+the same float16 weights into the same matmul, so the same scores
 (tests/test_langmodel.py compares every ranking with py3langid's loader).
 
 Without a writable cache directory the model is loaded as py3langid loads
@@ -40,17 +44,21 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FORMAT = 2  # of the cache file; a new one gets a new name
+FORMAT = 3  # of the cache file; a new one gets a new name
 _PAGE = mmap.PAGESIZE
 BLOCK = 16  # next states per block of a DFA row
 # What the cache holds, as (dtype, memoryview format or None for numpy):
-# the weights as py3langid has them; `blocks`, the distinct blocks of next
+# the weights (feature x language, float16) as 12-bit codes into `book`,
+# the bit patterns of the 1,799 distinct weights: the low 8 bits of each
+# code in `low`, the high 4 in `high`, two to a byte (20 MB, not 28).
+# `blocks`, the distinct blocks of next
 # states end to end; `block_at`, per row and block, where its block starts
 # in `blocks`; `rowbase`, per state, where its row starts in `block_at`;
 # `out_feat`, per state, the feature it counts (-1: none). Item access on a
 # memoryview is as fast as on py3langid's array/list and gives Python ints.
-_ARRAYS = {"ptc": ("<f2", None), "pc": ("<f4", None), "blocks": ("<u4", "I"),
-           "block_at": ("<u4", "I"), "rowbase": ("<u4", "I"), "out_feat": ("<i4", "i")}
+_ARRAYS = {"low": ("<u1", None), "high": ("<u1", None), "book": ("<u2", None),
+           "pc": ("<f4", None), "blocks": ("<u4", "I"), "block_at": ("<u4", "I"),
+           "rowbase": ("<u4", "I"), "out_feat": ("<i4", "i")}
 _HIGH = bytes(b >> 4 for b in range(256))  # which block of a row a byte picks
 _LOW = bytes(b & 15 for b in range(256))  # and which next state in that block
 
@@ -156,7 +164,8 @@ def _from_mapping(mapping: mmap.mmap) -> LanguageIdentifier:
     # what LanguageIdentifier.__init__ sets (py3langid 0.4), min_confidence
     # None and norm_probs True as enrich asks for; the DFA in our layout
     model.min_confidence = None
-    model.nb_ptc = parts["ptc"]
+    model.nb_ptc = None  # not used: _sparse_score rebuilds the rows it needs
+    model._low, model._high, model._book = parts["low"], parts["high"], parts["book"]
     model.nb_pc = np.array(parts["pc"])  # 142 floats: a private copy costs nothing
     model.nb_classes = header["classes"]
     model.tk_nextmove = None  # not used: _raw_score walks the blocks
@@ -180,7 +189,23 @@ def _identifier_class() -> type[LanguageIdentifier]:
     from py3langid.langid import LanguageIdentifier
 
     class SharedIdentifier(LanguageIdentifier):
-        __slots__ = ("_block_at", "_blocks")
+        __slots__ = ("_block_at", "_blocks", "_book", "_high", "_low")
+
+        def _sparse_score(self, visits: Counter[int], table: None) -> Any:
+            """py3langid 0.4's _sparse_score, the rows of the weights table
+            rebuilt from their codes: the same float16 array as table[idx]."""
+            idx = np.fromiter(visits.keys(), dtype=np.intp, count=len(visits))
+            counts = np.fromiter(visits.values(), dtype=np.float32, count=len(visits))
+            return np.log1p(counts) @ self._weights(idx) + self.nb_pc
+
+        def _weights(self, idx: Any) -> Any:
+            high = np.take(self._high, idx, axis=0)
+            codes = np.empty((len(idx), 2 * high.shape[1]), dtype=np.uint16)
+            codes[:, 0::2] = high & 15
+            codes[:, 1::2] = high >> 4
+            codes <<= 8
+            codes |= np.take(self._low, idx, axis=0)
+            return np.take(self._book, codes).view(np.float16)
 
         def _raw_score(self, text: bytes) -> Any:
             """py3langid 0.4's _raw_score (norm_probs), the DFA walked in
@@ -254,7 +279,7 @@ def _cache_arrays(data: Any) -> Any:
     its loader gives: modelio.load_model, LanguageIdentifier.__init__)."""
     import numpy as np
 
-    yield "ptc", np.ascontiguousarray(data["ptc"], dtype="<f2")
+    yield from _coded_weights(np.ascontiguousarray(data["ptc"], dtype="<f2"))
     yield "pc", np.ascontiguousarray(data["pc"], dtype="<f4")
     rows = np.ascontiguousarray(data["nextmove"], dtype="<u4").reshape(-1, 256)
     if not np.array_equal(rows, data["nextmove"].reshape(-1, 256)):
@@ -278,3 +303,30 @@ def _cache_arrays(data: Any) -> Any:
     if not np.array_equal(out_feat, data["out_feat"]):
         raise ValueError("language model features do not fit 32 bits")
     yield "out_feat", out_feat
+
+
+def _coded_weights(ptc: Any) -> Any:
+    """The weights table as book, low and high codes (see _ARRAYS), compared
+    bit for bit with the table before anything is written."""
+    import numpy as np
+
+    bits = ptc.view("<u2")
+    book = np.flatnonzero(np.bincount(bits.ravel(), minlength=1 << 16)).astype("<u2")
+    if len(book) > 1 << 12 or bits.shape[1] % 2:
+        raise ValueError("language model weights do not fit 12-bit codes in pairs")
+    code_of = np.zeros(1 << 16, dtype="<u2")
+    code_of[book] = np.arange(len(book))
+    codes = code_of[bits]
+    low = (codes & 255).astype("<u1")
+    high = ((codes[:, 0::2] >> 8) | (codes[:, 1::2] >> 8 << 4)).astype("<u1")
+    del codes
+    rebuilt = np.empty(bits.shape, dtype="<u2")
+    rebuilt[:, 0::2] = high & 15
+    rebuilt[:, 1::2] = high >> 4
+    rebuilt = book[(rebuilt << 8) | low]
+    if not np.array_equal(rebuilt, bits):
+        raise ValueError("language model weights do not rebuild from their codes")
+    del rebuilt
+    yield "low", low
+    yield "high", high
+    yield "book", book
