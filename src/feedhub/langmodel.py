@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 FORMAT = 3  # of the cache file; a new one gets a new name
 _PAGE = mmap.PAGESIZE
 BLOCK = 16  # next states per block of a DFA row
+_CHUNK = 8192  # rows at a time when checking what is written against the model
 # What the cache holds, as (dtype, memoryview format or None for numpy):
 # the weights (feature x language, float16) as 12-bit codes into `book`,
 # the bit patterns of the 1,799 distinct weights: the low 8 bits of each
@@ -281,26 +282,35 @@ def _cache_arrays(data: Any) -> Any:
 
     yield from _coded_weights(np.ascontiguousarray(data["ptc"], dtype="<f2"))
     yield "pc", np.ascontiguousarray(data["pc"], dtype="<f4")
-    rows = np.ascontiguousarray(data["nextmove"], dtype="<u4").reshape(-1, 256)
-    if not np.array_equal(rows, data["nextmove"].reshape(-1, 256)):
+    rows = data["nextmove"]  # each data[...] reads the npz again: once
+    if rows.dtype.kind != "u" or rows.dtype.itemsize > 4:
         raise ValueError("language model next states do not fit 32 bits")
-    cut = rows.reshape(-1, BLOCK)
-    # each block as one opaque value, so that np.unique compares whole blocks
-    unique, which = np.unique(cut.view(np.dtype((np.void, 4 * BLOCK))).ravel(),
-                              return_inverse=True)
-    blocks = np.ascontiguousarray(unique).view("<u4").ravel()
+    cut = np.ascontiguousarray(rows, dtype="<u4").reshape(-1, BLOCK)
+    # blocks told apart by a 64-bit hash of their 16 states (FNV-1a over
+    # the words), so that finding the distinct ones needs 8 bytes a block,
+    # not a sorted copy of the table; a collision fails the check below
+    digest = np.full(len(cut), 0xCBF29CE484222325, dtype=np.uint64)
+    for column in range(BLOCK):
+        digest ^= cut[:, column]
+        digest *= np.uint64(0x100000001B3)
+    _, first, which = np.unique(digest, return_index=True, return_inverse=True)
+    del digest
+    blocks = np.ascontiguousarray(cut[first]).ravel()
     block_at = (which.astype("<u4") * BLOCK).ravel()
-    del unique, which
+    del first, which
     # lossless, or no cache: every row put back together must be the row
-    if not np.array_equal(blocks.reshape(-1, BLOCK)[block_at // BLOCK], cut):
-        raise ValueError("language model blocks do not rebuild its rows")
+    for start in range(0, len(cut), _CHUNK):
+        if not np.array_equal(blocks.reshape(-1, BLOCK)[block_at[start:start + _CHUNK] // BLOCK],
+                              cut[start:start + _CHUNK]):
+            raise ValueError("language model blocks do not rebuild its rows")
     del rows, cut
     yield "blocks", blocks
     yield "block_at", block_at
     del blocks, block_at
     yield "rowbase", data["nextmove_row"].astype("<u4") * (256 // BLOCK)
-    out_feat = np.ascontiguousarray(data["out_feat"], dtype="<i4")
-    if not np.array_equal(out_feat, data["out_feat"]):
+    features = data["out_feat"]
+    out_feat = np.ascontiguousarray(features, dtype="<i4")
+    if not np.array_equal(out_feat, features):
         raise ValueError("language model features do not fit 32 bits")
     yield "out_feat", out_feat
 
@@ -311,22 +321,26 @@ def _coded_weights(ptc: Any) -> Any:
     import numpy as np
 
     bits = ptc.view("<u2")
-    book = np.flatnonzero(np.bincount(bits.ravel(), minlength=1 << 16)).astype("<u2")
+    seen = np.zeros(1 << 16, dtype=bool)
+    for start in range(0, len(bits), _CHUNK):  # bincount makes int64 of all it counts
+        seen |= np.bincount(bits[start:start + _CHUNK].ravel(), minlength=1 << 16) > 0
+    book = np.flatnonzero(seen).astype("<u2")
     if len(book) > 1 << 12 or bits.shape[1] % 2:
         raise ValueError("language model weights do not fit 12-bit codes in pairs")
     code_of = np.zeros(1 << 16, dtype="<u2")
     code_of[book] = np.arange(len(book))
-    codes = code_of[bits]
-    low = (codes & 255).astype("<u1")
-    high = ((codes[:, 0::2] >> 8) | (codes[:, 1::2] >> 8 << 4)).astype("<u1")
-    del codes
-    rebuilt = np.empty(bits.shape, dtype="<u2")
-    rebuilt[:, 0::2] = high & 15
-    rebuilt[:, 1::2] = high >> 4
-    rebuilt = book[(rebuilt << 8) | low]
-    if not np.array_equal(rebuilt, bits):
-        raise ValueError("language model weights do not rebuild from their codes")
-    del rebuilt
+    low = np.empty(bits.shape, dtype="<u1")
+    high = np.empty((len(bits), bits.shape[1] // 2), dtype="<u1")
+    for start in range(0, len(bits), _CHUNK):  # in slices: temporaries stay small
+        part = slice(start, start + _CHUNK)
+        codes = code_of[bits[part]]
+        low[part] = codes & 255
+        high[part] = (codes[:, 0::2] >> 8) | (codes[:, 1::2] >> 8 << 4)
+        rebuilt = np.empty(codes.shape, dtype="<u2")
+        rebuilt[:, 0::2] = high[part] & 15
+        rebuilt[:, 1::2] = high[part] >> 4
+        if not np.array_equal(book[(rebuilt << 8) | low[part]], bits[part]):
+            raise ValueError("language model weights do not rebuild from their codes")
     yield "low", low
     yield "high", high
     yield "book", book
