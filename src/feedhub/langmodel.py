@@ -51,12 +51,13 @@ _CHUNK = 8192  # rows at a time when checking what is written against the model
 # What the cache holds, as (dtype, memoryview format or None for numpy):
 # the weights (feature x language, float16) as 12-bit codes into `book`,
 # the bit patterns of the 1,799 distinct weights: the low 8 bits of each
-# code in `low`, the high 4 in `high`, two to a byte (20 MB, not 28).
-# `blocks`, the distinct blocks of next
-# states end to end; `block_at`, per row and block, where its block starts
-# in `blocks`; `rowbase`, per state, where its row starts in `block_at`;
-# `out_feat`, per state, the feature it counts (-1: none). Item access on a
-# memoryview is as fast as on py3langid's array/list and gives Python ints.
+# code in `low`, the high 4 in `high`, two to a byte (20 MB, not 28);
+# `pc`, the per-language priors. The DFA: `blocks`, the distinct blocks of
+# next states end to end; `block_at`, per row and block, where its block
+# starts in `blocks`; `rowbase`, per state, where its row starts in
+# `block_at`; `out_feat`, per state, the feature it counts (-1: none). Item
+# access on a memoryview is as fast as on py3langid's array/list and gives
+# the same Python ints.
 _ARRAYS = {"low": ("<u1", None), "high": ("<u1", None), "book": ("<u2", None),
            "pc": ("<f4", None), "blocks": ("<u4", "I"), "block_at": ("<u4", "I"),
            "rowbase": ("<u4", "I"), "out_feat": ("<i4", "i")}
