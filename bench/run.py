@@ -208,6 +208,9 @@ def daemon_rounds(rounds: int, farm: Farm, workdir: Path, feeds: int) -> list[di
             own, total, pss = process_rss_mb(process.pid)
             samples.append({"round": n, "rss_mb": own, "rss_with_workers_mb": total,
                             "pss_with_workers_mb": pss, "seconds": time.monotonic() - round_started})
+            for p in process_family(process.pid):
+                if rollup := smaps_rollup(p):
+                    print(f"  daemon round {n}: {describe(p, rollup)} MB", flush=True)
             round_started = time.monotonic()
             farm.call("POST", "/_grow?fraction=0.1&items=5")
     finally:
