@@ -83,6 +83,7 @@ def run_phase(system: str, phase: str, workdir: Path, farm: Farm) -> dict[str, o
                                 str(workdir), str(urls_file)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     peak = [0.0]
+    at_peak: list[str] = []
     done = threading.Event()
 
     def sample() -> None:
@@ -90,7 +91,11 @@ def run_phase(system: str, phase: str, workdir: Path, farm: Farm) -> dict[str, o
             family = process_family(process.pid)
             if system == "newsboat":
                 family = family[1:]
-            peak[0] = max(peak[0], sum(proc_kb(p, "Pss:", "smaps_rollup") for p in family) / 1024)
+            rollups = [(p, smaps_rollup(p)) for p in family]
+            total = sum(r.get("Pss", 0) for _, r in rollups) / 1024
+            if total > peak[0]:
+                peak[0] = total
+                at_peak[:] = [describe(p, r) for p, r in rollups if r]
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -102,6 +107,7 @@ def run_phase(system: str, phase: str, workdir: Path, farm: Farm) -> dict[str, o
     result = json.loads(stdout.strip().splitlines()[-1])
     result.update(farm.call("GET", "/_stats"))
     result["peak_pss_mb"] = peak[0]
+    result["at_peak"] = at_peak
     result["load"] = load
     return result
 
@@ -114,6 +120,40 @@ def proc_kb(pid: int, key: str = "VmRSS:", path: str = "status") -> int:
     except OSError:
         pass
     return 0
+
+
+def smaps_rollup(pid: int) -> dict[str, int]:
+    """/proc/PID/smaps_rollup as {field: kB}; empty if the process is gone."""
+    fields = {}
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+            key, value = line.split(":", 1)
+            fields[key] = int(value.split()[0])
+    except (OSError, ValueError, IndexError):
+        return {}
+    return fields
+
+
+def describe(pid: int, rollup: dict[str, int]) -> str:
+    """One process's share of the family's PSS, to say where memory sits:
+    its role, PSS (of which anonymous), and its shared and private pages.
+    A forkserver's workers are forked, not exec'd: they carry its command
+    line, and their parent is the forkserver."""
+    def command(p: int) -> str:
+        try:
+            return Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            return ""
+
+    own = command(pid)
+    role = ("resource tracker" if "resource_tracker" in own else
+            ("worker" if "forkserver" in command(proc_kb(pid, "PPid:")) else "forkserver")
+            if "forkserver" in own else "main")
+    mb = {k: rollup.get(k, 0) / 1024 for k in ("Pss", "Pss_Anon", "Shared_Clean",
+                                               "Shared_Dirty", "Private_Clean", "Private_Dirty")}
+    return (f"{role} {pid}: PSS {mb['Pss']:.0f} (anon {mb['Pss_Anon']:.0f}), shared "
+            f"{mb['Shared_Clean'] + mb['Shared_Dirty']:.0f}, private "
+            f"{mb['Private_Clean'] + mb['Private_Dirty']:.0f}")
 
 
 def process_family(pid: int) -> list[int]:
@@ -168,6 +208,9 @@ def daemon_rounds(rounds: int, farm: Farm, workdir: Path, feeds: int) -> list[di
             own, total, pss = process_rss_mb(process.pid)
             samples.append({"round": n, "rss_mb": own, "rss_with_workers_mb": total,
                             "pss_with_workers_mb": pss, "seconds": time.monotonic() - round_started})
+            for p in process_family(process.pid):
+                if rollup := smaps_rollup(p):
+                    print(f"  daemon round {n}: {describe(p, rollup)} MB", flush=True)
             round_started = time.monotonic()
             farm.call("POST", "/_grow?fraction=0.1&items=5")
     finally:
@@ -235,6 +278,8 @@ def main() -> None:
                           f"  load {r['load']:.2f}"
                           + (f"  (of which the first publish {r['publish_wall']:.2f}s)"
                              if "publish_wall" in r else ""), flush=True)
+                    for line in r["at_peak"]:  # type: ignore[attr-defined]
+                        print(f"      at peak, {line} MB", flush=True)
         samples = (daemon_rounds(args.daemon_rounds, farm, workdir, args.feeds)
                    if args.daemon_rounds and "feedhub" in systems else [])
     finally:

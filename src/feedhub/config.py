@@ -21,7 +21,6 @@ import tomlkit.items
 
 from feedhub import __version__
 from feedhub._files import atomic_write, locked
-from feedhub.fetch import url_problem
 from feedhub.models import Config, HubConfig, LanguageConfig, SourceConfig
 
 DEFAULT_CONFIG = "config.toml"
@@ -357,6 +356,9 @@ def http_url_problem(url: str) -> str | None:
     if match := re.search(r"[\s\x00-\x1f\x7f-\x9f]", url):
         what = "a space" if match.group() == " " else f"the character {match.group()!r}"
         return f"it contains {what}: percent-encode it, as %20 for a space"
+    from feedhub.fetch import url_problem  # not at the top: parser workers import
+    # this module (normalize_language) and need no HTTP client
+
     return url_problem(url)
 
 

@@ -18,6 +18,7 @@ from urllib.parse import quote, urlsplit
 
 import nh3
 
+from feedhub import langmodel
 from feedhub.config import normalize_language
 from feedhub.models import (
     FeedInfo,
@@ -140,22 +141,16 @@ RESTRICTED_CONFIDENCE = 0.35
 # arz (Egyptian) and ary (Moroccan): of the bench's 35 Arabic texts, ar alone
 # reached 0.90 in 5, the three together in 34; a caption came out as ary.
 VARIETIES = {"arz": "ar", "ary": "ar"}
-_identifier = None
 
 
 def detect_language(text: str) -> tuple[str, float]:
     """py3langid, whose model ships inside the package (nothing is
-    downloaded; loaded once per process, about a second). The full model's
-    answer when it is confident; else its best guess among the languages a
-    news hub meets, renormalised over them. VARIETIES count as their
-    language."""
-    global _identifier
-    if _identifier is None:
-        from py3langid.langid import MODEL_FILE, LanguageIdentifier
-
-        _identifier = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+    downloaded; mapped from a cache file the workers share, see langmodel).
+    The full model's answer when it is confident; else its best guess among
+    the languages a news hub meets, renormalised over them. VARIETIES count
+    as their language."""
     merged: dict[str, float] = {}
-    for lang, p in _identifier.rank(text[:2000]):
+    for lang, p in langmodel.identifier().rank(text[:2000]):
         merged[VARIETIES.get(lang, lang)] = merged.get(VARIETIES.get(lang, lang), 0.0) + float(p)
     ranked = sorted(merged.items(), key=lambda pair: pair[1], reverse=True)
     language, confidence = ranked[0]

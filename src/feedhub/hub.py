@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from feedhub import schedule
+from feedhub import langmodel, schedule
 from feedhub._files import locked
 from feedhub.config import ConfigError, default_user_agent, set_source_url
 from feedhub.enrich import is_teaser, plain_text
@@ -99,7 +99,12 @@ class Hub:
         self.store = store
         self.fetcher = fetcher
         self.workers = workers
-        self.executor: Executor | None = parser_pool(workers) if workers else None
+        # the language model, uncompressed, goes beside the database when the
+        # user's cache cannot be written (a confined daemon); see langmodel
+        self.model_cache = config.hub.database.parent
+        langmodel.set_cache_dir(self.model_cache)  # when parsing in-process
+        self.executor: Executor | None = (parser_pool(workers, self.model_cache) if workers
+                                          else None)
         self.id_authority = urlsplit(config.hub.base_url).hostname or "localhost"
         # Polls in progress at once: enough to keep every connection and every
         # parser busy, few enough that fetched bodies do not pile up in memory
@@ -132,7 +137,7 @@ class Hub:
         except BrokenExecutor:
             # a worker died (out of memory, killed): start a fresh pool, once
             log.error("a parser worker died; restarting the pool")
-            self.executor = parser_pool(self.workers)
+            self.executor = parser_pool(self.workers, self.model_cache)
             return await loop.run_in_executor(self.executor, *args)
 
     async def poll(self, source: SourceConfig) -> PollReport:

@@ -12,14 +12,13 @@ import contextlib
 import hashlib
 import json
 import sqlite3
+import sys
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-
-import sqlite_utils
 
 from feedhub.models import (
     EntryRow,
@@ -35,6 +34,26 @@ from feedhub.models import (
     is_language,
     primary_subtag,
 )
+
+
+@contextlib.contextmanager
+def _numpy_refused() -> Iterator[None]:
+    """sqlite_utils imports numpy when it can, only to map numpy scalar
+    types to column types; we store none. numpy costs the daemon 15 MB PSS
+    (issue 13's memory target), so it is refused for that one import;
+    what needs numpy (the language model, in the workers) still gets it."""
+    if "numpy" in sys.modules:
+        yield
+        return
+    sys.modules["numpy"] = None  # type: ignore[assignment]  # `import numpy` fails
+    try:
+        yield
+    finally:
+        del sys.modules["numpy"]
+
+
+with _numpy_refused():
+    import sqlite_utils
 
 SCHEMA_VERSION = 11
 # An item's published text. `content` holds it only where it differs from

@@ -18,10 +18,12 @@ import threading
 from collections.abc import Set as AbstractSet
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import replace
+from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
 
+from feedhub import langmodel
 from feedhub.enrich import (
     clean_feed_info,
     decide,
@@ -54,7 +56,9 @@ def parse_and_enrich(result: FetchResult, source: SourceConfig,
     (`languages`: what the hub and the store know, see enrich)."""
     parsed = parse_feed(result)
     items = enrich(parsed, source, languages=languages, feed_url=result.final_url)
-    return replace(parsed, info=clean_feed_info(parsed.info), items=items)
+    parsed = replace(parsed, info=clean_feed_info(parsed.info), items=items)
+    _give_back_memory()
+    return parsed
 
 
 def parse_poll(result: FetchResult, source: SourceConfig, languages: LanguageContext,
@@ -64,6 +68,14 @@ def parse_poll(result: FetchResult, source: SourceConfig, languages: LanguageCon
     context_key), else of all; `split`: cut the document into items, for the
     next poll to know them. Read in part, the items must read as in the whole
     document: else it is read whole."""
+    try:
+        return _read_poll(result, source, languages, known, split)
+    finally:
+        _give_back_memory()
+
+
+def _read_poll(result: FetchResult, source: SourceConfig, languages: LanguageContext,
+               known: ItemBytes | None, split: bool) -> ParsedPoll:
     layout = item_split(result) if split or known is not None else None
     context = context_key(source, languages)
     if (known is not None and layout is not None and layout.skeleton == known.skeleton
@@ -123,11 +135,45 @@ def _digests(layout: ItemSplit, ahead: AbstractSet[int]) -> tuple[str | None, ..
     return tuple(None if n in ahead else digest for n, digest in enumerate(layout.digests))
 
 
-def _prepare_worker() -> None:
+_libc: Any = None  # set in a worker by _keep_heap_small (glibc only)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # <malloc.h>
+
+
+def _keep_heap_small() -> None:
+    """A worker's heap grows to what its largest feed needed and stays
+    there: glibc raises its mmap threshold after freeing a big block (up to
+    32 MB), so later big buffers come from the heap, and freed heap pages
+    stay with the process. A fixed threshold keeps big buffers in their own
+    mappings, returned when freed; _give_back_memory trims after each task."""
+    global _libc
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None)
+        libc.mallopt(_M_MMAP_THRESHOLD, 128 * 1024)
+        libc.mallopt(_M_TRIM_THRESHOLD, 128 * 1024)
+        libc.malloc_trim  # noqa: B018  # glibc, or AttributeError
+    except (OSError, AttributeError):  # no libc, or not glibc
+        return
+    _libc = libc
+
+
+def _give_back_memory() -> None:
+    """Free pages of the heap go back to the kernel (glibc's malloc_trim)."""
+    if _libc is not None:
+        _libc.malloc_trim(0)
+
+
+def _prepare_worker(model_cache: Path | None = None) -> None:
     """Workers leave stopping to the parent: a Ctrl-C or a service manager's
     SIGTERM to the whole group must not break the pool mid-drain. Ignoring
     SIGTERM makes a worker outlive a parent that cannot shut the pool down
-    (SIGKILL, the OOM killer), so each worker also ties its life to it."""
+    (SIGKILL, the OOM killer), so each worker also ties its life to it.
+    `model_cache`: where the shared language model file is (langmodel)."""
+    langmodel.set_cache_dir(model_cache)
+    _keep_heap_small()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _die_with_parent()  # the forkserver, which dies with the owner (see the end)
@@ -191,17 +237,18 @@ def _preloaded_by_forkserver() -> bool:
     return False
 
 
-def parser_pool(workers: int) -> Executor:
+def parser_pool(workers: int, model_cache: Path | None = None) -> Executor:
     """Worker processes for parse_poll. forkserver, not fork: the
     parent has an event loop and threads that must not be copied. Nothing
     here outlives the owner: the forkserver gets SIGKILL when the owner
     dies, the workers get it when the forkserver does and also watch the
     owner themselves, and the resource tracker exits once none of them
-    holds its pipe any more."""
+    holds its pipe any more. Workers that detect languages share one
+    mapped model, kept in `model_cache` (langmodel)."""
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["feedhub.worker"])
     return ProcessPoolExecutor(max_workers=workers, mp_context=context,
-                               initializer=_prepare_worker)
+                               initializer=_prepare_worker, initargs=(model_cache,))
 
 
 def extract_article(page: FetchResult) -> tuple[str | None, str]:
