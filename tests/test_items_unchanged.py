@@ -54,10 +54,11 @@ def redate(body: bytes, poll: int) -> bytes:
     return body
 
 
-def corpus_files() -> list[tuple[str, bytes, dict[str, str]]]:
-    """(name, body, headers) of every corpus file served as a plain 200 whose
-    dates `redate` can change (the others are byte-identical on every poll:
-    no shortcut to take)."""
+def served_corpus(realworld_undated: re.Pattern[bytes] | None = None,
+                  ) -> list[tuple[str, bytes, dict[str, str]]]:
+    """(name, body, headers) of every corpus file served as a plain 200;
+    with `realworld_undated`, each realworld feed also with what it matches
+    taken out (its dates: the hub dates items by their place in the feed)."""
     files = []
     for row in manifest():
         headers = headers_of(row)
@@ -67,7 +68,16 @@ def corpus_files() -> list[tuple[str, bytes, dict[str, str]]]:
     for path in sorted(REALWORLD.glob("*")):
         if path.suffix in (".xml", ".json"):
             files.append((path.name, path.read_bytes(), {}))
-    return [f for f in files if redate(f[1], 1) != redate(f[1], 0)]
+            if realworld_undated is not None:
+                files.append((f"{path.name} undated",
+                              realworld_undated.sub(b"", path.read_bytes()), {}))
+    return files
+
+
+def corpus_files() -> list[tuple[str, bytes, dict[str, str]]]:
+    """The served corpus files whose dates `redate` can change (the others
+    are byte-identical on every poll: no shortcut to take)."""
+    return [f for f in served_corpus() if redate(f[1], 1) != redate(f[1], 0)]
 
 
 def poll_all(tmp_path: Path, feed_server, files, *, parse_unchanged: bool,

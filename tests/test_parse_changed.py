@@ -22,8 +22,8 @@ import pytest
 
 from feedhub.models import FetchResult
 from feedhub.parse import item_split
-from test_corpus import CORPUS, headers_of, manifest
-from test_items_unchanged import REALWORLD, poll_all
+from test_corpus import CORPUS
+from test_items_unchanged import poll_all, served_corpus
 
 # items as the tests find them, independently of parse.item_split: good
 # enough to make variants of a document (where it is wrong, both ways get
@@ -75,18 +75,8 @@ def versions(body: bytes, poll: int) -> bytes:
 
 def corpus_files() -> list[tuple[str, bytes, dict[str, str]]]:
     """(name, body, headers) of every corpus file served as a plain 200 with
-    items to take away."""
-    files = []
-    for row in manifest():
-        headers = headers_of(row)
-        if headers.get("Status", "200") != "200" or row["path"].endswith((".gz", ".z")):
-            continue
-        files.append((row["path"], (CORPUS / row["path"]).read_bytes(), headers))
-    for path in sorted(REALWORLD.glob("*")):
-        if path.suffix in (".xml", ".json"):
-            files.append((path.name, path.read_bytes(), {}))
-            # and undated, where the hub dates items by their place in the feed
-            files.append((f"{path.name} undated", UNDATED.sub(b"", path.read_bytes()), {}))
+    items to take away, realworld feeds also undated."""
+    files = served_corpus(UNDATED)
     return [f for f in files if items_of(f[1])]
 
 
