@@ -8,7 +8,6 @@ schedule live in the store, intent in the config.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 from collections import deque
@@ -40,7 +39,7 @@ from feedhub.models import (
     StoredItem,
     primary_subtag,
 )
-from feedhub.parse import Fingerprint, ParseError, body_fingerprint
+from feedhub.parse import Fingerprint, ParseError, body_fingerprint, plain_hash
 from feedhub.publish import (
     ALL,
     DocumentEntries,
@@ -242,7 +241,7 @@ class Hub:
             # body_fingerprint); a degraded parse is redone, as its complaint
             # names lines and columns
             note = "items unchanged" if fingerprint.dated else "body unchanged"
-        elif (body_hash := hashlib.sha256(result.content).hexdigest()) == state.body_hash:
+        elif (body_hash := plain_hash(result.content)) == state.body_hash:
             note = "body unchanged"
         if note is not None:
             changes = {}
@@ -326,7 +325,7 @@ class Hub:
         if fingerprint is not None and (fingerprint.updated is None
                                         or fingerprint.updated == parsed.info.updated):
             return fingerprint.digest
-        return body_hash or hashlib.sha256(body).hexdigest()
+        return body_hash or plain_hash(body)
 
     async def _add_full_text(self, source: SourceConfig, items: Sequence[Item],
                              context: LanguageContext) -> tuple[Item, ...]:
