@@ -460,3 +460,35 @@ def test_entries_rendered_by_the_parser_workers_give_the_same_bytes(
     new, old = _files(new_config.hub.output_dir), _files(old_config.hub.output_dir)
     assert len(new) > 20 and sorted(new) == sorted(old)
     assert [name for name in new if new[name] != old[name]] == []
+
+
+def test_a_feed_that_only_redates_itself_renders_no_entry_again(
+        built: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Many publishers move their feed's date on every request: every entry
+    of the source shows it (atom:source), but the kept entries stay good:
+    the next publish renders nothing again and gives the frozen renderer's
+    bytes, the new date in every entry of that source."""
+    config = _copy(built, tmp_path / "new")
+    monkeypatch.setattr(publish_module, "_now", lambda: NOW)
+    later = NOW + timedelta(days=1)
+    with Store(config.hub.database) as store:
+        Hub(config, store, None).publish()  # type: ignore[arg-type]
+        store.record_poll("farm 0", url="https://farm.example/0.xml", at=later, status=200,
+                          error=None, next_poll=None, feed_updated=later)
+    shutil.copytree(tmp_path / "new", tmp_path / "old")
+    old_config = parse_config((tmp_path / "old" / "config.toml").read_text(encoding="utf-8"),
+                              tmp_path / "old" / "config.toml")
+    rendered_again: list[int] = []
+    real_items_by_id = Store.items_by_id
+    with monkeypatch.context() as patched, Store(config.hub.database) as store:
+        patched.setattr(Store, "items_by_id", lambda store, ids: (
+            rendered_again.append(len(ids)), real_items_by_id(store, ids))[1])
+        Hub(config, store, None).publish()  # type: ignore[arg-type]
+    assert sum(rendered_again) == 0
+    with monkeypatch.context() as patched, Store(old_config.hub.database) as store:
+        patched.setattr(publish_module, "render_document", old_render_document)
+        patched.setattr(Hub, "_entries", _items_for_the_old_renderer)
+        Hub(old_config, store, None).publish()  # type: ignore[arg-type]
+    new, old = _files(config.hub.output_dir), _files(old_config.hub.output_dir)
+    assert [name for name in new if new[name] != old[name]] == []
+    assert later.isoformat().encode() in new["sources/farm-0.atom"]

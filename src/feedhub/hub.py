@@ -26,6 +26,7 @@ from feedhub.fetch import Fetcher, FetchError, describe_status, permanent_target
 from feedhub.models import (
     Config,
     EntryRow,
+    FeedInfo,
     FetchResult,
     Item,
     ItemBytes,
@@ -58,6 +59,7 @@ from feedhub.publish import (
     slugify,
     source_feed_files,
     source_feed_stamp,
+    source_xml,
     unchanged_source_feed,
 )
 from feedhub.store import Store
@@ -112,6 +114,9 @@ class Hub:
         # entry_settings by (source, credit language), for one publish
         self._entry_settings: dict[tuple[str, str], str] = {}
         self._unrendered_after = 0  # items up to this id were rendered by the workers
+        # upstream feeds and their atom:source, for one publish
+        self._feeds: dict[str, FeedInfo] | None = None
+        self._sources_xml: dict[str, bytes] = {}
 
     def close(self) -> None:
         if self.executor is not None:
@@ -427,6 +432,7 @@ class Hub:
         names = [source.name for source in self.config.sources]
         everything = languages is None
         self._entry_settings = {}  # the config may have changed since the last publish
+        self._feeds, self._sources_xml = None, {}  # and the upstream feeds
         self._render_unrendered()
         if languages is None:
             languages = set(self.store.language_groups(names)) | set(
@@ -508,6 +514,15 @@ class Hub:
         if archived and archived.written:
             log.info("archived %s (%d entries)", archived.path, archived.entries)
         return archived is not None
+
+    def _source_xml(self, source: str) -> bytes:
+        """A source's atom:source, rendered once per publish."""
+        if (xml := self._sources_xml.get(source)) is None:
+            if self._feeds is None:
+                self._feeds = self.store.feeds()
+            # a source with no row (removed, in an archive): no feed, as in StoredItem
+            xml = self._sources_xml[source] = source_xml(self._feeds.get(source) or FeedInfo())
+        return xml
 
     def _stamp(self, source: str, credit: str, version: str) -> str:
         settings = self._entry_settings
@@ -595,5 +610,5 @@ class Hub:
                 (row.item_id, credit))
             if entry is None:  # gone since it was listed (cannot happen: items stay)
                 return DocumentEntries((), None, error=f"item {row.item_id} vanished")
-            entries.append((entry, row.text))
+            entries.append((entry, row.text, self._source_xml(row.source)))
         return DocumentEntries(entries, max((row.updated for row in rows), default=None))

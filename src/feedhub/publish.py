@@ -144,7 +144,7 @@ class DocumentEntries:
     """A document's entries, rendered and ready to assemble: each rendered
     entry (the store keeps them) with the item's text."""
 
-    entries: Sequence[tuple[RenderedEntry, str]]
+    entries: Sequence[tuple[RenderedEntry, str, bytes]]  # entry, its text, its atom:source
     updated: datetime | None  # the newest entry's; None: no entries
     error: str | None = None  # an entry could not be rendered: keep the file as it is
 
@@ -213,8 +213,10 @@ def render_document(config: Config, document: FeedDocument, items: Sequence[Stor
     """One Atom document, byte-for-byte the same for the same items (its
     <updated> is the newest item's, not the clock's). With no items it is
     `emptied`, when the document became empty (default: now)."""
+    sources: dict[FeedInfo, bytes] = {}
     entries = [entry_bytes(render_entry(config, item, credit_language(document, item.language)),
-                           item.content) for item in items]
+                           item.content, sources.get(item.feed) or sources.setdefault(
+                               item.feed, source_xml(item.feed))) for item in items]
     return assemble(config, document, entries,
                     max((item.updated for item in items), default=emptied or _now()))
 
@@ -270,9 +272,11 @@ _TEXT_MARK_BYTES = _TEXT_MARK.encode()
 def render_entry(config: Config, item: StoredItem, credit_language: str,
                  stamp: str = "") -> RenderedEntry:
     """An item's entry, rendered by feedgen as it appears in a document
-    (indented one level), without its article text when the source
-    publishes the full text: the store keeps that text, and entry_bytes
-    puts it back. Raises ValueError for what XML cannot carry."""
+    (indented one level), without its atom:source (source_xml: the same for
+    every item of a source, and it changes with the upstream feed's date)
+    and without its article text when the source publishes the full text:
+    the store keeps that text, and entry_bytes puts both back. Raises
+    ValueError for what XML cannot carry."""
     policy = config.find_source(item.source)
     if (policy.publish if policy else "full") == "full":
         parts = _entry_xml(config, item, credit_language, _TEXT_MARK).split(_TEXT_MARK_BYTES)
@@ -313,17 +317,34 @@ def entry_stamp(settings: str, version: str) -> str:
     return hashlib.blake2b(f"{settings}\x1f{version}".encode(), digest_size=16).hexdigest()
 
 
-def entry_bytes(entry: RenderedEntry, text: str, *, checked: bool = False) -> bytes:
+def entry_bytes(entry: RenderedEntry, text: str, source: bytes, *,
+                checked: bool = False) -> bytes:
     """The entry with the item's text in place, as lxml would have escaped
     it (a text node: &, <, > and CR; measured identical over U+0009 to
-    U+2FFF). Raises ValueError for text XML cannot carry, as lxml does,
-    unless the text is `checked` (render_entry did, for this version)."""
+    U+2FFF), and its atom:source (source_xml) as its last element. Raises
+    ValueError for text XML cannot carry, as lxml does, unless the text is
+    `checked` (render_entry did, for this version)."""
     if entry.tail is None:
-        return entry.head
+        return b"".join((entry.head[:-len(_ENTRY_END)], source, _ENTRY_END))
     if not checked:
         _check_xml_text(text)
     return b"".join((entry.head, text.replace("&", "&amp;").replace("<", "&lt;")
-                     .replace(">", "&gt;").replace("\r", "&#13;").encode(), entry.tail))
+                     .replace(">", "&gt;").replace("\r", "&#13;").encode(),
+                     entry.tail[:-len(_ENTRY_END)], source, _ENTRY_END))
+
+
+_ENTRY_END = b"  </entry>\n"
+_SOURCE_START = b"<feed>\n  <entry>\n"
+
+
+def source_xml(feed: FeedInfo) -> bytes:
+    """An entry's atom:source element as it appears in a document (indented
+    two levels), rendered once per source and publish: every entry of the
+    source carries the same one."""
+    wrapper = etree.Element("feed")
+    etree.SubElement(wrapper, "entry").append(_source_element(feed))
+    data = etree.tostring(wrapper, pretty_print=True, encoding="UTF-8", xml_declaration=False)
+    return data[len(_SOURCE_START):-len(_ENTRY_END + _FEED_END)]
 
 
 # What XML 1.0 cannot carry (lxml refuses it with this message)
@@ -362,7 +383,6 @@ def _entry_xml(config: Config, item: StoredItem, credit_language: str,
     ext.language = item.language
     ext.links = ([Link(href=item.link, type="text/html")] if item.link else []) + list(
         item.enclosures)
-    ext.source = item.feed
     wrapper = etree.Element("feed")  # at the depth it has in a document
     wrapper.append(entry.atom_entry())
     data = etree.tostring(wrapper, pretty_print=True, encoding="UTF-8", xml_declaration=False)
@@ -584,8 +604,8 @@ def _publish(document: FeedDocument, path: Path, items: Entries, config: Config,
         if isinstance(items, DocumentEntries):
             if items.error:
                 raise ValueError(items.error)
-            data = assemble(config, document, [entry_bytes(entry, text, checked=True)
-                                               for entry, text in items.entries],
+            data = assemble(config, document, [entry_bytes(entry, text, source, checked=True)
+                                               for entry, text, source in items.entries],
                             items.updated or _emptied_at(path))
         else:
             data = render_document(config, document, items,

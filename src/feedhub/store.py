@@ -746,8 +746,7 @@ class Store:
             f"SELECT items.id, items.source, coalesce(items.language, items.lang_group), "
             f"items.updated, {PUBLISHED_TEXT}, {_ENTRY_VERSION} AS version, "
             "r.stamp, r.credit_language, r.head, r.tail "
-            "FROM items LEFT JOIN sources ON sources.name = items.source "
-            "LEFT JOIN rendered_entries r ON r.item_id = items.id "
+            "FROM items LEFT JOIN rendered_entries r ON r.item_id = items.id "
             "AND r.credit_language = coalesce(?, items.lang_group) "
             f"WHERE {where} {_NEWEST_FIRST}" + (" LIMIT ?" if limit is not None else ""),
             [credit_language, *params, *([limit] if limit is not None else [])])
@@ -756,6 +755,14 @@ class Store:
                          if head is not None else None)
                 for item_id, source, language, updated, text, version, stamp, credit, head, tail
                 in cursor]
+
+    def feeds(self) -> dict[str, FeedInfo]:
+        """Each source's upstream feed, as its items' atom:source shows it."""
+        cursor = self.db.execute(
+            "SELECT name, feed_id, feed_title, feed_subtitle, feed_links, feed_updated, "
+            "feed_language, feed_rights FROM sources")
+        names = [d[0] for d in cursor.description]
+        return {row[0]: _feed_info(dict(zip(names, row, strict=True))) for row in cursor}
 
     def save_rendered_entries(self, entries: Sequence[tuple[int, RenderedEntry]]) -> None:
         """Keep rendered entries (item id, entry), replacing older versions."""
@@ -771,16 +778,15 @@ class Store:
         return self.db.execute("PRAGMA integrity_check").fetchone()[0]
 
 
-# What an item's rendered entry depends on besides its text and the settings:
+# What an item's rendered entry depends on besides its text, its source's
+# feed (atom:source, put in when a document is assembled) and the settings:
 # content_hash covers upstream's fields (title, link, author, dates, text,
 # summary, language, categories, enclosures, rights), fulltext_at a new
-# extraction, the rest what the hub decides, and the source's feed
-# (atom:source). Changes with every change that could change the entry.
+# extraction, the rest what the hub decides. Changes with every change that
+# could change the entry.
 _ENTRY_VERSION = " || char(31) || ".join(f"coalesce({column}, '')" for column in (
     "items.updated", "items.published", "items.content_hash", "items.fulltext_at",
-    "items.language", "items.lang_group", "items.atom_id", "sources.feed_id", "sources.feed_title",
-    "sources.feed_subtitle", "sources.feed_links", "sources.feed_updated",
-    "sources.feed_language", "sources.feed_rights"))
+    "items.language", "items.lang_group", "items.atom_id"))
 _Query = tuple[str, list[Any], int | None]
 
 
@@ -864,12 +870,16 @@ def _item_row(item: Item, digest: str, seen_at: datetime) -> dict[str, Any]:
     return row
 
 
-def _stored_item(row: dict[str, Any]) -> StoredItem:
-    feed = FeedInfo(
+def _feed_info(row: dict[str, Any]) -> FeedInfo:
+    return FeedInfo(
         id=row["feed_id"], title=row["feed_title"], subtitle=row["feed_subtitle"],
         links=_links(row["feed_links"]), updated=_dt(row["feed_updated"]),
         language=row["feed_language"], rights=row["feed_rights"],
     )
+
+
+def _stored_item(row: dict[str, Any]) -> StoredItem:
+    feed = _feed_info(row)
     return StoredItem(
         atom_id=row["atom_id"], source=row["source"], title=row["title"] or "",
         link=row["link"], author=row["author"], published=_dt(row["published"]),
