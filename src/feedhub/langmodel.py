@@ -161,8 +161,10 @@ def _from_mapping(mapping: mmap.mmap) -> LanguageIdentifier:
         if offset + size > len(mapping):
             raise ValueError("language model cache is truncated")
         raw = whole[offset:offset + size]
-        parts[name] = raw.cast(view) if view else np.frombuffer(raw, dtype=dtype).reshape(shape)
-    model = _identifier_class().__new__(_identifier_class())
+        parts[name] = (raw.cast(view) if view  # type: ignore[call-overload]  # a format str
+                       else np.frombuffer(raw, dtype=dtype).reshape(shape))
+    identifier: Any = _identifier_class()
+    model = identifier.__new__(identifier)
     # what LanguageIdentifier.__init__ sets (py3langid 0.4), min_confidence
     # None and norm_probs True as enrich asks for; the DFA in our layout
     model.min_confidence = None
@@ -212,7 +214,7 @@ def _identifier_class() -> type[LanguageIdentifier]:
         def _raw_score(self, text: bytes) -> Any:
             """py3langid 0.4's _raw_score (norm_probs), the DFA walked in
             blocks: the same states in the same order as visit_counts."""
-            state, indexes = 0, []
+            state, indexes = 0, list[int]()
             append = indexes.append
             blocks, block_at, rowbase, out = (self._blocks, self._block_at, self._rowbase,
                                               self.tk_output)
