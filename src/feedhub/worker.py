@@ -50,15 +50,9 @@ if TYPE_CHECKING:
 
 def parse_and_enrich(result: FetchResult, source: SourceConfig,
                      languages: LanguageContext) -> ParsedFeed:
-    """The CPU-bound middle of a poll, run in a worker process: feedparser
-    and the sanitizer are pure Python / GIL-bound, and a worker keeps the
-    fetch loop free while both cores parse. Takes and returns plain data
-    (`languages`: what the hub and the store know, see enrich)."""
-    parsed = parse_feed(result)
-    items = enrich(parsed, source, languages=languages, feed_url=result.final_url)
-    parsed = replace(parsed, info=clean_feed_info(parsed.info), items=items)
-    _give_back_memory()
-    return parsed
+    """A whole document parsed and enriched, as a poll with no items known
+    reads it (parse_poll): for callers that want the items only."""
+    return parse_poll(result, source, languages, None, split=False).parsed
 
 
 def parse_poll(result: FetchResult, source: SourceConfig, languages: LanguageContext,
