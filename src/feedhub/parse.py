@@ -21,6 +21,7 @@ from urllib.parse import urljoin, urlsplit
 from xml.sax import SAXParseException
 
 import feedparser
+import feedparser.api
 import lxml.etree
 import lxml.html
 
@@ -59,6 +60,11 @@ class ParseError(Exception):
 # Any other complaint means the XML parser gave up and the loose parser
 # recovered what it could.
 READ_IN_FULL = (feedparser.CharacterEncodingOverride, feedparser.NonXMLContentType)
+
+# expat with its character data buffered (see _expat.py); and always expat:
+# feedparser would prefer libxml2's driver where its bindings happen to be
+# installed, and items must not read differently on such a machine
+feedparser.api.PREFERRED_XML_PARSERS[:] = ["feedhub._expat"]
 
 
 def parse_feed(result: FetchResult, *, positions: Sequence[int] | None = None,

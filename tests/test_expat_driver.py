@@ -1,0 +1,51 @@
+"""feedhub has feedparser read XML through expat with its character data
+buffered (feedhub._expat), for speed. The reference is the standard
+library's own expat driver: every file of the shared corpus must read the
+same through both, down to the error feedparser reports."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import feedparser
+import feedparser.api
+import pytest
+
+import feedhub.parse  # noqa: F401  (chooses the driver)
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+FILES = sorted(p for p in SHARED.rglob("*") if p.is_file()) if SHARED.is_dir() else []
+
+
+def read(body: bytes) -> str:
+    data = feedparser.parse(body, sanitize_html=False, resolve_relative_uris=False,
+                            response_headers={"content-location": "http://example.org/feed"})
+    error = data.pop("bozo_exception", None)
+    return repr((dict(data), type(error).__name__, str(error)))
+
+
+@pytest.fixture
+def stdlib_driver():
+    chosen = list(feedparser.api.PREFERRED_XML_PARSERS)
+    feedparser.api.PREFERRED_XML_PARSERS[:] = ["xml.sax.expatreader"]
+    yield
+    feedparser.api.PREFERRED_XML_PARSERS[:] = chosen
+
+
+def test_feedhub_chooses_the_buffered_driver():
+    assert feedparser.api.PREFERRED_XML_PARSERS == ["feedhub._expat"]
+    import xml.sax
+    parser = xml.sax.make_parser(feedparser.api.PREFERRED_XML_PARSERS)
+    parser.reset()
+    assert parser._parser.buffer_text
+
+
+@pytest.mark.skipif(len(FILES) < 100, reason="the shared corpus is not beside this checkout")
+def test_every_corpus_file_reads_as_with_the_stdlib_driver(stdlib_driver):
+    bodies = [path.read_bytes() for path in FILES]
+    reference = [read(body) for body in bodies]
+    feedparser.api.PREFERRED_XML_PARSERS[:] = ["feedhub._expat"]
+    differ = [str(path) for path, body, want in zip(FILES, bodies, reference, strict=True)
+              if read(body) != want]
+    assert differ == []
+    assert sum("'entries': [{" in want for want in reference) > 1000  # items were compared
