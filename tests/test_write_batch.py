@@ -54,3 +54,18 @@ def test_without_syncfs_every_file_is_fsynced(tmp_path: Path,
             write_if_changed(tmp_path / f"{n}.atom", b"x")
     assert len(synced) == 3 + 1  # each file, then the directory once
     assert sorted(p.name for p in tmp_path.iterdir()) == ["0.atom", "1.atom", "2.atom"]
+
+
+def test_a_write_that_fails_in_the_background_fails_the_batch(tmp_path: Path) -> None:
+    """Temp files are written by background threads: a failed write (here a
+    directory that is not there) is raised when the batch ends, and then no
+    file of the batch replaces its target and no temp file is left."""
+    target = tmp_path / "a.atom"
+    target.write_bytes(b"old")
+    with pytest.raises(FileNotFoundError), batched_writes():
+        for n in range(40):  # more than the writes let in flight at once
+            write_if_changed(tmp_path / f"{n}.atom", b"new %d" % n)
+        write_if_changed(target, b"new")
+        write_if_changed(tmp_path / "missing" / "b.atom", b"b")
+    assert target.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.atom"]

@@ -9,7 +9,9 @@ import fcntl
 import os
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import IO
 
@@ -46,35 +48,61 @@ class WriteBatch:
     renames each over its target in the order written, then fsyncs each
     directory once. Two fsyncs per file cost publishing ~10 ms a file on a
     busy disk: 2,500 files took half a minute. Readers still see each file
-    whole, old or new; after commit() returns, every new file is on disk."""
+    whole, old or new; after commit() returns, every new file is on disk.
 
-    def __init__(self) -> None:
-        self._pending: list[tuple[str, Path]] = []
+    The temp files are created and written by `threads` background threads
+    while the caller renders the next document: creating a file costs the
+    kernel 0.05-0.5 ms here, a third of a publish into an empty directory,
+    and the GIL is free meanwhile. At most `in_flight` documents wait to be
+    written, so a fast renderer does not hold every document in memory. A
+    write that failed is raised by commit(), and then nothing is renamed."""
+
+    def __init__(self, *, threads: int = 2, in_flight: int = 32) -> None:
+        self._pending: list[tuple[Future[str], Path]] = []
+        self._slots = threading.BoundedSemaphore(in_flight)
+        self._writer = ThreadPoolExecutor(threads, thread_name_prefix="feedhub-write")
 
     def write(self, path: Path, data: bytes, *, mode: int | None = None) -> None:
         path = Path(path)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        self._slots.acquire()
         try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(data)
-            if mode is None:
-                mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
-            os.chmod(tmp, mode)
+            written = self._writer.submit(self._write_temp, path, data, mode)
         except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+            self._slots.release()
             raise
-        self._pending.append((tmp, path))
+        self._pending.append((written, path))
+
+    def _write_temp(self, path: Path, data: bytes, mode: int | None) -> str:
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    out.write(data)
+                if mode is None:
+                    mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
+                os.chmod(tmp, mode)
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+                raise
+            return tmp
+        finally:
+            self._slots.release()
+
+    def _written(self) -> list[tuple[str, Path]]:
+        """The temp files, once all are written; the first failure raised."""
+        wait([written for written, _ in self._pending])
+        for written, _ in self._pending:
+            if (error := written.exception()) is not None:
+                raise error
+        return [(written.result(), path) for written, path in self._pending]
 
     def commit(self) -> None:
-        pending, self._pending = self._pending, []
-        if not pending:
+        if not self._pending:
             return
-        try:
-            _sync_files([tmp for tmp, _ in pending])
-        except BaseException:
-            self._pending = pending
-            raise
+        pending = self._written()
+        _sync_files([tmp for tmp, _ in pending])
+        self._pending = []
         directories: dict[Path, None] = {}
         for tmp, path in pending:
             os.replace(tmp, path)
@@ -83,11 +111,15 @@ class WriteBatch:
             _fsync_directory(directory)
 
     def discard(self) -> None:
-        """Remove the temp files of writes not committed (after an error)."""
+        """Remove the temp files of writes not committed (after an error),
+        and stop the writer threads."""
         pending, self._pending = self._pending, []
-        for tmp, _ in pending:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+        wait([written for written, _ in pending])
+        for written, _ in pending:
+            if written.exception() is None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(written.result())
+        self._writer.shutdown()
 
 
 def _sync_files(paths: list[str]) -> None:
