@@ -8,6 +8,7 @@ that starts them) stay small.
 
 from __future__ import annotations
 
+import gc
 import json
 import multiprocessing
 import multiprocessing.connection
@@ -336,3 +337,7 @@ if _preloaded_by_forkserver():
     # its owner lives takes the workers along: the hub sees a BrokenExecutor
     # and its new pool starts a new forkserver.
     _die_with_parent()
+    # Every object imported so far goes to the collector's permanent
+    # generation: a worker's collections then never write to the pages it
+    # shares with the forkserver, which stay shared (see gc.freeze)
+    gc.freeze()
