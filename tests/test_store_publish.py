@@ -160,14 +160,13 @@ def test_credit_template_is_checked() -> None:
         check_template("{nope}")
 
 
-def test_index_files_list_every_language_feed(store: Store, config) -> None:
+def test_index_opml_lists_every_language_feed(store: Store, config) -> None:
+    """index.html is a template (test_pages.py); publish_index writes the OPML."""
     store.save_items("src", [item(1), item(2, language="fa-IR")], seen_at=T0, id_authority="h")
     publish_feeds(config, {lang: store.latest_items(lang, ["src"], 3) for lang in ("en", "fa")})
-    publish_index(config, {})
+    assert publish_index(config, {}) == (["en", "fa"], [])
     out = config.hub.output_dir
-    assert sorted(os.listdir(out)) == ["en.atom", "fa.atom", "index.html", "index.opml"]
+    assert sorted(os.listdir(out)) == ["en.atom", "fa.atom", "index.opml"]
     opml = lxml.etree.parse(str(out / "index.opml"))
     assert [o.get("xmlUrl") for o in opml.iter("outline")] == [
         "https://hub.example.org/f/en.atom", "https://hub.example.org/f/fa.atom"]
-    page = (out / "index.html").read_text(encoding="utf-8")
-    assert '<li lang="fa" dir="rtl"><a href="fa.atom"' in page

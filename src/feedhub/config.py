@@ -242,7 +242,24 @@ class _Reader:
             host_spacing=get("host_spacing", parse_delay, "a duration like '1s' (0 for none)"),
             websub_hubs=get("websub_hubs", _hub_urls,
                             'a list of absolute http(s) URLs, like ["https://pubsubhubbub.appspot.com/"]'),
+            pages=get("pages", _bool, "true or false"),
+            templates=self._templates(table),
         )
+
+    def _templates(self, table: dict[str, Any]) -> Path | None:
+        """[hub] templates, every template in it compiled now: a broken one
+        is refused like any bad setting (a daemon keeps its old config)."""
+        if "templates" not in table:
+            return None
+        directory = self.path.parent / self._get(table, "templates", _text, "a directory",
+                                                 "hub", "[hub]", default=None)
+        from feedhub.pages import TemplateError, check_templates  # Jinja2: only when asked
+
+        try:
+            check_templates(directory)
+        except TemplateError as exc:
+            raise self.fail("hub", None, "templates", f"[hub] templates: {exc}") from None
+        return directory
 
     def language(self, section: str, table: dict[str, Any]) -> LanguageConfig:
         allowed = ("title", "subtitle", "credit")

@@ -38,20 +38,40 @@ from feedhub.models import (
     SourceConfig,
     SourceState,
     StoredItem,
+    is_rtl,
     primary_subtag,
+)
+from feedhub.pages import (
+    IndexFeed,
+    Page,
+    TemplateError,
+    Templates,
+    archive_page,
+    index_page,
+    language_page,
+    load_templates,
+    page_entry,
+    render_index,
+    render_page,
+    source_page,
 )
 from feedhub.parse import Fingerprint, ParseError, body_fingerprint, plain_hash
 from feedhub.publish import (
     ALL,
+    SOURCES_DIR,
     DocumentEntries,
+    Entries,
     PublishedFeed,
     batched_writes,
+    entry_parts,
     entry_settings,
     entry_stamp,
+    feed_title,
     missing_archive_pages,
     publish_archive,
     publish_feeds,
     publish_index,
+    publish_page,
     publish_source_feed,
     published_languages,
     remove_stale_source_feeds,
@@ -117,6 +137,9 @@ class Hub:
         # upstream feeds and their atom:source, for one publish
         self._feeds: dict[str, FeedInfo] | None = None
         self._sources_xml: dict[str, bytes] = {}
+        # the templates and each source's file name, for one publish
+        self._templates: Templates | None = None
+        self._slugs: dict[str, str] = {}
 
     def close(self) -> None:
         if self.executor is not None:
@@ -433,6 +456,8 @@ class Hub:
         everything = languages is None
         self._entry_settings = {}  # the config may have changed since the last publish
         self._feeds, self._sources_xml = None, {}  # and the upstream feeds
+        self._templates = self._load_templates()  # and the templates
+        slugs = self._slugs = self.store.source_slugs(names, slugify)
         self._render_unrendered()
         if languages is None:
             languages = set(self.store.language_groups(names)) | set(
@@ -451,27 +476,29 @@ class Hub:
                     # incremental one writes just the new pages (no directory scan)
                     for page in (missing_archive_pages(self.config, language, pages[language])
                                  if everything else new_pages):
-                        self._write_archive(language, page)
+                        self._write_archive(language, page, pages[language])
                     feeds[language] = self._entries(
                         self.store.current_entries(language, names), language)
                 else:
                     feeds[language] = self._entries(self.store.latest_entries(
                         language, names, hub.items_per_feed), language)
             for language, page, requested in self.store.archive_rewrites():  # after a takedown
-                if self._write_archive(language, page):
+                if self._write_archive(language, page, self.store.last_archive_page(language)):
                     rewritten.append((language, page, requested))
         for language, page, requested in rewritten:  # done once the page is on disk
             self.store.archive_rewritten(language, page, requested)
         if feeds:  # any language changed: the all-languages feed did too
             feeds[ALL] = self._entries(
                 self.store.latest_entries(None, names, hub.items_per_feed), None)
-        slugs = self.store.source_slugs(names, slugify)
         with batched_writes():
             results = publish_feeds(self.config, feeds, archived_pages=pages)
+            for language, entries in feeds.items():
+                self._write_page(language_page(self.config, language, pages.get(language, 0)),
+                                 entries, None if language == ALL else language)
         results += self._publish_source_feeds(names if sources is None else
                                               [name for name in sources if name in slugs], slugs)
         with batched_writes():
-            publish_index(self.config, slugs)
+            self._write_index(*publish_index(self.config, slugs))
         for feed in results:
             if feed.written:
                 log.info("published %s (%d entries)", feed.path, feed.entries)
@@ -488,12 +515,16 @@ class Hub:
         known = self.store.feed_stamps()
         results: list[PublishedFeed] = []
         stamps: dict[str, str] = {}
+        pages = self.config.hub.pages
+        # a source's page shows what its feed does, through the templates
+        templates = self._templates.digest if pages and self._templates else ""
         with batched_writes():  # on disk before their stamps are recorded
             for name in wanted:
                 inputs = self.store.source_feed_inputs(name, limit)
-                stamp = source_feed_stamp(self.config, name, inputs)
-                on_disk = f"{slugs[name]}.atom" in present
-                if on_disk and known.get(name) == stamp:  # the file already shows exactly this
+                stamp = source_feed_stamp(self.config, name, inputs) + templates
+                on_disk = f"{slugs[name]}.atom" in present and (
+                    not pages or f"{slugs[name]}.html" in present)
+                if on_disk and known.get(name) == stamp:  # the files already show exactly this
                     results.append(unchanged_source_feed(self.config, name, slugs[name],
                                                          len(inputs) - 1))
                     continue
@@ -502,18 +533,89 @@ class Hub:
                     published = publish_source_feed(self.config, name, slugs[name], items)
                     if published:
                         results.append(published)
-                        stamps[name] = stamp
+                        if self._write_page(source_page(self.config, name, slugs[name]),
+                                            items, None):
+                            stamps[name] = stamp
         remove_stale_source_feeds(self.config, slugs)
         self.store.set_feed_stamps(stamps)
         return results
 
-    def _write_archive(self, language: str, page: int) -> bool:
-        archived = publish_archive(self.config, language, page,
-                                   self._entries(self.store.archive_entries(language, page),
-                                                 language))
+    def _write_archive(self, language: str, page: int, last: int) -> bool:
+        """Archive page `page` of `last`, and its HTML page."""
+        entries = self._entries(self.store.archive_entries(language, page), language)
+        archived = publish_archive(self.config, language, page, entries)
         if archived and archived.written:
             log.info("archived %s (%d entries)", archived.path, archived.entries)
+        if archived is not None:
+            self._write_page(archive_page(self.config, language, page, last), entries, language)
         return archived is not None
+
+    def _load_templates(self) -> Templates | None:
+        """The templates for this publish (compiled again only when a file
+        changed); None, logged, when one is broken: the feeds are written
+        and every page stays as it is."""
+        try:
+            return load_templates(self.config.hub.templates)
+        except TemplateError as exc:
+            log.error("HTML pages not written, previous pages kept: %s", exc)
+            return None
+
+    def _write_page(self, page: Page, entries: Entries, credit_language: str | None) -> bool:
+        """The HTML page beside an Atom document, with the same entries
+        (`credit_language`: the document's; None: each item's own). False
+        when it could not be rendered (logged; the previous page stays)."""
+        config = self.config
+        if not config.hub.pages:
+            return True
+        if self._templates is None:
+            return False
+        if isinstance(entries, DocumentEntries):
+            if entries.error:  # the Atom document was not written either (logged)
+                return False
+            items = self.store.page_items(entries.ids)
+            updated = entries.updated
+        else:
+            items, updated = list(entries), max((i.updated for i in entries), default=None)
+        views = []
+        for item in items:
+            credit = credit_language or primary_subtag(item.language)
+            slug = self._slugs.get(item.source)
+            link = (f"{page.root}{SOURCES_DIR}/{slug}.html"
+                    if slug and page.kind != "source" else None)
+            views.append(page_entry(config, item, credit, *entry_parts(config, item, credit),
+                                    source_page=link))
+        try:
+            data = render_page(self._templates, config, replace(page, updated=updated), views)
+        except TemplateError as exc:
+            log.error("cannot render %s, previous page kept: %s", page.path, exc)
+            return False
+        if publish_page(config.hub.output_dir / page.path, data):
+            log.info("published %s (%d entries)", page.path, len(views))
+        return True
+
+    def _write_index(self, languages: Sequence[str], sources: Sequence[tuple[str, str]]) -> None:
+        """index.html: every feed, and its page where there is one."""
+        if self._templates is None:
+            return
+        output = self.config.hub.output_dir
+
+        def page_of(path: str) -> str | None:
+            page = path.removesuffix(".atom") + ".html"
+            return page if (output / page).exists() else None
+
+        feeds = [IndexFeed(feed_title(self.config, language),
+                           None if language == ALL else language,
+                           "rtl" if is_rtl(language) else "ltr", f"{language}.atom",
+                           page_of(f"{language}.atom")) for language in languages]
+        by_source = [IndexFeed(name, None, "ltr", f"{SOURCES_DIR}/{slug}.atom",
+                               page_of(f"{SOURCES_DIR}/{slug}.atom")) for name, slug in sources]
+        try:
+            data = render_index(self._templates, self.config, index_page(self.config), feeds,
+                                by_source)
+        except TemplateError as exc:
+            log.error("cannot render index.html, previous page kept: %s", exc)
+            return
+        publish_page(output / "index.html", data)
 
     def _source_xml(self, source: str) -> bytes:
         """A source's atom:source, rendered once per publish."""
@@ -611,4 +713,5 @@ class Hub:
             if entry is None:  # gone since it was listed (cannot happen: items stay)
                 return DocumentEntries((), None, error=f"item {row.item_id} vanished")
             entries.append((entry, row.text, self._source_xml(row.source)))
-        return DocumentEntries(entries, max((row.updated for row in rows), default=None))
+        return DocumentEntries(entries, max((row.updated for row in rows), default=None),
+                               ids=[row.item_id for row in rows])

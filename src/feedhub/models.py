@@ -103,6 +103,8 @@ class HubConfig:
     host_spacing: float = 1.0  # seconds between request starts to one host
     websub_hubs: tuple[str, ...] = ()  # WebSub hubs pinged after each regeneration
     archive_page_size: int = 20  # RFC 5005 archive pages; 0: no archives
+    pages: bool = True  # an HTML page beside every Atom document (pages.py)
+    templates: Path | None = None  # a directory whose templates shadow the shipped ones
 
 
 @dataclass(frozen=True)

@@ -147,6 +147,7 @@ class DocumentEntries:
     entries: Sequence[tuple[RenderedEntry, str, bytes]]  # entry, its text, its atom:source
     updated: datetime | None  # the newest entry's; None: no entries
     error: str | None = None  # an entry could not be rendered: keep the file as it is
+    ids: Sequence[int] = ()  # the items' row ids, in order (for the HTML page beside it)
 
     def __bool__(self) -> bool:  # like a list of items: is there anything to publish?
         return bool(self.entries or self.error)
@@ -176,7 +177,7 @@ def language_document(config: Config, language: str, *, archived_pages: int = 0)
     """The subscription document of a language feed (or of all.atom)."""
     url = feed_url(config, language)
     prev = f"{config.hub.base_url}{archive_path(language, archived_pages)}" if archived_pages else None
-    return FeedDocument(url, _feed_title(config, language), None if language == ALL else language,
+    return FeedDocument(url, feed_title(config, language), None if language == ALL else language,
                         url, prev_archive=prev)
 
 
@@ -184,7 +185,7 @@ def archive_document(config: Config, language: str, page: int) -> FeedDocument:
     current = feed_url(config, language)
     prev = f"{config.hub.base_url}{archive_path(language, page - 1)}" if page > 1 else None
     return FeedDocument(f"{config.hub.base_url}{archive_path(language, page)}",
-                        _feed_title(config, language), language, current,
+                        feed_title(config, language), language, current,
                         prev_archive=prev, current=current)
 
 
@@ -405,13 +406,32 @@ def _entry_html(item: StoredItem, source_name: str, template: str, policy: str =
     and direction, and the credit line at the foot."""
     direction = ' dir="rtl"' if is_rtl(item.language) else ""
     lang = html.escape(item.language)
-    credit = render_credit(template, source_name=source_name, link=item.link,
-                           author=item.author or source_name, date=item.published)
+    credit = _credit(item, source_name, template)
     if body is None:
-        body = (_summary_html(item) if policy == "summary" else "" if policy == "link"
-                else item.content)
+        body = published_body(item, policy)
     return (f'<div lang="{lang}"{direction}>{body}'
             f'<p class="feedhub-credit"{direction}>{credit}</p></div>')
+
+
+def _credit(item: StoredItem, source_name: str, template: str) -> str:
+    return render_credit(template, source_name=source_name, link=item.link,
+                         author=item.author or source_name, date=item.published)
+
+
+def published_body(item: StoredItem, policy: str) -> str:
+    """What the source's `publish` policy lets the hub show of an article:
+    all of it, a summary, or nothing but the link."""
+    return _summary_html(item) if policy == "summary" else "" if policy == "link" else item.content
+
+
+def entry_parts(config: Config, item: StoredItem, credit_language: str) -> tuple[str, str]:
+    """The article as published (published_body) and its credit line in
+    `credit_language`: what an Atom entry's content carries, for a page."""
+    settings = config.languages.get(credit_language)
+    template = credit_template(credit_language, settings.credit if settings else None)
+    policy = config.find_source(item.source)
+    return (published_body(item, policy.publish if policy else "full"),
+            _credit(item, item.source, template))
 
 
 def _summary_html(item: StoredItem) -> str:
@@ -540,11 +560,14 @@ def publish_archive(config: Config, language: str, page: int,
 
 
 def missing_archive_pages(config: Config, language: str, last: int) -> list[int]:
-    """Pages 1..last of a language with no file (a new page, or an output
-    directory restored without its archive/)."""
+    """Pages 1..last of a language with no file, or no HTML page beside it
+    (a new page, an output directory restored without its archive/, or a
+    hub that has just begun to write pages)."""
     folder = config.hub.output_dir / ARCHIVE_DIR / language
     present = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
-    return [page for page in range(1, last + 1) if f"{page}.atom" not in present]
+    wanted = (".atom", ".html") if config.hub.pages else (".atom",)
+    return [page for page in range(1, last + 1)
+            if any(f"{page}{suffix}" not in present for suffix in wanted)]
 
 
 # Raised when the same items come out differently (issue 11: summaries),
@@ -591,8 +614,8 @@ def remove_stale_source_feeds(config: Config, slugs: Mapping[str, str]) -> None:
     configured source's file name): their items have left every feed."""
     folder = config.hub.output_dir / SOURCES_DIR
     if folder.is_dir():
-        wanted = {f"{slug}.atom" for slug in slugs.values()}
-        for stale in folder.glob("*.atom"):
+        wanted = {f"{slug}{suffix}" for slug in slugs.values() for suffix in (".atom", ".html")}
+        for stale in [*folder.glob("*.atom"), *folder.glob("*.html")]:
             if stale.name not in wanted:
                 stale.unlink(missing_ok=True)
                 log.info("removed %s: its source is no longer configured", stale)
@@ -642,9 +665,11 @@ def _emptied_at(path: Path) -> datetime:
     return updated or _now()
 
 
-def publish_index(config: Config, slugs: Mapping[str, str]) -> None:
-    """index.html and index.opml: every feed on disk, by language and by
-    source (`slugs`: the file name of every configured source)."""
+def publish_index(config: Config, slugs: Mapping[str, str],
+                  ) -> tuple[list[str], list[tuple[str, str]]]:
+    """index.opml: every feed on disk, by language and by source (`slugs`:
+    the file name of every configured source). Returns them, for
+    index.html (pages.py): the languages, and each source's name and slug."""
     output = config.hub.output_dir
     languages = published_languages(output)
     if (output / f"{ALL}.atom").exists():
@@ -652,10 +677,16 @@ def publish_index(config: Config, slugs: Mapping[str, str]) -> None:
     present = source_feed_files(config)
     sources = [(name, slug) for name, slug in slugs.items() if f"{slug}.atom" in present]
     write_if_changed(output / "index.opml", render_opml(config, languages, sources))
-    write_if_changed(output / "index.html", render_index_html(config, languages, sources))
+    return languages, sources
 
 
-def _feed_title(config: Config, language: str) -> str:
+def publish_page(path: Path, data: bytes) -> bool:
+    """Write an HTML page (pages.py renders it) if its bytes changed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return write_if_changed(path, data)
+
+
+def feed_title(config: Config, language: str) -> str:
     if language == ALL:
         return f"{config.hub.title} (all languages)"
     settings = config.languages.get(language)
@@ -669,8 +700,8 @@ def render_opml(config: Config, languages: Iterable[str],
     ET.SubElement(head, "title").text = config.hub.title
     body = ET.SubElement(opml, "body")
     for language in languages:
-        ET.SubElement(body, "outline", type="rss", text=_feed_title(config, language),
-                      title=_feed_title(config, language), xmlUrl=feed_url(config, language),
+        ET.SubElement(body, "outline", type="rss", text=feed_title(config, language),
+                      title=feed_title(config, language), xmlUrl=feed_url(config, language),
                       htmlUrl=f"{config.hub.base_url}index.html", language=language)
     if sources:
         group = ET.SubElement(body, "outline", text="By source", title="By source")
@@ -680,40 +711,3 @@ def render_opml(config: Config, languages: Iterable[str],
                           xmlUrl=document.url, htmlUrl=f"{config.hub.base_url}index.html")
     ET.indent(opml)
     return ET.tostring(opml, encoding="UTF-8", xml_declaration=True) + b"\n"
-
-
-def render_index_html(config: Config, languages: Iterable[str],
-                      sources: Sequence[tuple[str, str]] = ()) -> bytes:
-    title = html.escape(config.hub.title)
-    source_rows = "\n".join(
-        f'<li><a href="{SOURCES_DIR}/{slug}.atom" type="application/atom+xml">{html.escape(name)}</a></li>'
-        for name, slug in sources)
-    by_source = f"<h2>By source</h2>\n<ul>\n{source_rows}\n</ul>\n" if sources else ""
-    rows = []
-    for language in languages:
-        direction = ' dir="rtl"' if is_rtl(language) else ""
-        rows.append(
-            f'<li lang="{language}"{direction}><a href="{language}.atom" type="application/atom+xml">'
-            f"{html.escape(_feed_title(config, language))}</a> <code>{language}</code></li>")
-    links = "\n".join(
-        f'<link rel="alternate" type="application/atom+xml" hreflang="{language}" '
-        f'title="{html.escape(_feed_title(config, language))}" href="{language}.atom">'
-        for language in languages)
-    page = f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>{title}</title>
-{links}
-</head>
-<body>
-<h1>{title}</h1>
-<p>Subscribe to a feed in your feed reader:</p>
-<ul>
-{chr(10).join(rows)}
-</ul>
-{by_source}<p><a href="index.opml">All feeds as OPML</a></p>
-</body>
-</html>
-"""
-    return page.encode("utf-8")

@@ -719,6 +719,14 @@ class Store:
 
     def items_by_id(self, ids: Sequence[int]) -> dict[int, StoredItem]:
         """Items whose entries are to be rendered, by row id."""
+        return self._items_by_id(ids)
+
+    def page_items(self, ids: Sequence[int]) -> list[StoredItem]:
+        """The items an HTML page shows, in the order of `ids` (a document's)."""
+        found = self._items_by_id(ids)
+        return [found[item_id] for item_id in ids if item_id in found]
+
+    def _items_by_id(self, ids: Sequence[int]) -> dict[int, StoredItem]:
         found: dict[int, StoredItem] = {}
         for start in range(0, len(ids), 500):  # SQLite's limit on parameters
             chunk = list(ids[start:start + 500])
