@@ -189,7 +189,10 @@ def load_templates(directory: Path | None) -> Templates:
     if directory is not None:
         loaders.insert(0, jinja2.FileSystemLoader(directory))
     environment = jinja2.Environment(
+        # auto_reload off: no stat of every template on every include; an
+        # edited template makes another digest, hence another environment
         loader=jinja2.ChoiceLoader(loaders), autoescape=True, undefined=jinja2.StrictUndefined,
+        auto_reload=False,
         keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
     environment.filters["date"] = _format_date
     for name in sorted(sources):

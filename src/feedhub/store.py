@@ -62,6 +62,10 @@ SCHEMA_VERSION = 11
 # twice). _published_column decides, on every write.
 PUBLISHED_TEXT = "coalesce(items.content, items.extracted_content, items.feed_content)"
 _NEWEST_FIRST = "ORDER BY items.published DESC, items.id DESC"
+# what _stored_item reads of an item: not its texts but the one it publishes
+_ITEM_COLUMNS = ", ".join(f"items.{column}" for column in (
+    "id", "atom_id", "source", "title", "link", "author", "published", "updated", "language",
+    "lang_group", "categories", "enclosures", "rights", "summary", "feed_content"))
 REFETCH = "refetch requested"  # fulltext_status of items `feedhub refetch` marked
 BUSY_TIMEOUT_MS = 30_000
 
@@ -703,12 +707,13 @@ class Store:
                                     list(stamps.items()))
 
     def _items(self, where: str, params: list[Any], limit: int | None = None) -> list[StoredItem]:
-        return [_stored_item(row) for row in self._item_rows(where, params, limit)]
+        feeds: dict[str, FeedInfo] = {}
+        return [_stored_item(row, feeds) for row in self._item_rows(where, params, limit)]
 
     def _item_rows(self, where: str, params: list[Any], limit: int | None = None, *,
                    order: str = _NEWEST_FIRST) -> Iterator[dict[str, Any]]:
         cursor = self.db.execute(
-            f"SELECT items.*, {PUBLISHED_TEXT} AS published_text, sources.feed_id, "
+            f"SELECT {_ITEM_COLUMNS}, {PUBLISHED_TEXT} AS published_text, sources.feed_id, "
             "sources.feed_title, sources.feed_subtitle, sources.feed_links, sources.feed_updated, "
             f"sources.feed_language, sources.feed_rights, {_ENTRY_VERSION} AS entry_version "
             f"FROM items LEFT JOIN sources ON sources.name = items.source WHERE {where} "
@@ -728,10 +733,11 @@ class Store:
 
     def _items_by_id(self, ids: Sequence[int]) -> dict[int, StoredItem]:
         found: dict[int, StoredItem] = {}
+        feeds: dict[str, FeedInfo] = {}
         for start in range(0, len(ids), 500):  # SQLite's limit on parameters
             chunk = list(ids[start:start + 500])
             marks = ",".join("?" * len(chunk))
-            found.update((row["id"], _stored_item(row))
+            found.update((row["id"], _stored_item(row, feeds))
                          for row in self._item_rows(f"items.id IN ({marks})", chunk))
         return found
 
@@ -739,7 +745,8 @@ class Store:
         """Published items with no rendered entry kept for their own language
         (the first publish, or the first after an upgrade), by id from
         `after` on: (id, version, item)."""
-        return [(row["id"], row["entry_version"], _stored_item(row)) for row in self._item_rows(
+        feeds: dict[str, FeedInfo] = {}
+        return [(row["id"], row["entry_version"], _stored_item(row, feeds)) for row in self._item_rows(
             "items.withdrawn IS NULL AND items.id > ? AND NOT EXISTS (SELECT 1 FROM "
             "rendered_entries r WHERE r.item_id = items.id AND "
             "r.credit_language = items.lang_group)", [after], limit, order="ORDER BY items.id")]
@@ -886,8 +893,13 @@ def _feed_info(row: dict[str, Any]) -> FeedInfo:
     )
 
 
-def _stored_item(row: dict[str, Any]) -> StoredItem:
-    feed = _feed_info(row)
+def _stored_item(row: dict[str, Any], feeds: dict[str, FeedInfo] | None = None) -> StoredItem:
+    """`feeds`: the upstream feeds read so far in one query, by source (the
+    same for every item of a source)."""
+    if feeds is None:
+        feed = _feed_info(row)
+    elif (feed := feeds.get(row["source"])) is None:
+        feed = feeds[row["source"]] = _feed_info(row)
     return StoredItem(
         atom_id=row["atom_id"], source=row["source"], title=row["title"] or "",
         link=row["link"], author=row["author"], published=_dt(row["published"]),
