@@ -24,7 +24,7 @@ messages of type error and uncaught page errors) and ``.external_requests``
 (every request to a host other than 127.0.0.1/localhost/::1: each one was
 aborted, none reached the network). Usage::
 
-    def test_en_page(open_page, hub_url, tmp_path):
+    def test_en_page(open_page, hub_url, tmp_path):  # hub_url: a `feedhub serve` in a subprocess
         for viewport in (PHONE, DESKTOP):
             visit = open_page(hub_url + "feeds/en.html", viewport)
             assert visit.console_errors == []
@@ -66,11 +66,12 @@ LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 # Flags on top of Playwright's own headless set. --disable-dev-shm-usage: a
 # small /dev/shm (containers) crashes Chromium (Debian's wrapper decides this
-# from findmnt, which is not reliable). The resolver rule makes every name but
-# localhost unresolvable, a second wall behind the request routing below for
-# anything Chromium might try outside a page (preconnect, DNS prefetch).
+# from findmnt, which is not reliable). The resolver rule makes every host but
+# the loopback ones unresolvable (IP literals go through it too): a second wall
+# behind the request routing below, for anything Chromium might try outside a
+# page (preconnect, DNS prefetch).
 _LAUNCH_ARGS = ["--disable-dev-shm-usage",
-                "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1"]
+                "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1, EXCLUDE ::1"]
 PAGE_TIMEOUT_MS = 15_000
 
 
