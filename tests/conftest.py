@@ -15,6 +15,10 @@ if _TESTS_DIR not in sys.path:
 from feedserver import FeedServer  # noqa: E402
 from hubdir import HubDir  # noqa: E402
 
+# browser.py: the Chromium fixtures (browser, open_page, static_server) for the
+# HTML page tests; registered here so a test module just names them.
+pytest_plugins = ["browser"]
+
 
 @pytest.fixture
 def feed_server() -> Iterator[FeedServer]:
