@@ -699,3 +699,18 @@ def test_links_are_published_as_valid_iris_c1_controls_included() -> None:
     assert safe_url("https://x.example/a\x81b c") == "https://x.example/a%C2%81b%20c"
     assert safe_url("https://x.example/\u200fx") == "https://x.example/%E2%80%8Fx"
     assert safe_url("javascript:alert(1)") is None
+
+
+@pytest.mark.parametrize(("written", "name"), [
+    ("desk@news.example (The Desk)", "The Desk"),  # feedparser: "ple (The Desk"
+    ("editor@bbc.co.uk (John Smith)", "John Smith"),
+    ("a.b+c@mail.international (Ana)", "Ana"),
+    ("Jane Doe", "Jane Doe"),
+    ("jane@example.org", "jane@example.org"),
+])
+def test_an_rss_author_is_named_as_written(written: str, name: str) -> None:
+    """RSS 2.0's <author> is "address (Name)": the name, whatever the length of
+    the address's last label (feedparser's own split assumes at most four)."""
+    item = parse_one(rss(f"<item><title>t</title><link>https://x.example/1</link>"
+                         f"<author>{html.escape(written)}</author></item>"))
+    assert item.author == name

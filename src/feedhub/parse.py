@@ -285,6 +285,18 @@ def item_dates(published: datetime | None, updated: datetime | None,
     return published, estimated, updated
 
 
+# RSS 2.0's <author>: "address (Name)". feedparser cuts the name out of it
+# with a pattern that ends an address's last label after four letters, so
+# "desk@news.example (Desk)" gives the name "ple (Desk)"
+_ADDRESS_AND_NAME = re.compile(r"^\s*[^\s@()<>]+@[^\s@()<>]+\s*\(([^()]*[^()\s][^()]*)\)\s*$")
+
+
+def _author_name(entry: Any) -> str | None:
+    if match := _ADDRESS_AND_NAME.match(entry.get("author") or ""):
+        return match.group(1).strip()
+    return (entry.get("author_detail") or {}).get("name") or entry.get("author")
+
+
 def _item(entry: Any, fetched_at: datetime, feed_url: str, document_base: str,
           feed_author: str | None) -> Item:
     """`fetched_at`: when the feed was read, made this entry's own by
@@ -293,8 +305,7 @@ def _item(entry: Any, fetched_at: datetime, feed_url: str, document_base: str,
     # feedparser has resolved the link against the xml:base in scope, if any
     raw_link = (entry.get("link") or "").strip()
     link = _join(feed_url, raw_link) if raw_link not in ("", UNRESOLVED) else None
-    author_detail = entry.get("author_detail") or {}
-    author = (author_detail.get("name") or entry.get("author") or feed_author or "").strip() or None
+    author = (_author_name(entry) or feed_author or "").strip() or None
 
     # dict.get: FeedParserDict would fall back from updated to published
     # (deprecated); the two mean different things here.
