@@ -24,6 +24,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 WORKERS_READER = 4
@@ -86,7 +87,9 @@ def run_feedhub(phase: str, workdir: Path, urls: list[str]) -> dict[str, object]
         result["written"] = sum(f.written for f in feeds)
         result["entries"] = sum(f.entries for f in feeds)
 
-    if phase == "publish":
+    if phase == "publish-feeds":  # the feeds alone, no HTML pages (issue 13's measure)
+        config = replace(config, hub=replace(config.hub, pages=False))
+    if phase in ("publish", "publish-feeds"):
         shutil.rmtree(config.hub.output_dir, ignore_errors=True)
     started = time.perf_counter()
     if phase.startswith("publish"):

@@ -33,9 +33,9 @@ REALWORLD = REPO.parent / "shared" / "corpus" / "realworld"
 # incremental before changed: reader keeps the old ETag of a feed whose bytes
 # changed but whose entries did not, and would refetch every feed in full
 POLLS = ["cold", "noop", "noop2", "incremental", "changed", "real"]
-DEFAULT_PHASES = ",".join([*POLLS, "publish", "publish-noop"])
+DEFAULT_PHASES = ",".join([*POLLS, "publish-feeds", "publish", "publish-noop"])
 PHASES = {
-    "feedhub": [*POLLS, "publish", "publish-noop"],
+    "feedhub": [*POLLS, "publish-feeds", "publish", "publish-noop"],
     "reader": POLLS,
     "newsboat": POLLS,
 }
