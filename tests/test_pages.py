@@ -273,3 +273,47 @@ def test_pages_are_served_as_html_with_validators_and_compression(
         server.terminate()
         server.wait(timeout=10)
     assert os.path.exists(hub.feeds / "fa.html")
+
+
+def html_files(hub: HubDir) -> dict[str, bytes]:
+    return {p.relative_to(hub.feeds).as_posix(): p.read_bytes()
+            for p in sorted(hub.feeds.rglob("*.html"))}
+
+
+def test_a_takedown_reaches_every_page_and_only_the_pages_it_must(
+        hub: HubDir, feed_server) -> None:
+    archived_hub(hub, feed_server, ("alpha", "beta"))
+    feed_server.serve("/alpha.rss", archive_rss("alpha", range(1, 9)))
+    feed_server.serve("/beta.rss", archive_rss("beta", range(1, 3)))
+    assert hub.run("poll", "--all").returncode == 0
+    feed_server.serve("/beta.rss", archive_rss("beta", range(20, 29)))
+    assert hub.run("poll", "--all").returncode == 0
+    before = html_files(hub)
+    archived = {name for name in before if name.startswith("archive/")}
+    holds_beta = {name for name in archived if b"beta.example.com" in before[name]}
+    assert holds_beta and holds_beta != archived
+    assert hub.run("withdraw", "beta").returncode == 0
+    after = html_files(hub)
+    assert not [name for name, data in after.items() if b"beta.example.com" in data]
+    for name in archived - holds_beta:
+        assert after[name] == before[name], f"{name} had no beta article, yet changed"
+    assert {name for name in after if name.startswith("archive/")} == archived
+
+
+def test_lost_pages_are_written_again_identically_and_a_removed_source_loses_its_page(
+        hub: HubDir, feed_server) -> None:
+    archived_hub(hub, feed_server, ("alpha", "beta"))
+    feed_server.serve("/alpha.rss", archive_rss("alpha", range(1, 15)))
+    feed_server.serve("/beta.rss", archive_rss("beta", range(1, 3)))
+    assert hub.run("poll", "--all").returncode == 0
+    before = html_files(hub)
+    assert {"sources/alpha.html", "sources/beta.html", "archive/en/1.html"} <= set(before)
+    for path in hub.feeds.rglob("*.html"):
+        path.unlink()
+    assert hub.run("publish").returncode == 0
+    assert html_files(hub) == before
+    assert hub.run("remove", "beta").returncode == 0
+    assert hub.run("publish").returncode == 0
+    assert not (hub.feeds / "sources" / "beta.html").exists()
+    assert (hub.feeds / "sources" / "alpha.html").exists()
+    assert "sources/beta.html" not in (hub.feeds / "index.html").read_text(encoding="utf-8")
