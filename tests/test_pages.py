@@ -317,3 +317,29 @@ def test_lost_pages_are_written_again_identically_and_a_removed_source_loses_its
     assert not (hub.feeds / "sources" / "beta.html").exists()
     assert (hub.feeds / "sources" / "alpha.html").exists()
     assert "sources/beta.html" not in (hub.feeds / "index.html").read_text(encoding="utf-8")
+
+
+def test_each_feed_names_its_page_as_its_alternate(hub: HubDir, feed_server) -> None:
+    """A feed reader's "visit website" link leads to the page with the same
+    entries; the OPML's htmlUrl too. Without pages, to the index."""
+    archived_hub(hub, feed_server, ("alpha",))
+    feed_server.serve("/alpha.rss", archive_rss("alpha", range(1, 15)))
+    assert hub.run("poll", "--all").returncode == 0
+    base = "https://hub.example.org/feeds/"
+    documents = [p for p in hub.feeds.rglob("*.atom")]
+    assert {"en.atom", "all.atom", "sources/alpha.atom", "archive/en/1.atom"} <= {
+        p.relative_to(hub.feeds).as_posix() for p in documents}
+    for document in documents:
+        root = lxml.etree.parse(str(document)).getroot()
+        [alternate] = root.findall(f"{ATOM}link[@rel='alternate']")
+        assert alternate.get("type") == "text/html"
+        page_path = alternate.get("href").removeprefix(base)
+        assert page_path == document.relative_to(hub.feeds).with_suffix(".html").as_posix()
+        assert (hub.feeds / page_path).is_file()
+    opml = lxml.etree.parse(str(hub.feeds / "index.opml"))
+    assert {o.get("htmlUrl") for o in opml.iter("outline") if o.get("xmlUrl")} == {
+        base + "en.html", base + "all.html", base + "sources/alpha.html"}
+    set_hub(hub, "pages = false")
+    assert hub.run("publish").returncode == 0
+    root = lxml.etree.parse(str(hub.feeds / "en.atom")).getroot()
+    assert root.find(f"{ATOM}link[@rel='alternate']").get("href") == base + "index.html"

@@ -128,7 +128,9 @@ def old_render_document(config: Config, document: FeedDocument, items: Sequence[
     if settings and settings.subtitle:
         fg.subtitle(settings.subtitle)
     fg.link(href=document.url, rel="self", type="application/atom+xml")
-    fg.link(href=f"{config.hub.base_url}index.html", rel="alternate", type="text/html")
+    # issue 14: a feed's alternate is its HTML page where pages are written
+    fg.link(href=document.page or f"{config.hub.base_url}index.html", rel="alternate",
+            type="text/html")
     if document.current:
         fg.link(href=document.current, rel="current", type="application/atom+xml")
     if document.prev_archive:

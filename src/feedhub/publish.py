@@ -167,6 +167,7 @@ class FeedDocument:
     feed_id: str  # archive pages share the id of the logical feed they belong to
     prev_archive: str | None = None
     current: str | None = None  # set on archive documents only
+    page: str | None = None  # the HTML page with the same entries (None: pages are off)
 
     @property
     def is_archive(self) -> bool:
@@ -178,7 +179,7 @@ def language_document(config: Config, language: str, *, archived_pages: int = 0)
     url = feed_url(config, language)
     prev = f"{config.hub.base_url}{archive_path(language, archived_pages)}" if archived_pages else None
     return FeedDocument(url, feed_title(config, language), None if language == ALL else language,
-                        url, prev_archive=prev)
+                        url, prev_archive=prev, page=_page_of(config, f"{language}.atom"))
 
 
 def archive_document(config: Config, language: str, page: int) -> FeedDocument:
@@ -186,12 +187,20 @@ def archive_document(config: Config, language: str, page: int) -> FeedDocument:
     prev = f"{config.hub.base_url}{archive_path(language, page - 1)}" if page > 1 else None
     return FeedDocument(f"{config.hub.base_url}{archive_path(language, page)}",
                         feed_title(config, language), language, current,
-                        prev_archive=prev, current=current)
+                        prev_archive=prev, current=current,
+                        page=_page_of(config, archive_path(language, page)))
 
 
 def source_document(config: Config, source: str, slug: str) -> FeedDocument:
     url = f"{config.hub.base_url}{SOURCES_DIR}/{slug}.atom"
-    return FeedDocument(url, f"{config.hub.title}: {source}", None, url)
+    return FeedDocument(url, f"{config.hub.title}: {source}", None, url,
+                        page=_page_of(config, f"{SOURCES_DIR}/{slug}.atom"))
+
+
+def _page_of(config: Config, document: str) -> str | None:
+    """The address of the HTML page beside a document (pages.py writes it)."""
+    return f"{config.hub.base_url}{document.removesuffix('.atom')}.html" if config.hub.pages \
+        else None
 
 
 def slugify(name: str) -> str:
@@ -243,7 +252,9 @@ def assemble(config: Config, document: FeedDocument, entries: Sequence[bytes],
     if settings and settings.subtitle:
         fg.subtitle(settings.subtitle)
     fg.link(href=document.url, rel="self", type="application/atom+xml")
-    fg.link(href=f"{config.hub.base_url}index.html", rel="alternate", type="text/html")
+    # the page a person reads the same entries on; without pages, the index
+    fg.link(href=document.page or f"{config.hub.base_url}index.html", rel="alternate",
+            type="text/html")
     if document.current:
         fg.link(href=document.current, rel="current", type="application/atom+xml")
     if document.prev_archive:
@@ -702,12 +713,14 @@ def render_opml(config: Config, languages: Iterable[str],
     for language in languages:
         ET.SubElement(body, "outline", type="rss", text=feed_title(config, language),
                       title=feed_title(config, language), xmlUrl=feed_url(config, language),
-                      htmlUrl=f"{config.hub.base_url}index.html", language=language)
+                      htmlUrl=_page_of(config, f"{language}.atom") or
+                      f"{config.hub.base_url}index.html", language=language)
     if sources:
         group = ET.SubElement(body, "outline", text="By source", title="By source")
         for name, slug in sources:
             document = source_document(config, name, slug)
             ET.SubElement(group, "outline", type="rss", text=name, title=document.title,
-                          xmlUrl=document.url, htmlUrl=f"{config.hub.base_url}index.html")
+                          xmlUrl=document.url,
+                          htmlUrl=document.page or f"{config.hub.base_url}index.html")
     ET.indent(opml)
     return ET.tostring(opml, encoding="UTF-8", xml_declaration=True) + b"\n"
