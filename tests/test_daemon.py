@@ -191,8 +191,8 @@ def test_a_burst_of_changes_publishes_each_language_once(tmp_path: Path, feed_se
     finally:
         log = stop(daemon)
     assert log.count("en.atom (5 entries)") == 1, log  # five polls, one regeneration
-    # en.atom, all.atom and each source's own feed, once each
-    assert log.count("published") == 7, log
+    # en.atom, all.atom and each source's own feed, once each; and the page beside each
+    assert log.count(".atom (") == 7 and log.count(".html (") == 7, log
     assert all(log.count(f"sources/s{n}.atom (1 entries)") == 1 for n in range(5)), log
 
 

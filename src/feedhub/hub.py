@@ -589,8 +589,8 @@ class Hub:
         except TemplateError as exc:
             log.error("cannot render %s, previous page kept: %s", page.path, exc)
             return False
-        if publish_page(config.hub.output_dir / page.path, data):
-            log.info("published %s (%d entries)", page.path, len(views))
+        if publish_page(path := config.hub.output_dir / page.path, data):
+            log.info("published page %s (%d entries)", path, len(views))
         return True
 
     def _write_index(self, languages: Sequence[str], sources: Sequence[tuple[str, str]]) -> None:
