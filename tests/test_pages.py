@@ -343,3 +343,26 @@ def test_each_feed_names_its_page_as_its_alternate(hub: HubDir, feed_server) -> 
     assert hub.run("publish").returncode == 0
     root = lxml.etree.parse(str(hub.feeds / "en.atom")).getroot()
     assert root.find(f"{ATOM}link[@rel='alternate']").get("href") == base + "index.html"
+
+
+def test_a_running_daemon_publishes_every_page_again_when_a_template_changes(
+        hub: HubDir, feed_server) -> None:
+    from hubdir import stop, wait_for
+
+    templates = hub.root / "templates"
+    templates.mkdir()
+    (templates / "header.html").write_text("<header><p>Before</p></header>\n", encoding="utf-8")
+    set_hub(hub, 'templates = "templates"')
+    feed_server.serve("/a.rss", rss("a", "1", "2"))
+    assert hub.run("add", feed_server.url("/a.rss"), "--name", "a", "--no-fulltext").returncode == 0
+    daemon = hub.start("run")
+    try:
+        wait_for(lambda: (hub.feeds / "sources" / "a.html").exists())
+        (templates / "header.html").write_text("<header><p>After</p></header>\n",
+                                               encoding="utf-8")
+        pages = ["en.html", "all.html", "sources/a.html", "index.html"]
+        wait_for(lambda: all(b"<p>After</p>" in (hub.feeds / name).read_bytes()
+                             for name in pages))
+    finally:
+        log = stop(daemon)
+    assert "templates changed: publishing every page again" in log

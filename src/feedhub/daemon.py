@@ -228,8 +228,15 @@ class Daemon:
     # --- config reload -------------------------------------------------------
 
     async def _watch_config(self) -> None:
+        templates = _templates_stamp(self.config.hub.templates)
         while True:
             await asyncio.sleep(RELOAD_CHECK_SECONDS)
+            if (now := _templates_stamp(self.config.hub.templates)) != templates:
+                # an operator edited a template: every page, not only the
+                # next ones to change (archive pages keep theirs; README)
+                templates = now
+                log.info("templates changed: publishing every page again")
+                self._request_publish(None, None)
             stamp = _stamp(self.config.path)
             if stamp == self._config_stamp:
                 continue
@@ -291,6 +298,19 @@ def _stamp(path: Path) -> tuple[int, int, int] | None:
     except OSError:
         return None
     return (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+
+
+def _templates_stamp(directory: Path | None) -> tuple[tuple[str, int, int], ...]:
+    """What says an operator's templates changed: each file's name, time
+    and size (a directory of a few files, read every RELOAD_CHECK_SECONDS)."""
+    if directory is None:
+        return ()
+    try:
+        return tuple(sorted((str(path), stat.st_mtime_ns, stat.st_size)
+                            for path in directory.rglob("*")
+                            if path.is_file() and (stat := path.stat())))
+    except OSError:
+        return ()
 
 
 def _fetch_settings(config: Config) -> tuple[object, ...]:
