@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import fcntl
 import os
 import sys
@@ -39,6 +40,47 @@ def atomic_write(path: Path, data: bytes, *, mode: int | None = None) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def create_new(path: Path, data: bytes, *, mode: int = 0o644) -> None:
+    """Create `path` holding `data`, atomically and only if it does not exist
+    yet: FileExistsError otherwise, even if another process creates it in
+    the meantime. The bytes go to a temp file beside it, are fsynced, and
+    the temp file is hard-linked to `path` (link(2) never replaces a file),
+    so nobody sees it half-written. Where the file system has no hard links,
+    the file is created with O_EXCL and written in place."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(tmp, mode)
+        try:
+            os.link(tmp, path)
+        except OSError as exc:  # no hard links here (vfat, some FUSE and network mounts)
+            if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV,
+                                 errno.EMLINK, errno.ENOSYS):
+                raise
+            _create_exclusive(path, data, mode)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    _fsync_directory(path.parent)
+
+
+def _create_exclusive(path: Path, data: bytes, mode: int) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)  # ours: O_EXCL made it
+        raise
 
 
 class WriteBatch:

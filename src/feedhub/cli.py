@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shlex
 import sys
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -32,7 +33,7 @@ from feedhub.config import (
 from feedhub.discover import DiscoveredFeed, DiscoveryError, discover_feeds
 from feedhub.fetch import Fetcher, FetchError
 from feedhub.hub import Hub, make_fetcher
-from feedhub.models import Config, PollReport, SourceConfig, SourceState
+from feedhub.models import Config, HubConfig, PollReport, SourceConfig, SourceState
 from feedhub.publish import PublishedFeed
 from feedhub.store import Store
 
@@ -94,6 +95,62 @@ def _language(ctx: click.Context, param: click.Parameter, value: str | None) -> 
     if tag is None:
         raise click.BadParameter(f"{value!r} is not a language tag like en, fa or pt-BR")
     return tag
+
+
+def _base_url(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    try:
+        return configuration.normalize_base_url(value)
+    except ValueError as exc:
+        why = f": {exc}" if isinstance(exc, configuration.InvalidValue) else ""
+        raise click.BadParameter(f"{value!r} is not an absolute http(s) URL{why}") from None
+
+
+def _title(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    if not value.strip():
+        raise click.BadParameter("the title must not be empty")
+    return value.strip()
+
+
+@cli.command()
+@click.option("--base-url", default=HubConfig.base_url, show_default=True, callback=_base_url,
+              metavar="URL", help="Public URL where the feeds will be served (choose it once: "
+                                  "entry ids are built from it).")
+@click.option("--title", default=HubConfig.title, show_default=True, callback=_title,
+              help="The hub's name.")
+@click.pass_context
+def init(ctx: click.Context, base_url: str, title: str) -> None:
+    """Start a hub: write a commented config.toml with no sources yet (where
+    --config says), and print the next two commands. An existing file is
+    never overwritten (exit 2).
+
+    \b
+    Example:
+        feedhub init --base-url https://news.example.org/feeds/ --title "My news"
+    """
+    path: Path = ctx.obj["config"]
+    try:
+        config = configuration.write_starter_config(path, title, base_url)
+    except FileExistsError:
+        raise BadConfig(f"{path} already exists: not overwritten. Edit it, or choose another "
+                        "file with --config PATH") from None
+    except OSError as exc:
+        _fail(f"cannot write {path}: {exc.strerror or exc}")
+    here = Path(configuration.DEFAULT_CONFIG).absolute()
+    config_option = "" if path.absolute() == here else f" --config {shlex.quote(str(path))}"
+    click.echo(f"Wrote {path}: hub {config.hub.title!r} at {config.hub.base_url}, no sources yet;"
+               f" feeds go to {_shown(config.hub.output_dir)}/, the database is "
+               f"{_shown(config.hub.database)}.")
+    click.echo("Next, add a feed (or a site's page) and run the hub:")
+    click.echo(f"    feedhub{config_option} add https://example.org/feed.xml")
+    click.echo(f"    feedhub{config_option} run")
+
+
+def _shown(path: Path) -> str:
+    """A path as short as it can be said from the current directory."""
+    try:
+        return str(path.absolute().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 @cli.command()

@@ -20,7 +20,7 @@ import tomlkit
 import tomlkit.items
 
 from feedhub import __version__
-from feedhub._files import atomic_write, locked
+from feedhub._files import atomic_write, create_new, locked
 from feedhub.models import Config, HubConfig, LanguageConfig, SourceConfig
 
 DEFAULT_CONFIG = "config.toml"
@@ -225,7 +225,7 @@ class _Reader:
 
         return HubConfig(
             title=get("title", _text, "a non-empty string"),
-            base_url=get("base_url", _base_url, "an absolute http(s) URL"),
+            base_url=get("base_url", normalize_base_url, "an absolute http(s) URL"),
             output_dir=base / get("output_dir", _text, "a path"),
             database=base / get("database", _text, "a path"),
             items_per_feed=get("items_per_feed", _positive_int, "a whole number above 0"),
@@ -405,7 +405,10 @@ def _hub_urls(value: Any) -> tuple[str, ...]:
     return tuple(urls)
 
 
-def _base_url(value: Any) -> str:
+def normalize_base_url(value: Any) -> str:
+    """[hub] base_url as the hub uses it (ending in "/"); ValueError if it
+    cannot be one (an InvalidValue says why). `feedhub init` checks its
+    --base-url with this too."""
     url = _http_url(value)
     return url if url.endswith("/") else url + "/"
 
@@ -524,3 +527,108 @@ def _edit(path: Path, edit: Callable[[tomlkit.TOMLDocument, Config], None]) -> C
         new_config = parse_config(text, path)
         atomic_write(path, text.encode("utf-8"))
     return new_config
+
+
+# --- a new hub -----------------------------------------------------------------
+
+_STARTER = """\
+# feedhub configuration, written by `feedhub init`.
+#
+# This file says what the hub should do: the hub's own settings, one
+# [languages.<code>] table per output feed, and the list of upstream
+# [[sources]]. What has happened (stored items, ETags, errors, next poll
+# times) lives in the database, not here. The example config.toml in
+# feedhub's source tree (and the README, "Configuration") has every key.
+#
+# `feedhub add URL` / `feedhub remove` edit the [[sources]] list in place
+# and keep your comments. A running `feedhub run` notices any change to this
+# file within a few seconds.
+#
+# Durations are written as a number and a unit: "90s", "15m", "2h", "1d".
+# Relative paths are relative to the directory holding this file.
+
+[hub]
+# The hub's name, shown in feeds/index.html and index.opml.
+title = {title}
+
+# Public URL where the output directory is served. Used for each feed's
+# self link and to build the permanent tag: ids of published entries, so
+# choose it once and do not change it afterwards. (`feedhub serve` and
+# `feedhub run --serve` serve it on http://127.0.0.1:8080/ by default.)
+base_url = {base_url}
+
+# Where feeds/<lang>.atom, the HTML pages, index.html and index.opml are written.
+output_dir = "feeds"
+
+# SQLite database holding items and polling state.
+database = "feedhub.db"
+
+# How often a source is polled when it sets no interval of its own.
+default_interval = "30m"
+
+# Language of items whose language nothing declares and detection cannot tell.
+default_language = "en"
+
+# A URL (or mailto:) where site owners can reach whoever runs this hub;
+# it goes into the User-Agent. Without it, base_url is used.
+# contact = "mailto:you@example.org"
+
+# Sources on private, loopback and link-local addresses are refused (a guard
+# against a source URL pointed at your own network). Only turn this on if you
+# really poll feeds on an internal network.
+# allow_private_networks = true
+
+
+# ---------------------------------------------------------------------------
+# Languages: one Atom feed per language, written to feeds/<code>.atom.
+# Items in a language with no table here get a feed too, titled
+# "<hub title> (<code>)". Add a table per language to name its feed in its
+# own language, e.g. [languages.fa] with title = "اخبار".
+#
+# credit is the line ending every entry, a template with these placeholders:
+#   {{source}}       the source's name, linked to the original article
+#   {{source_name}}  the source's name as plain text
+#   {{link}}         the URL of the original article
+#   {{author}}       the original author, where upstream names one
+#   {{date}}         the original publication date: format it with strftime
+#                  codes, e.g. {{date:%d.%m.%Y}} gives 28.12.2022
+# ---------------------------------------------------------------------------
+
+[languages.en]
+# title = "My news"                  # default: the hub's title and " (en)"
+# subtitle = "Articles republished in full from their original sources"
+credit = "{{source}} {{date:%d.%m.%Y}}"
+
+
+# ---------------------------------------------------------------------------
+# Sources: the upstream feeds to poll. None yet: `feedhub add URL` appends
+# one [[sources]] table per feed at the end of this file, like this one:
+#
+# [[sources]]
+# name = "Example News"              # shown in credits (required)
+# url = "https://example.org/feed.xml"   # the RSS, Atom or JSON feed (required)
+# language = "en"                    # else declared by the feed, or detected
+# interval = "1h"                    # else default_interval
+# fulltext = "auto"                  # "auto", "always" or "never": fetch the
+#                                    # article page when the feed has a teaser
+# ---------------------------------------------------------------------------
+"""
+
+
+def starter_config(title: str, base_url: str) -> str:
+    """The text of a new hub's config.toml: commented, no sources yet.
+    ValueError if `title` or `base_url` cannot stand in it (an InvalidValue
+    says why)."""
+    text = _STARTER.format(title=tomlkit.string(_text(title)).as_string(),
+                           base_url=tomlkit.string(normalize_base_url(base_url)).as_string())
+    parse_config(text, Path(DEFAULT_CONFIG))  # a template bug must not reach a file
+    return text
+
+
+def write_starter_config(path: Path, title: str, base_url: str) -> Config:
+    """Create config.toml at `path` from starter_config, atomically; never
+    over an existing file (FileExistsError). Returns the config written."""
+    path = Path(path)
+    text = starter_config(title, base_url)
+    create_new(path, text.encode("utf-8"))
+    return parse_config(text, path)
