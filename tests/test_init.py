@@ -205,3 +205,22 @@ def test_create_new_without_hard_links_creates_exclusively(
         create_new(path, b"second\n")
     assert path.read_bytes() == b"first\n"
     assert [p.name for p in tmp_path.iterdir()] == ["config.toml"]
+
+
+def test_the_database_and_output_directory_can_be_chosen(tmp_path: Path) -> None:
+    """What "Running as a service" does: the config in one place, the state
+    in another (absolute paths stay absolute; relative ones are from the file)."""
+    state = tmp_path / "var lib"
+    state.mkdir()
+    (tmp_path / "etc").mkdir()
+    done = feedhub(tmp_path, "--config", "etc/config.toml", "init",
+                   "--database", str(state / "feedhub.db"), "--output-dir", str(state / "feeds"))
+    assert done.returncode == 0, done.stderr
+    config = load_config(tmp_path / "etc" / "config.toml")
+    assert config.hub.database == state / "feedhub.db"
+    assert config.hub.output_dir == state / "feeds"
+    relative = feedhub(tmp_path, "--config", "rel.toml", "init", "--output-dir", "out/feeds")
+    assert relative.returncode == 0, relative.stderr
+    assert load_config(tmp_path / "rel.toml").hub.output_dir == tmp_path / "out" / "feeds"
+    empty = feedhub(tmp_path, "--config", "e.toml", "init", "--database", " ")
+    assert empty.returncode == 2 and not (tmp_path / "e.toml").exists(), empty.stderr

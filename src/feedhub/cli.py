@@ -117,8 +117,12 @@ def _title(ctx: click.Context, param: click.Parameter, value: str) -> str:
                                   "entry ids are built from it).")
 @click.option("--title", default=HubConfig.title, show_default=True, callback=_title,
               help="The hub's name.")
+@click.option("--output-dir", default=str(HubConfig.output_dir), show_default=True,
+              metavar="DIR", help="Where the feeds and pages go (relative: to the config file).")
+@click.option("--database", default=str(HubConfig.database), show_default=True, metavar="FILE",
+              help="The SQLite database (relative: to the config file).")
 @click.pass_context
-def init(ctx: click.Context, base_url: str, title: str) -> None:
+def init(ctx: click.Context, base_url: str, title: str, output_dir: str, database: str) -> None:
     """Start a hub: write a commented config.toml with no sources yet (where
     --config says), and print the next two commands. An existing file is
     never overwritten (exit 2).
@@ -129,10 +133,12 @@ def init(ctx: click.Context, base_url: str, title: str) -> None:
     """
     path: Path = ctx.obj["config"]
     try:
-        config = configuration.write_starter_config(path, title, base_url)
+        config = configuration.write_starter_config(path, title, base_url, output_dir, database)
     except FileExistsError:
         raise BadConfig(f"{path} already exists: not overwritten. Edit it, or choose another "
                         "file with --config PATH") from None
+    except ValueError as exc:  # an empty --output-dir or --database
+        raise click.BadParameter(str(exc) or "must not be empty") from None
     except OSError as exc:
         _fail(f"cannot write {path}: {exc.strerror or exc}")
     here = Path(configuration.DEFAULT_CONFIG).absolute()

@@ -558,10 +558,10 @@ title = {title}
 base_url = {base_url}
 
 # Where feeds/<lang>.atom, the HTML pages, index.html and index.opml are written.
-output_dir = "feeds"
+output_dir = {output_dir}
 
 # SQLite database holding items and polling state.
-database = "feedhub.db"
+database = {database}
 
 # How often a source is polled when it sets no interval of its own.
 default_interval = "30m"
@@ -615,20 +615,24 @@ credit = "{{source}} {{date:%d.%m.%Y}}"
 """
 
 
-def starter_config(title: str, base_url: str) -> str:
+def starter_config(title: str, base_url: str, output_dir: str = "feeds",
+                   database: str = "feedhub.db") -> str:
     """The text of a new hub's config.toml: commented, no sources yet.
     ValueError if `title` or `base_url` cannot stand in it (an InvalidValue
-    says why)."""
+    says why). Paths are written as given (relative ones are from the file)."""
     text = _STARTER.format(title=tomlkit.string(_text(title)).as_string(),
-                           base_url=tomlkit.string(normalize_base_url(base_url)).as_string())
+                           base_url=tomlkit.string(normalize_base_url(base_url)).as_string(),
+                           output_dir=tomlkit.string(_text(output_dir)).as_string(),
+                           database=tomlkit.string(_text(database)).as_string())
     parse_config(text, Path(DEFAULT_CONFIG))  # a template bug must not reach a file
     return text
 
 
-def write_starter_config(path: Path, title: str, base_url: str) -> Config:
+def write_starter_config(path: Path, title: str, base_url: str, output_dir: str = "feeds",
+                         database: str = "feedhub.db") -> Config:
     """Create config.toml at `path` from starter_config, atomically; never
     over an existing file (FileExistsError). Returns the config written."""
     path = Path(path)
-    text = starter_config(title, base_url)
+    text = starter_config(title, base_url, output_dir, database)
     create_new(path, text.encode("utf-8"))
     return parse_config(text, path)
