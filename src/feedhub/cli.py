@@ -33,8 +33,10 @@ from feedhub.config import (
 from feedhub.discover import DiscoveredFeed, DiscoveryError, discover_feeds
 from feedhub.fetch import Fetcher, FetchError
 from feedhub.hub import Hub, make_fetcher
-from feedhub.models import Config, HubConfig, PollReport, SourceConfig, SourceState
+from feedhub.models import Config, HubConfig, PollReport, SourceConfig
 from feedhub.publish import PublishedFeed
+from feedhub.status import report as status_report
+from feedhub.status import source_reason
 from feedhub.store import Store
 
 POOL_THRESHOLD = 8  # sources in one `poll` from which parsing goes to worker processes
@@ -392,39 +394,6 @@ def _ago(when: datetime | None, now: datetime) -> str:
     return f"in {text}" if future else f"{text} ago"
 
 
-STATES = ("ok", "degraded", "empty", "failing", "retired", "new")
-
-
-def _health(state: SourceState) -> str:
-    """One word per source, the first that applies: retired (410 Gone), new
-    (never polled), failing (the last poll failed), degraded (stored what
-    could be recovered from a broken document), empty (a well-formed feed
-    with no entries: a source that yields nothing must not pass for ok), ok."""
-    if state.retired:
-        return "retired"
-    if state.last_poll is None:
-        return "new"
-    if state.error_count:
-        return "failing"
-    if state.degraded:
-        return "degraded"
-    # no entry count from before schema 8: nothing stored says as much
-    if state.entries == 0 or (state.entries is None and not state.items):
-        return "empty"
-    return "ok"
-
-
-def _why(state: SourceState, health: str) -> str:
-    """The status table's last column: the error, else why the state is not ok."""
-    if state.last_error:
-        return state.last_error
-    if health == "degraded":
-        return state.degraded or ""
-    if health == "empty":
-        return "no entries in the feed"
-    return ""
-
-
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts and monitoring.")
 @click.pass_context
@@ -441,37 +410,19 @@ def status(ctx: click.Context, as_json: bool) -> None:
     config = _load(ctx)
     names = [s.name for s in config.sources]
     with Store(config.hub.database) as store:
-        states = store.source_states(names)
-        per_language = store.items_per_language(names)
-        fulltext = store.fulltext_failures()
-        withdrawn = store.withdrawals()
+        found = status_report(config, store)
+    states, health, summary = found.states, found.health, found.summary
+    per_language, fulltext, withdrawn = found.per_language, found.fulltext, found.withdrawn
     now = datetime.now(UTC)
-    health = [_health(state) for state in states]
-    summary = {
-        "sources": len(states),
-        **{key: health.count(key) for key in STATES},
-        "items_per_language": per_language,
-    }
     if as_json:
-        sources = [{
-            "name": st.name, "url": st.url, "state": h, "last_poll": st.last_poll,
-            "last_status": st.last_status, "error_streak": st.error_count,
-            "last_error": st.last_error, "next_poll": None if st.retired else st.next_poll,
-            "items": st.items, "entries": st.entries, "degraded": st.degraded,
-            "retired": st.retired,
-            "fulltext_failures": fulltext.get(st.name, (0, None))[0],
-            "last_fulltext_failure": fulltext.get(st.name, (0, None))[1],
-            "withdrawn_items": withdrawn.get(st.name, (0, None))[0],
-            "withdrawn_at": withdrawn.get(st.name, (0, None))[1],
-        } for st, h in zip(states, health, strict=True)]
-        click.echo(json.dumps({"sources": sources, "summary": summary}, indent=2,
+        click.echo(json.dumps({"sources": found.sources_json(), "summary": summary}, indent=2,
                               ensure_ascii=False, default=_json_default))
         return
     if states:
         click.echo(tabulate([[
             st.name, h, _ago(st.last_poll, now), st.last_status or "-", st.error_count,
             "-" if st.retired else _ago(st.next_poll, now), st.items,
-            _shorten(_why(st, h), 60)] for st, h in zip(states, health, strict=True)],
+            _shorten(source_reason(st, h), 60)] for st, h in zip(states, health, strict=True)],
             headers=["source", "state", "last poll", "status", "errors", "next poll", "items",
                      "error / note"]))
         click.echo()
