@@ -327,6 +327,8 @@ class StoreOutcome:
     new: int = 0
     updated: int = 0
     unchanged: int = 0
+    # ("new" or "updated", language group) -> items: what /metrics counts
+    by_language: dict[tuple[str, str], int] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)
@@ -371,6 +373,7 @@ class PollReport:
     note: str | None = None  # e.g. "body unchanged"
     retired: bool = False  # the source is retired: do not schedule it again
     degraded: str | None = None  # stored, but from a broken document: why (see ParsedFeed)
+    error_kind: str | None = None  # why it failed, in one word (metrics.ERROR_KINDS)
 
     @property
     def ok(self) -> bool:

@@ -19,6 +19,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from feedhub.models import (
     EntryRow,
@@ -55,7 +56,7 @@ def _numpy_refused() -> Iterator[None]:
 with _numpy_refused():
     import sqlite_utils
 
-SCHEMA_VERSION = 11
+SCHEMA_VERSION = 12
 # An item's published text. `content` holds it only where it differs from
 # the text it is derived from: the extracted article if there is one, else
 # the feed's text (NULL otherwise: most items, whose text would be stored
@@ -110,6 +111,19 @@ class Store:
         self.db.enable_wal()
         self.db.execute("PRAGMA synchronous = NORMAL")
         self._migrate()
+
+    @classmethod
+    def reader(cls, path: Path | str) -> Store:
+        """A read-only connection that any one thread at a time may use (the
+        admin server answers each request on a thread of its own; the caller
+        serializes): no migration, no write lock ever taken. The daemon's own
+        Store has migrated the database before anything is served."""
+        store = cls.__new__(cls)
+        store.path = Path(path)
+        conn = sqlite3.connect(f"file:{quote(str(store.path.resolve()))}?mode=ro", uri=True,
+                               timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
+        store.db = sqlite_utils.Database(conn)
+        return store
 
     def close(self) -> None:
         self.db.close()
@@ -231,6 +245,18 @@ class Store:
                     "item_id": int, "credit_language": str, "stamp": str, "head": bytes,
                     "tail": bytes,
                 }, pk=("item_id", "credit_language"), not_null={"stamp", "head"}, if_not_exists=True)
+            if version < 12:
+                # /metrics: how long since each source last answered well, and
+                # since when a failing one fails (a failing source's last good
+                # poll was otherwise forgotten); an older failing streak counts
+                # from its latest poll, the earliest time known
+                db["sources"].add_column("last_success", str)
+                db["sources"].add_column("failing_since", str)
+                db.execute("UPDATE sources SET last_success = last_poll WHERE error_count = 0")
+                db.execute("UPDATE sources SET failing_since = last_poll WHERE error_count > 0")
+                # withdrawn items per language at every scrape, without a table scan
+                db.execute("CREATE INDEX IF NOT EXISTS idx_items_withdrawn_lang "
+                           "ON items (lang_group) WHERE withdrawn IS NOT NULL")
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     # --- sources -----------------------------------------------------------
@@ -275,16 +301,20 @@ class Store:
         # Plain SQL: this runs once per poll (1,000 sources, every few
         # minutes), and sqlite-utils' update() adds a schema look-up per call.
         streak = "error_count + 1" if error else "0"
+        # a success is remembered; a failure marks when its streak began
+        since = ("last_success = last_success, failing_since = coalesce(failing_since, ?)"
+                 if error else "last_success = ?, failing_since = NULL")
         with self._write() as db:
             updated = db.execute(
                 f"UPDATE sources SET {', '.join(f'{c} = {v}' for c, v in values.items())}, "
-                f"error_count = {streak} WHERE name = ?",
-                [*row.values(), source]).rowcount
+                f"error_count = {streak}, {since} WHERE name = ?",
+                [*row.values(), _iso(at), source]).rowcount
             if not updated:
                 db.execute(
-                    f"INSERT INTO sources (name, {', '.join(values)}, error_count) "
-                    f"VALUES (?, {', '.join(values.values())}, ?)",
-                    [source, *row.values(), 1 if error else 0])
+                    f"INSERT INTO sources (name, {', '.join(values)}, error_count, "
+                    f"{'failing_since' if error else 'last_success'}) "
+                    f"VALUES (?, {', '.join(values.values())}, ?, ?)",
+                    [source, *row.values(), 1 if error else 0, _iso(at)])
 
     def source_state(self, name: str) -> SourceState:
         """One source's state, cheap (no item count): read before every poll."""
@@ -302,6 +332,61 @@ class Store:
             _source_state(rows.get(name) or {"name": name}, counts.get(name, 0))
             for name in (names if names is not None else sorted(rows))
         ]
+
+    def scrape_states(self, names: Sequence[str]
+                      ) -> list[tuple[SourceState, datetime | None, datetime | None]]:
+        """Each named source's state for /metrics, cheap at 10,000 sources (no
+        item count: `items` is 1 when the source has any item and its entry
+        count is unknown, else 0, all source_health needs), with its last good
+        poll and when its current streak of failures began (None: unknown, or
+        not failing)."""
+        rows = {row[0]: row for row in self.db.execute(
+            "SELECT name, last_poll, error_count, retired, degraded, entries, "
+            "CASE WHEN entries IS NULL THEN EXISTS (SELECT 1 FROM items "
+            "WHERE items.source = sources.name) ELSE 0 END, "
+            "last_success, failing_since FROM sources")}
+        found = []
+        for name in names:
+            row = rows.get(name)
+            if row is None:
+                found.append((SourceState(name=name), None, None))
+                continue
+            _, last_poll, errors, retired, degraded, entries, items, success, failing = row
+            found.append((SourceState(name=name, last_poll=_dt(last_poll), error_count=errors or 0,
+                                      retired=retired, degraded=degraded, entries=entries,
+                                      items=items), _dt(success), _dt(failing)))
+        return found
+
+    def withdrawn_per_language(self) -> dict[str, int]:
+        """Items a takedown withdrew, per language group (a partial index answers)."""
+        return dict(self.db.execute(
+            "SELECT lang_group, count(*) FROM items WHERE withdrawn IS NOT NULL GROUP BY lang_group"))
+
+    def items_per_day(self, sources: Sequence[str], since: datetime
+                      ) -> tuple[dict[str, dict[str, int]], dict[str, dict[str, int]]]:
+        """Items by the day (UTC, 'YYYY-MM-DD') they were published, from
+        `since` on: per source, and per language group."""
+        wanted = set(sources)
+        by_source: dict[str, dict[str, int]] = {}
+        by_language: dict[str, dict[str, int]] = {}
+        for source, group, day, count in self.db.execute(
+                "SELECT source, lang_group, substr(published, 1, 10) AS day, count(*) FROM items "
+                "WHERE published >= ? GROUP BY source, lang_group, day", [_iso(since)]):
+            if source not in wanted:
+                continue
+            per_source = by_source.setdefault(source, {})
+            per_source[day] = per_source.get(day, 0) + count
+            per_language = by_language.setdefault(group, {})
+            per_language[day] = per_language.get(day, 0) + count
+        return by_source, by_language
+
+    def size_bytes(self) -> int:
+        """The database on disk: the file and its write-ahead log."""
+        total = 0
+        for path in (self.path, self.path.with_name(self.path.name + "-wal")):
+            with contextlib.suppress(OSError):
+                total += path.stat().st_size
+        return total
 
     def soonest_next_poll(self) -> datetime | None:
         row = self.db.execute(
@@ -348,6 +433,7 @@ class Store:
         alone."""
         new = updated = unchanged = 0
         touched: set[str] = set()
+        counts: Counter[tuple[str, str]] = Counter()  # (new or updated, language group)
         unique = list({item.upstream_id: item for item in reversed(items)}.values())[::-1]
         if positions is None or len(unique) != len(items):
             positions = range(len(unique))
@@ -380,6 +466,7 @@ class Store:
                     inserts.append(row)
                     touched.add(group)
                     new += 1
+                    counts["new", group] += 1
                 elif previous["content_hash"] != digest:
                     row = _item_row(item, digest, seen_at)
                     extracted = row.get("extracted_content")
@@ -401,6 +488,7 @@ class Store:
                     db["items"].update(previous["id"], row)
                     touched.update({group, previous["lang_group"]})
                     updated += 1
+                    counts["updated", group] += 1
                 elif item.fulltext_status is not None:
                     # same feed item, new extraction (refetch): its text may change
                     stored, feed_text = db.execute(
@@ -415,6 +503,7 @@ class Store:
                         row["updated"] = _iso(hub_time, exact=True)
                         touched.update({group, previous["lang_group"]})
                         updated += 1
+                        counts["updated", group] += 1
                     else:
                         unchanged += 1
                     db["items"].update(previous["id"], row)
@@ -428,7 +517,7 @@ class Store:
                     f"INSERT INTO items ({', '.join(columns)}) "
                     f"VALUES ({', '.join('?' * len(columns))})",
                     [[row[c] for c in columns] for row in inserts])
-        return StoreOutcome(new, updated, unchanged), frozenset(touched)
+        return StoreOutcome(new, updated, unchanged, dict(counts)), frozenset(touched)
 
     def _match_by_link(self, source: str, items: Sequence[Item],
                        existing: dict[str, dict[str, Any]],
