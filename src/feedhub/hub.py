@@ -22,7 +22,16 @@ from feedhub import langmodel, schedule
 from feedhub._files import locked
 from feedhub.config import ConfigError, default_user_agent, set_source_url
 from feedhub.enrich import is_teaser, plain_text
-from feedhub.fetch import Fetcher, FetchError, describe_status, permanent_target
+from feedhub.fetch import (
+    BlockedAddressError,
+    Fetcher,
+    FetchError,
+    InvalidURLError,
+    TooLargeError,
+    describe_status,
+    permanent_target,
+)
+from feedhub.metrics import Metrics
 from feedhub.models import (
     Config,
     EntryRow,
@@ -112,8 +121,10 @@ class Hub:
     core). Close the hub to stop them."""
 
     def __init__(self, config: Config, store: Store, fetcher: Fetcher, *, workers: int = 0,
-                 parse_unchanged: bool = False):
+                 parse_unchanged: bool = False, metrics: Metrics | None = None):
         self.config = config
+        # what /metrics counts (the daemon's; a command's own, never scraped)
+        self.metrics = metrics or Metrics()
         # True: parse every body that is not byte-identical to the last one,
         # as before the fingerprint (the identity tests compare both ways)
         self.parse_unchanged = parse_unchanged
@@ -164,6 +175,7 @@ class Hub:
         except BrokenExecutor:
             # a worker died (out of memory, killed): start a fresh pool, once
             log.error("a parser worker died; restarting the pool")
+            self.metrics.pool_restarts.inc()
             self.executor = parser_pool(self.workers, self.model_cache)
             return await loop.run_in_executor(self.executor, *args)
 
@@ -177,6 +189,7 @@ class Hub:
             except Exception as exc:  # a bug, or input nobody foresaw
                 report = self._unexpected(source, exc)
             report = replace(report, duration=time.monotonic() - started)
+        self.metrics.poll(report)
         extra = "".join(f" {k}={v}" for k, v in (("note", report.note), ("error", report.error),
                                                   ("degraded", report.degraded)) if v)
         log.log(
@@ -209,7 +222,7 @@ class Hub:
                                    error=error, next_poll=due)
         except Exception:
             log.exception("poll %s: the failure could not be recorded either", source.name)
-        return PollReport(source.name, None, error=error, next_poll=due)
+        return PollReport(source.name, None, error=error, next_poll=due, error_kind="unexpected")
 
     async def _poll(self, source: SourceConfig) -> PollReport:
         now = datetime.now(UTC)
@@ -229,11 +242,14 @@ class Hub:
                                    next_poll=due, **changes)
             return due
 
+        metrics = self.metrics
         try:
-            result = await self.fetcher.fetch(source.url, state.validators_for(source.url))
+            with metrics.fetch_seconds.time():
+                result = await self.fetcher.fetch(source.url, state.validators_for(source.url))
         except FetchError as exc:
-            return PollReport(source.name, None, error=str(exc),
+            return PollReport(source.name, None, error=str(exc), error_kind=_fetch_error_kind(exc),
                               next_poll=record(None, str(exc), since=datetime.now(UTC)))
+        metrics.fetched_bytes.labels("feed").inc(len(result.content))
 
         moved = self._follow_permanent_redirect(source, state, result)
         answered = result.fetched_at
@@ -243,7 +259,7 @@ class Hub:
             log.warning("source %s answered 410 Gone: retired (remove it or change its url)",
                         source.name)
             record(410, error, since=answered, retired=error, **moved)
-            return PollReport(source.name, 410, error=error, retired=True)
+            return PollReport(source.name, 410, error=error, retired=True, error_kind="gone")
         if result.not_modified:
             return PollReport(source.name, 304,
                               next_poll=record(304, hints=hints, since=answered, **moved))
@@ -255,7 +271,8 @@ class Hub:
                 if wait is not None:
                     error += f" (Retry-After {wait}s honoured)"
             due = record(result.status, error, hints=(wait,), since=answered, **moved)
-            return PollReport(source.name, result.status, error=error, next_poll=due)
+            return PollReport(source.name, result.status, error=error, next_poll=due,
+                              error_kind="http")
 
         validators = {"etag": result.validators.etag,
                       "last_modified": result.validators.last_modified}
@@ -290,7 +307,8 @@ class Hub:
             # degraded and entries stay those of the last document read: the
             # validators kept are its own, and a 304 to them means it again
             due = record(result.status, str(exc), since=answered, body_hash=None, **moved)
-            return PollReport(source.name, result.status, error=str(exc), next_poll=due)
+            return PollReport(source.name, result.status, error=str(exc), next_poll=due,
+                              error_kind="parse")
         parsed = polled.parsed
         if parsed.warning and not parsed.degraded:  # read in full all the same
             log.info("poll %s: %s", source.name, parsed.warning)
@@ -320,6 +338,7 @@ class Hub:
                          ttl=parsed.ttl,
                          degraded=parsed.degraded, entries=polled.entries,
                          **validators, **moved)
+        metrics.stored(outcome)
         return PollReport(source.name, result.status, outcome.new, outcome.updated,
                           languages=languages, next_poll=due, degraded=parsed.degraded,
                           note=None if polled.entries else "no entries in the feed")
@@ -369,6 +388,7 @@ class Hub:
             if item.upstream_id not in candidates:
                 return item
             if source.fulltext == "auto" and not is_teaser(item):
+                self.metrics.fulltext.labels("not_needed").inc()
                 return replace(item, fulltext_status="not needed: the feed has the full text")
             content, status = await self._extract(item)
             if content is None:
@@ -388,28 +408,38 @@ class Hub:
     async def _extract(self, item: Item) -> tuple[str | None, str]:
         """(published HTML, status). On any failure the feed's text stays and
         the status says why."""
+        content, status, outcome = await self._extract_page(item)
+        self.metrics.fulltext.labels(outcome).inc()
+        return content, status
+
+    async def _extract_page(self, item: Item) -> tuple[str | None, str, str]:
+        """(published HTML, status, outcome for /metrics)."""
         if not item.link:
-            return None, "kept feed text: the item has no link"
+            return None, "kept feed text: the item has no link", "no_link"
         try:
             page = await self.fetcher.fetch(item.link, accept=PAGE_ACCEPT)
         except FetchError as exc:  # an invalid link included: it comes from upstream
-            return None, f"kept feed text: {exc}"
+            return None, f"kept feed text: {exc}", "fetch_failed"
         except Exception as exc:  # a bug: one article must not fail its source's poll
             log.error("fulltext %s: fetching the page failed unexpectedly", item.link,
                       exc_info=exc)
-            return None, f"kept feed text: unexpected error ({type(exc).__name__}: {exc})"
+            return (None, f"kept feed text: unexpected error ({type(exc).__name__}: {exc})",
+                    "error")
+        self.metrics.fetched_bytes.labels("article").inc(len(page.content))
         if not page.ok:
-            return None, f"kept feed text: the article page answered {describe_status(page.status)}"
+            return (None, f"kept feed text: the article page answered "
+                          f"{describe_status(page.status)}", "http_error")
         loop = asyncio.get_running_loop()
         try:
             content, reason = await loop.run_in_executor(self.executor, extract_article, page)
         except Exception as exc:  # trafilatura on a hostile page: keep going
-            return None, f"kept feed text: extraction failed ({type(exc).__name__}: {exc})"
+            return (None, f"kept feed text: extraction failed ({type(exc).__name__}: {exc})",
+                    "error")
         if content is None:
-            return None, f"kept feed text: {reason}"
+            return None, f"kept feed text: {reason}", "no_text"
         if len(plain_text(content) or "") < len(plain_text(item.feed_content or item.content) or ""):
-            return None, "kept feed text: the page yielded less text than the feed"
-        return content, "extracted"
+            return None, "kept feed text: the page yielded less text than the feed", "shorter"
+        return content, "extracted", "extracted"
 
     def _follow_permanent_redirect(self, source: SourceConfig, state: SourceState,
                                    result: FetchResult) -> dict[str, Any]:
@@ -446,8 +476,11 @@ class Hub:
         BlockingIOError when another process is publishing.
         Returns the subscription documents (what a WebSub hub is told of)."""
         database = self.config.hub.database
-        with locked(database.with_name(database.name + ".publish"), wait=wait):  # *.publish.lock
-            return self._publish(languages, sources)
+        with (locked(database.with_name(database.name + ".publish"), wait=wait),  # *.publish.lock
+              self.metrics.publish_seconds.time()):
+            published = self._publish(languages, sources)
+        self.metrics.files_written.labels("feed").inc(sum(feed.written for feed in published))
+        return published
 
     def _publish(self, languages: Iterable[str] | None,
                  sources: Iterable[str] | None) -> list[PublishedFeed]:
@@ -546,6 +579,7 @@ class Hub:
         archived = publish_archive(self.config, language, page, entries)
         if archived and archived.written:
             log.info("archived %s (%d entries)", archived.path, archived.entries)
+            self.metrics.files_written.labels("archive").inc()
         if archived is not None:
             self._write_page(archive_page(self.config, language, page, last), entries, language)
         return archived is not None
@@ -591,6 +625,7 @@ class Hub:
             return False
         if publish_page(path := config.hub.output_dir / page.path, data):
             log.info("published page %s (%d entries)", path, len(views))
+            self.metrics.files_written.labels("page").inc()
         return True
 
     def _write_index(self, languages: Sequence[str], sources: Sequence[tuple[str, str]]) -> None:
@@ -715,3 +750,16 @@ class Hub:
             entries.append((entry, row.text, self._source_xml(row.source)))
         return DocumentEntries(entries, max((row.updated for row in rows), default=None),
                                ids=[row.item_id for row in rows])
+
+
+def _fetch_error_kind(exc: FetchError) -> str:
+    """A failed fetch in one word, for /metrics (metrics.ERROR_KINDS)."""
+    if isinstance(exc, TooLargeError):
+        return "too_large"
+    if isinstance(exc, BlockedAddressError):
+        return "blocked"
+    if isinstance(exc, InvalidURLError):
+        return "invalid_url"
+    if str(exc).startswith("timed out"):
+        return "timeout"
+    return "network"

@@ -24,6 +24,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from feedhub import schedule
 from feedhub.fetch import (
@@ -34,6 +35,9 @@ from feedhub.fetch import (
     describe_status,
 )
 from feedhub.models import FetchResult
+
+if TYPE_CHECKING:
+    from feedhub.metrics import Metrics
 
 log = logging.getLogger("feedhub.websub")
 
@@ -186,8 +190,9 @@ class Notifier:
     never misses the newest change and nothing piles up."""
 
     def __init__(self, fetcher: Fetcher, policy: RetryPolicy = DAEMON_POLICY,
-                 sleep: Sleep = asyncio.sleep):
+                 sleep: Sleep = asyncio.sleep, metrics: Metrics | None = None):
         self.fetcher = fetcher
+        self.metrics = metrics
         self.policy = policy
         self._sleep = sleep
         self._pending: dict[tuple[str, str], _Pending] = {}
@@ -235,7 +240,9 @@ class Notifier:
 
         try:
             while True:
-                await ping(self.fetcher, hub, topic, self.policy, sleep)
+                outcome = await ping(self.fetcher, hub, topic, self.policy, sleep)
+                if self.metrics is not None:
+                    self.metrics.pings.labels("ok" if outcome.ok else "failed").inc()
                 if not pending.again:
                     return
                 pending.again = False
