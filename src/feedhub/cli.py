@@ -706,20 +706,28 @@ def serve(ctx: click.Context, address: tuple[str, int]) -> None:
 @cli.command()
 @click.option("--serve", "serve_address", callback=_address, metavar="HOST:PORT",
               help="Also serve the output directory over HTTP (as `feedhub serve`).")
+@click.option("--admin", "admin_address", callback=_address, metavar="HOST:PORT",
+              help="Serve /metrics (Prometheus), /status and the detailed /healthz here, "
+                   "e.g. 127.0.0.1:9464. They show source names and errors: keep it private.")
 @click.pass_context
-def run(ctx: click.Context, serve_address: tuple[str, int] | None) -> None:
+def run(ctx: click.Context, serve_address: tuple[str, int] | None,
+        admin_address: tuple[str, int] | None) -> None:
     """Run the hub: poll each source on its interval and publish after
     changes, until SIGTERM or SIGINT.
 
     \b
     Example:
-        feedhub --config /etc/feedhub/config.toml run --serve 127.0.0.1:8080
+        feedhub --config /etc/feedhub/config.toml run --serve 127.0.0.1:8080 \
+            --admin 127.0.0.1:9464
     """
     from feedhub import daemon
 
     _load(ctx)  # a bad config exits 2 before anything starts
+    if serve_address and admin_address and serve_address == admin_address:
+        raise click.BadParameter("the admin address must differ from the public one",
+                                 param_hint="--admin")
     try:
-        daemon.run(ctx.obj["config"], serve_address)
+        daemon.run(ctx.obj["config"], serve_address, admin_address)
     except AlreadyRunning as exc:
         _fail(str(exc))
     except ConfigError as exc:

@@ -25,13 +25,16 @@ import signal
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.date import DateTrigger
 
 from feedhub._files import DaemonLock
+from feedhub.admin import admin_in_thread
 from feedhub.config import ConfigError, load_config
 from feedhub.hub import Hub, make_fetcher
+from feedhub.metrics import Metrics
 from feedhub.models import Config, SourceConfig
 from feedhub.publish import PublishedFeed
 from feedhub.server import serve_in_thread
@@ -60,14 +63,16 @@ class Daemon:
         self._all_sources = False  # every per-source feed
         self._publisher: asyncio.Task[None] | None = None
         self._config_stamp = _stamp(config.path)
+        self.metrics = Metrics()  # the admin address's /metrics
 
     async def run(self) -> None:
         with DaemonLock(self.config.hub.database):
             store = Store(self.config.hub.database)
             try:
                 async with make_fetcher(self.config) as fetcher:
-                    self.hub = Hub(self.config, store, fetcher, workers=PARSER_WORKERS)
-                    self.notifier = Notifier(fetcher)
+                    self.hub = Hub(self.config, store, fetcher, workers=PARSER_WORKERS,
+                                   metrics=self.metrics)
+                    self.notifier = Notifier(fetcher, metrics=self.metrics)
                     try:
                         await self._serve()
                     finally:
@@ -245,8 +250,10 @@ class Daemon:
                 new = load_config(self.config.path)
             except ConfigError as exc:
                 log.error("config change ignored, keeping the last good config: %s", exc)
+                self.metrics.reloads.labels("refused").inc()
                 continue
             self._apply(new)
+            self.metrics.reloads.labels("ok").inc()
 
     def _apply(self, new: Config) -> None:
         old = self.config
@@ -319,20 +326,26 @@ def _fetch_settings(config: Config) -> tuple[object, ...]:
             hub.max_connections, hub.max_per_host, hub.allow_private_networks, hub.host_spacing)
 
 
-def run(config_path: Path, serve: tuple[str, int] | None = None) -> None:
+def run(config_path: Path, serve: tuple[str, int] | None = None,
+        admin: tuple[str, int] | None = None) -> None:
     """Load the config and run until stopped, serving feeds/ over HTTP too
-    when `serve` is an address. ConfigError and AlreadyRunning propagate to
-    the CLI, which turns them into exit codes."""
+    when `serve` is an address, and /metrics, /status and the detailed
+    /healthz when `admin` is one (see feedhub.admin). ConfigError and
+    AlreadyRunning propagate to the CLI, which turns them into exit codes."""
     config = load_config(config_path)
 
     async def main() -> None:
         daemon = Daemon(config)
         daemon.install_signal_handlers()
-        server = serve_in_thread(config, serve) if serve else None
+        servers: list[Any] = []
         try:
+            if serve:
+                servers.append(serve_in_thread(config, serve))
+            if admin:
+                servers.append(admin_in_thread(daemon, admin))
             await daemon.run()
         finally:
-            if server is not None:
+            for server in servers:
                 server.shutdown()
                 server.server_close()
 

@@ -3,8 +3,9 @@
 Only files inside the output directory are reachable. Every response has a
 strong ETag and Last-Modified and answers conditional requests with 304;
 bodies are compressed when the reader asks; Cache-Control tells readers to
-come back when the next poll may have changed something. /healthz reports
-whether the daemon runs and how the sources fare.
+come back when the next poll may have changed something. /healthz answers
+200 or 503 and one word, ok or degraded (which sources fail, and why, is on
+the admin address: feedhub.admin).
 """
 
 from __future__ import annotations
@@ -101,9 +102,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _respond(self, head: bool) -> None:
         path = unquote(urlsplit(self.path).path)
-        if path == "/healthz":
+        if path == "/healthz":  # for load balancers: the detail is on the admin address
             health = self.server.health()
-            body = json.dumps(health).encode()
+            body = json.dumps({"status": health["status"]}).encode()
             status = HTTPStatus.OK if health["status"] == "ok" else HTTPStatus.SERVICE_UNAVAILABLE
             return self._send(status, body, "application/json", head, {"Cache-Control": "no-store"})
         target = self._resolve(path)
