@@ -257,5 +257,6 @@ def test_status_page_failing_first_with_charts(farm: Farm, open_page, tmp_path: 
     names = page.eval_on_selector_all("tr.source td.name", "cells => cells.map(c => c.textContent)")
     assert names == sorted(names, key=str.casefold)
     page.goto(farm.admin + "/status?sort=items")
-    first_name = page.locator("tr.source td.name").first.inner_text()
-    assert first_name == "english"
+    first = page.locator("tr.source").first
+    assert first.locator("td.name").inner_text() == "english"
+    assert first.locator("td.num").nth(2).inner_text() == "3"  # its items stored
