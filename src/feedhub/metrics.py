@@ -166,18 +166,20 @@ class StoreCollector(Collector):
             rows = store.scrape_states(self.sources())
             withdrawn = store.withdrawn_per_language()
             size = store.size_bytes()
-        now = datetime.now(UTC)
         states = dict.fromkeys(STATES, 0)
-        oldest = longest = 0.0
-        for state, success, failing_since in rows:
-            health = source_health(state)
+        oldest = longest = None  # ISO strings in UTC: the least is the earliest
+        for facts in rows:
+            health = source_health(facts)
             states[health] += 1
             if health in ("retired", "new"):
                 continue
-            if (since := success or failing_since) is not None:
-                oldest = max(oldest, (now - since).total_seconds())
-            if health == "failing" and failing_since is not None:
-                longest = max(longest, (now - failing_since).total_seconds())
+            since = facts.last_success or facts.failing_since
+            if since is not None and (oldest is None or since < oldest):
+                oldest = since
+            if health == "failing" and facts.failing_since is not None and (
+                    longest is None or facts.failing_since < longest):
+                longest = facts.failing_since
+        now = datetime.now(UTC)
         family = GaugeMetricFamily("feedhub_sources", "Configured sources by state (as "
                                    "`feedhub status` says)", labels=["state"])
         for name, count in states.items():
@@ -185,9 +187,10 @@ class StoreCollector(Collector):
         yield family
         yield GaugeMetricFamily("feedhub_oldest_success_age_seconds", "Seconds since the last "
                                 "good poll of the source that has gone longest without one "
-                                "(retired and never-polled sources left out)", value=oldest)
+                                "(retired and never-polled sources left out)",
+                                value=_age(oldest, now))
         yield GaugeMetricFamily("feedhub_longest_failing_seconds", "Seconds the longest-failing "
-                                "source has been failing (0: none fails)", value=longest)
+                                "source has been failing (0: none fails)", value=_age(longest, now))
         family = GaugeMetricFamily("feedhub_items_withdrawn", "Items withdrawn by takedowns "
                                    "(`feedhub withdraw`), by language group", labels=["language"])
         by_label: dict[str, int] = {}
@@ -202,6 +205,10 @@ class StoreCollector(Collector):
             yield GaugeMetricFamily("feedhub_last_published_timestamp_seconds", "When a "
                                     "language feed was last written (Unix time; feeds are "
                                     "rewritten only when they change)", value=newest)
+
+
+def _age(since: str | None, now: datetime) -> float:
+    return max(0.0, (now - datetime.fromisoformat(since)).total_seconds()) if since else 0.0
 
 
 def _newest_feed(output: Path) -> float | None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from feedhub._files import DaemonLock
 from feedhub.models import Config, SourceState
@@ -16,7 +16,24 @@ STATES = ("ok", "degraded", "empty", "failing", "retired", "new")
 CHART_DAYS = 30  # the status page's charts: items per day over this many days
 
 
-def source_health(state: SourceState) -> str:
+class _Facts(Protocol):
+    """What source_health reads: a SourceState, or the SourceFacts of a scrape."""
+
+    @property
+    def retired(self) -> object: ...
+    @property
+    def last_poll(self) -> object: ...
+    @property
+    def error_count(self) -> int: ...
+    @property
+    def degraded(self) -> object: ...
+    @property
+    def entries(self) -> int | None: ...
+    @property
+    def items(self) -> int: ...
+
+
+def source_health(state: _Facts) -> str:
     """One word per source, the first that applies: retired (410 Gone), new
     (never polled), failing (the last poll failed), degraded (stored what
     could be recovered from a broken document), empty (a well-formed feed

@@ -28,6 +28,7 @@ from feedhub.models import (
     ItemBytes,
     Link,
     RenderedEntry,
+    SourceFacts,
     SourceState,
     StoredItem,
     StoreOutcome,
@@ -250,10 +251,14 @@ class Store:
                 # since when a failing one fails (a failing source's last good
                 # poll was otherwise forgotten); an older failing streak counts
                 # from its latest poll, the earliest time known
-                db["sources"].add_column("last_success", str)
-                db["sources"].add_column("failing_since", str)
-                db.execute("UPDATE sources SET last_success = last_poll WHERE error_count = 0")
-                db.execute("UPDATE sources SET failing_since = last_poll WHERE error_count > 0")
+                columns = db["sources"].columns_dict
+                for column in ("last_success", "failing_since"):
+                    if column not in columns:  # a database put back to an older version
+                        db["sources"].add_column(column, str)
+                db.execute("UPDATE sources SET last_success = coalesce(last_success, last_poll) "
+                           "WHERE error_count = 0")
+                db.execute("UPDATE sources SET failing_since = coalesce(failing_since, last_poll) "
+                           "WHERE error_count > 0")
                 # withdrawn items per language at every scrape, without a table scan
                 db.execute("CREATE INDEX IF NOT EXISTS idx_items_withdrawn_lang "
                            "ON items (lang_group) WHERE withdrawn IS NOT NULL")
@@ -333,29 +338,16 @@ class Store:
             for name in (names if names is not None else sorted(rows))
         ]
 
-    def scrape_states(self, names: Sequence[str]
-                      ) -> list[tuple[SourceState, datetime | None, datetime | None]]:
-        """Each named source's state for /metrics, cheap at 10,000 sources (no
-        item count: `items` is 1 when the source has any item and its entry
-        count is unknown, else 0, all source_health needs), with its last good
-        poll and when its current streak of failures began (None: unknown, or
-        not failing)."""
+    def scrape_states(self, names: Sequence[str]) -> list[SourceFacts]:
+        """What /metrics needs of each named source, cheap at 10,000 sources:
+        no item count (see SourceFacts.items), no date parsed."""
         rows = {row[0]: row for row in self.db.execute(
-            "SELECT name, last_poll, error_count, retired, degraded, entries, "
-            "CASE WHEN entries IS NULL THEN EXISTS (SELECT 1 FROM items "
-            "WHERE items.source = sources.name) ELSE 0 END, "
-            "last_success, failing_since FROM sources")}
-        found = []
-        for name in names:
-            row = rows.get(name)
-            if row is None:
-                found.append((SourceState(name=name), None, None))
-                continue
-            _, last_poll, errors, retired, degraded, entries, items, success, failing = row
-            found.append((SourceState(name=name, last_poll=_dt(last_poll), error_count=errors or 0,
-                                      retired=retired, degraded=degraded, entries=entries,
-                                      items=items), _dt(success), _dt(failing)))
-        return found
+            "SELECT name, retired IS NOT NULL, last_poll, error_count, degraded IS NOT NULL, "
+            "entries, CASE WHEN entries IS NULL THEN EXISTS (SELECT 1 FROM items "
+            "WHERE items.source = sources.name) ELSE 0 END, last_success, failing_since "
+            "FROM sources")}
+        never = (False, None, 0, False, None, 0, None, None)
+        return [SourceFacts._make(rows.get(name) or (name, *never)) for name in names]
 
     def withdrawn_per_language(self) -> dict[str, int]:
         """Items a takedown withdrew, per language group (a partial index answers)."""
