@@ -242,11 +242,15 @@ def test_status_page_failing_first_with_charts(farm: Farm, open_page, tmp_path: 
           if s["name"] == "unreachable"])
     text = visible_text(page)
     assert "HTTP 500 Internal Server Error" in text and "410" in text
-    charts = page.locator("svg.chart")
-    count = charts.count()
-    assert count == 5 + 2  # one per source, one per language (en, fa)
-    for n in range(count):
-        assert charts.nth(n).locator("rect.day").count() == DAYS
+    # a chart per language (en, fa): a bar per day
+    languages = page.locator("svg.chart.language")
+    assert languages.count() == 2
+    for n in range(2):
+        assert languages.nth(n).locator("rect.day").count() == DAYS
+    # a sparkline per source: a point per day
+    sources = page.eval_on_selector_all(
+        "svg.chart.source polyline.days", "lines => lines.map(l => l.points.numberOfItems)")
+    assert sources == [DAYS] * 5
     # today's bar of the English chart holds its 3 items
     today = page.locator('svg.language[data-language="en"] rect.day').last
     assert today.locator("title").text_content().endswith(": 3")
