@@ -264,3 +264,42 @@ def test_status_page_failing_first_with_charts(farm: Farm, open_page, tmp_path: 
     first = page.locator("tr.source").first
     assert first.locator("td.name").inner_text() == "english"
     assert first.locator("td.num").nth(2).inner_text() == "3"  # its items stored
+
+
+def test_status_page_is_paged_failing_first(tmp_path: Path) -> None:
+    """1,201 sources: three pages of 500; the failing ones lead the first."""
+    import re
+    from datetime import UTC, datetime, timedelta
+
+    import jinja2
+
+    from feedhub.admin import PAGE_SIZE, render_status
+    from feedhub.config import load_config
+    from feedhub.store import Store
+
+    hub = HubDir(tmp_path)
+    with hub.config.open("a", encoding="utf-8") as config:
+        for n in range(1201):
+            config.write(f'\n[[sources]]\nname = "s{n:04d}"\nurl = "https://s{n}.example/f"\n')
+    config = load_config(hub.config)
+    now = datetime.now(UTC)
+    with Store(config.hub.database) as store:
+        for n in range(1201):
+            failing = n in (7, 1100)
+            store.record_poll(f"s{n:04d}", url=f"https://s{n}.example/f", at=now,
+                              status=503 if failing else 200,
+                              error="HTTP 503 Service Unavailable" if failing else None,
+                              next_poll=now + timedelta(hours=1), entries=1)
+    templates = jinja2.Environment(loader=jinja2.PackageLoader("feedhub", "admin_templates"),
+                                   autoescape=True, undefined=jinja2.StrictUndefined)
+    first = render_status(templates, config, "state").decode()
+    rows = re.findall(r'<tr class="source" data-state="(\w+)">\s*<td class="name">(\w+)<', first)
+    assert len(rows) == PAGE_SIZE == 500
+    assert rows[:2] == [("failing", "s0007"), ("failing", "s1100")]
+    assert 'href="?sort=state&amp;page=2" rel="next"' in first and "Page 1 of 3" in first
+    last = render_status(templates, config, "name", page=3).decode()
+    names = re.findall(r'<td class="name">(\w+)<', last)
+    assert names == [f"s{n:04d}" for n in range(1000, 1201)]
+    assert 'rel="prev"' in last and 'rel="next"' not in last
+    beyond = render_status(templates, config, "name", page=99).decode()  # past the end: the last
+    assert re.findall(r'<td class="name">(\w+)<', beyond) == names
