@@ -228,6 +228,27 @@ def test_a_slow_client_does_not_hold_the_admin_server(farm: Farm) -> None:
             conn.close()
 
 
+def test_a_client_that_never_finishes_its_request_is_hung_up_on(farm: Farm) -> None:
+    """HEAD_TIMEOUT (10 s) for the whole head, however slowly it trickles in."""
+    port = int(farm.admin.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as conn:
+        started = time.monotonic()
+        conn.sendall(b"GET /metrics HTTP/1.1\r\n")
+        answer = b"x"
+        for n in range(12):  # a header line every second: each read alone is quick
+            try:
+                conn.sendall(b"X-%d: y\r\n" % n)
+            except OSError:
+                break
+            time.sleep(1)
+        try:
+            answer = conn.recv(100)
+        except OSError:
+            answer = b""
+        took = time.monotonic() - started
+    assert answer == b"" and 9 <= took < 14, (answer, took)
+
+
 def test_status_page_failing_first_with_charts(farm: Farm, open_page, tmp_path: Path) -> None:
     visit = open_page(farm.admin + "/status", DESKTOP)
     page = visit.page
