@@ -324,3 +324,17 @@ def test_status_page_is_paged_failing_first(tmp_path: Path) -> None:
     assert 'rel="prev"' in last and 'rel="next"' not in last
     beyond = render_status(templates, config, "name", page=99).decode()  # past the end: the last
     assert re.findall(r'<td class="name">(\w+)<', beyond) == names
+
+
+def test_an_admin_address_in_use_is_a_clear_failure(tmp_path: Path) -> None:
+    hub = HubDir(tmp_path)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        ran = hub.run("run", "--admin", f"127.0.0.1:{port}", timeout=30)
+    assert ran.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port} (--admin)" in ran.stderr
+    assert "Traceback" not in ran.stderr
+    same = hub.run("run", "--serve", "127.0.0.1:9464", "--admin", "127.0.0.1:9464")
+    assert same.returncode == 2 and "must differ" in same.stderr

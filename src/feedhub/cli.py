@@ -728,7 +728,7 @@ def run(ctx: click.Context, serve_address: tuple[str, int] | None,
                                  param_hint="--admin")
     try:
         daemon.run(ctx.obj["config"], serve_address, admin_address)
-    except AlreadyRunning as exc:
+    except (AlreadyRunning, daemon.CannotListen) as exc:
         _fail(str(exc))
     except ConfigError as exc:
         raise BadConfig(str(exc)) from None

@@ -22,7 +22,7 @@ import logging
 import os
 import random
 import signal
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,10 @@ PUBLISH_RETRY_SECONDS = 5.0  # after a failed publish (disk full, read-only)
 FIRST_POLL_SPREAD = 5.0  # never-polled sources start within this many seconds
 PARSER_WORKERS = os.cpu_count() or 1  # parsing is CPU-bound: one process per core
 PING_GRACE_SECONDS = 2.0  # at a stop, how long WebSub pings may run on before they are cancelled
+
+
+class CannotListen(Exception):
+    """--serve or --admin names an address that cannot be bound (in use, not ours)."""
 
 
 class Daemon:
@@ -340,9 +344,9 @@ def run(config_path: Path, serve: tuple[str, int] | None = None,
         servers: list[Any] = []
         try:
             if serve:
-                servers.append(serve_in_thread(config, serve))
+                servers.append(_listen("--serve", serve, lambda: serve_in_thread(config, serve)))
             if admin:
-                servers.append(admin_in_thread(daemon, admin))
+                servers.append(_listen("--admin", admin, lambda: admin_in_thread(daemon, admin)))
             await daemon.run()
         finally:
             for server in servers:
@@ -350,3 +354,11 @@ def run(config_path: Path, serve: tuple[str, int] | None = None,
                 server.server_close()
 
     asyncio.run(main())
+
+
+def _listen(option: str, address: tuple[str, int], start: Callable[[], Any]) -> Any:
+    try:
+        return start()
+    except OSError as exc:
+        raise CannotListen(f"cannot listen on {address[0]}:{address[1]} ({option}): "
+                           f"{exc.strerror or exc}") from None
