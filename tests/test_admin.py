@@ -43,6 +43,7 @@ class Farm:
     hub: HubDir
     public: str
     admin: str
+    server: FeedServer
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +57,9 @@ def farm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Farm]:
         server.serve("/fa.rss", feed("persian", "fa", "1", "2"))
         server.error("/broken.rss", 500)
         server.error("/gone.rss", 410)
+        server.receive_posts("/hub")  # a WebSub hub
+        hub.config.write_text(hub.config.read_text(encoding="utf-8").replace(
+            "[hub]\n", f'[hub]\nwebsub_hubs = ["{server.url("/hub")}"]\n', 1), encoding="utf-8")
         closed = free_port()  # nothing listens there
         for name, url in (("english", server.url("/en.rss")), ("persian", server.url("/fa.rss")),
                           ("broken", server.url("/broken.rss")), ("departed", server.url("/gone.rss")),
@@ -72,7 +76,7 @@ def farm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Farm]:
             wait_for(polled, timeout=30, step=0.3)
             time.sleep(2)  # past the publish debounce (1 s): nothing happens after this
             wait_for(lambda: _answers(f"http://127.0.0.1:{admin}/healthz"), timeout=10)
-            yield Farm(hub, f"http://127.0.0.1:{public}", f"http://127.0.0.1:{admin}")
+            yield Farm(hub, f"http://127.0.0.1:{public}", f"http://127.0.0.1:{admin}", server)
         finally:
             log = stop(daemon)
         assert daemon.returncode == 0, log
@@ -142,7 +146,10 @@ def test_metrics_agree_with_status_json(farm: Farm) -> None:
                  "feedhub_publish_duration_seconds_count") >= 1
     assert value(metrics["feedhub_published_files"], "feedhub_published_files_total",
                  kind="feed") >= 3  # en, fa, all at least
-    assert value(metrics["feedhub_websub_pings"], "feedhub_websub_pings_total", outcome="ok") == 0
+    pinged = len(farm.server.requests_for("/hub"))
+    assert pinged >= 3  # en, fa, all at least
+    assert value(metrics["feedhub_websub_pings"], "feedhub_websub_pings_total", outcome="ok") == pinged
+    assert value(metrics["feedhub_websub_pings"], "feedhub_websub_pings_total", outcome="failed") == 0
     assert value(metrics["feedhub_config_reloads"], "feedhub_config_reloads_total",
                  outcome="refused") == 0
     assert value(metrics["feedhub_parser_pool_restarts"],
