@@ -21,9 +21,10 @@ from browser import DESKTOP, visible_text
 from feedhub import __version__
 from feedhub.status import STATES
 from feedserver import FeedServer
-from hubdir import ITEM, RSS, HubDir, stop, wait_for
+from hubdir import FIXTURES, ITEM, RSS, HubDir, stop, wait_for
 
 DAYS = 30
+PAGES = FIXTURES / "pages"
 
 
 def free_port() -> int:
@@ -58,13 +59,20 @@ def farm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Farm]:
         server.error("/broken.rss", 500)
         server.error("/gone.rss", 410)
         server.receive_posts("/hub")  # a WebSub hub
+        # teasers: one article page extracted, one missing (404)
+        server.serve("/teasers.rss", teasers(server.base_url))
+        server.serve("/articles/en", (PAGES / "en-article.html").read_bytes(),
+                     content_type="text/html; charset=utf-8")
+        server.error("/articles/missing", 404)
         hub.config.write_text(hub.config.read_text(encoding="utf-8").replace(
             "[hub]\n", f'[hub]\nwebsub_hubs = ["{server.url("/hub")}"]\n', 1), encoding="utf-8")
         closed = free_port()  # nothing listens there
         for name, url in (("english", server.url("/en.rss")), ("persian", server.url("/fa.rss")),
                           ("broken", server.url("/broken.rss")), ("departed", server.url("/gone.rss")),
-                          ("unreachable", f"http://127.0.0.1:{closed}/feed.rss")):
-            added = hub.run("add", url, "--name", name, "--no-check", "--no-fulltext")
+                          ("unreachable", f"http://127.0.0.1:{closed}/feed.rss"),
+                          ("teasers", server.url("/teasers.rss"))):
+            fulltext = [] if name == "teasers" else ["--no-fulltext"]
+            added = hub.run("add", url, "--name", name, "--no-check", *fulltext)
             assert added.returncode == 0, added.stderr
         public, admin = free_port(), free_port()
         daemon = hub.start("run", "--serve", f"127.0.0.1:{public}", "--admin", f"127.0.0.1:{admin}")
@@ -80,6 +88,18 @@ def farm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Farm]:
         finally:
             log = stop(daemon)
         assert daemon.returncode == 0, log
+
+
+def teasers(base: str) -> str:
+    """Two items carrying only a teaser (so their pages are fetched), no language."""
+    words = " ".join((PAGES / "en-article.paragraphs.txt").read_text(encoding="utf-8")
+                     .splitlines()[0].split()[:12]) + " …"
+    items = "".join(f"<item><title>Teaser {slug}</title><link>{base}/articles/{slug}</link>"
+                    f"<guid>teaser-{slug}</guid><description>{words}</description></item>"
+                    for slug in ("en", "missing"))
+    return ('<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>T</title>'
+            f"<link>https://teasers.example/</link><description>d</description>{items}"
+            "</channel></rss>")
 
 
 def _answers(url: str) -> bool:
@@ -109,13 +129,13 @@ def test_metrics_agree_with_status_json(farm: Farm) -> None:
     metrics = scrape(farm)
     status = json.loads(farm.hub.run("status", "--json").stdout)
     summary = status["summary"]
-    assert summary["ok"] == 2 and summary["failing"] == 2 and summary["retired"] == 1
+    assert summary["ok"] == 3 and summary["failing"] == 2 and summary["retired"] == 1
     # every state is there, the ones no source is in at 0
     for state in STATES:
         assert value(metrics["feedhub_sources"], "feedhub_sources", state=state) == summary[state]
 
     polls = metrics["feedhub_polls"]
-    assert value(polls, "feedhub_polls_total", outcome="200", kind="none") == 2
+    assert value(polls, "feedhub_polls_total", outcome="200", kind="none") == 3
     assert value(polls, "feedhub_polls_total", outcome="error", kind="http") == 1
     assert value(polls, "feedhub_polls_total", outcome="error", kind="network") == 1
     assert value(polls, "feedhub_polls_total", outcome="error", kind="gone") == 1
@@ -135,13 +155,19 @@ def test_metrics_agree_with_status_json(farm: Farm) -> None:
     items = metrics["feedhub_items"]
     for language, count in summary["items_per_language"].items():
         assert value(items, "feedhub_items_total", change="new", language=language) == count
-    assert summary["items_per_language"] == {"en": 3, "fa": 2}
+    assert summary["items_per_language"]["fa"] == 2 and summary["items_per_language"]["en"] >= 4
     assert sum(v for n, labels, v in items if labels["change"] == "updated") == 0
 
     fetch = metrics["feedhub_fetch_duration_seconds"]
     assert value(fetch, "feedhub_fetch_duration_seconds_count") == total_polls
     assert value(fetch, "feedhub_fetch_duration_seconds_bucket", le="+Inf") == total_polls
     assert value(metrics["feedhub_fetched_bytes"], "feedhub_fetched_bytes_total", kind="feed") > 0
+    fulltext = metrics["feedhub_fulltext_extractions"]
+    assert value(fulltext, "feedhub_fulltext_extractions_total", outcome="extracted") == 1
+    assert value(fulltext, "feedhub_fulltext_extractions_total", outcome="http_error") == 1
+    assert value(fulltext, "feedhub_fulltext_extractions_total", outcome="shorter") == 0
+    assert value(metrics["feedhub_fetched_bytes"], "feedhub_fetched_bytes_total",
+                 kind="article") >= len((PAGES / "en-article.html").read_bytes())
     assert value(metrics["feedhub_publish_duration_seconds"],
                  "feedhub_publish_duration_seconds_count") >= 1
     assert value(metrics["feedhub_published_files"], "feedhub_published_files_total",
@@ -281,10 +307,13 @@ def test_status_page_failing_first_with_charts(farm: Farm, open_page, tmp_path: 
     # a sparkline per source: a point per day
     sources = page.eval_on_selector_all(
         "svg.chart.source polyline.days", "lines => lines.map(l => l.points.numberOfItems)")
-    assert sources == [DAYS] * 5
-    # today's bar of the English chart holds its 3 items
-    today = page.locator('svg.language[data-language="en"] rect.day').last
-    assert today.locator("title").text_content().endswith(": 3")
+    assert sources == [DAYS] * 6
+    # today's bar of each language chart holds all its items (all first seen today)
+    per_language = json.loads(farm.hub.run("status", "--json").stdout)["summary"][
+        "items_per_language"]
+    for language, count in per_language.items():
+        today = page.locator(f'svg.language[data-language="{language}"] rect.day').last
+        assert today.locator("title").text_content().endswith(f": {count}")
     page.screenshot(path=str(tmp_path / "status.png"), full_page=True)
 
     # sortable without JavaScript: a link per column
