@@ -105,9 +105,10 @@ def report(config: Config, store: Store) -> Report:
 
 def health(config: Config) -> dict[str, object]:
     """/healthz in detail (the admin address): ok when a daemon holds the
-    database and no source is failing."""
+    database and no source is failing. Read-only: never waits for the write
+    lock a publish holds (a Store migrates, and so takes it, when opened)."""
     running = DaemonLock.held(config.hub.database)
-    with Store(config.hub.database) as store:
+    with Store.reader(config.hub.database) as store:
         states = store.source_states([s.name for s in config.sources])
     failing = [s.name for s in states if s.error_count and not s.retired]
     return {"status": "ok" if running and not failing else "degraded",
