@@ -157,6 +157,8 @@ def test_metrics_agree_with_status_json(farm: Farm) -> None:
         assert value(items, "feedhub_items_total", change="new", language=language) == count
     assert summary["items_per_language"]["fa"] == 2 and summary["items_per_language"]["en"] >= 4
     assert sum(v for n, labels, v in items if labels["change"] == "updated") == 0
+    # [languages.fa] is configured: its counters were there from the start
+    assert value(items, "feedhub_items_total", change="updated", language="fa") == 0
 
     fetch = metrics["feedhub_fetch_duration_seconds"]
     assert value(fetch, "feedhub_fetch_duration_seconds_count") == total_polls

@@ -68,6 +68,7 @@ class Daemon:
         self._publisher: asyncio.Task[None] | None = None
         self._config_stamp = _stamp(config.path)
         self.metrics = Metrics()  # the admin address's /metrics
+        self.metrics.seed_languages(config.languages)
 
     async def run(self) -> None:
         with DaemonLock(self.config.hub.database):

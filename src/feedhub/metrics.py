@@ -22,7 +22,7 @@ from __future__ import annotations
 import platform
 import re
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -37,7 +37,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from feedhub import __version__
-from feedhub.models import PollReport, StoreOutcome
+from feedhub.models import PollReport, StoreOutcome, primary_subtag
 from feedhub.status import STATES, source_health
 from feedhub.store import Store
 
@@ -113,6 +113,12 @@ class Metrics:
                                 (self.reloads, RELOAD_OUTCOMES)):
             for value in values:
                 counter.labels(value)
+
+    def seed_languages(self, languages: Iterable[str]) -> None:
+        """The configured languages' item counters, at 0 from the start."""
+        for language in languages:
+            for change in ITEM_CHANGES:
+                self.items.labels(change, language_label(primary_subtag(language)))
 
     def poll(self, report: PollReport) -> None:
         if report.error is not None:
