@@ -21,6 +21,7 @@ from browser import DESKTOP, visible_text
 from feedhub import __version__
 from feedhub.status import STATES
 from feedserver import FeedServer
+from htmlcheck import assert_valid_html5
 from hubdir import FIXTURES, ITEM, RSS, HubDir, stop, wait_for
 
 DAYS = 30
@@ -317,6 +318,7 @@ def test_status_page_failing_first_with_charts(farm: Farm, open_page, tmp_path: 
         today = page.locator(f'svg.language[data-language="{language}"] rect.day').last
         assert today.locator("title").text_content().endswith(f": {count}")
     page.screenshot(path=str(tmp_path / "status.png"), full_page=True)
+    assert_valid_html5(httpx.get(farm.admin + "/status").content)  # the Nu checker, as the pages
 
     # sortable without JavaScript: a link per column
     page.click('th a[href="?sort=name"]')
