@@ -717,8 +717,8 @@ def run(ctx: click.Context, serve_address: tuple[str, int] | None,
 
     \b
     Example:
-        feedhub --config /etc/feedhub/config.toml run --serve 127.0.0.1:8080 \
-            --admin 127.0.0.1:9464
+        feedhub --config /etc/feedhub/config.toml run --serve 127.0.0.1:8080
+        feedhub run --serve 0.0.0.0:8080 --admin 127.0.0.1:9464
     """
     from feedhub import daemon
 
