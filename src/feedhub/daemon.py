@@ -34,7 +34,7 @@ from feedhub.config import ConfigError, load_config
 from feedhub.hub import Hub, make_fetcher
 from feedhub.models import Config, SourceConfig
 from feedhub.publish import PublishedFeed
-from feedhub.server import serve_in_thread
+from feedhub.server import serve_in_process, stop_process
 from feedhub.store import Store
 from feedhub.websub import Notifier
 
@@ -308,12 +308,11 @@ def run(config_path: Path, serve: tuple[str, int] | None = None) -> None:
     async def main() -> None:
         daemon = Daemon(config)
         daemon.install_signal_handlers()
-        server = serve_in_thread(config, serve) if serve else None
+        server = serve_in_process(config_path, serve) if serve else None
         try:
             await daemon.run()
         finally:
             if server is not None:
-                server.shutdown()
-                server.server_close()
+                stop_process(server)
 
     asyncio.run(main())
