@@ -14,6 +14,7 @@ daemon runs and how the sources fare.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -26,6 +27,7 @@ from collections import OrderedDict
 from datetime import UTC, datetime
 from email.utils import formatdate, parsedate_to_datetime
 from pathlib import Path
+from stat import S_ISREG
 from typing import Any
 
 from feedhub._files import DaemonLock
@@ -48,44 +50,55 @@ CACHE_BYTES = 64 * 1024 * 1024
 # connection is closed); no request body at all (413); GET and HEAD only (405)
 MAX_HEADER_BYTES = 16 * 1024
 HEADER_READ_TIMEOUT_MS = 10_000
-ENCODINGS = (("br", ".br"), ("gzip", ".gz"))  # preferred first
+ENCODINGS = ((b"br", ".br"), (b"gzip", ".gz"))  # preferred first
+# what a request path resolves to (symlinks followed) is kept this long
+RESOLVED_TTL = 1.0
 
 Headers = list[tuple[bytes, bytes]]
 
 
 class _File:
-    __slots__ = ("body", "etag", "key", "mtime")
+    """A file's bytes and the response headers that depend on them alone."""
 
-    def __init__(self, key: tuple[int, int, int], body: bytes, etag: str, mtime: float):
-        self.key, self.body, self.etag, self.mtime = key, body, etag, mtime
+    __slots__ = ("body", "etag", "key", "last_modified", "length", "mtime")
+
+    def __init__(self, key: tuple[int, int, int], body: bytes, mtime: float):
+        self.key, self.body, self.mtime = key, body, mtime
+        self.etag = b'"' + hashlib.sha256(body).hexdigest()[:32].encode() + b'"'
+        self.last_modified = formatdate(mtime, usegmt=True).encode()
+        self.length = b"%d" % len(body)
 
 
 class FeedApp:
-    """The ASGI app: one per worker process."""
+    """The ASGI app: one per worker process. Paths are plain strings here
+    and what a request path resolves to is kept for a second: pathlib and
+    realpath were half of a request's time."""
 
     def __init__(self, config: Config):
         self.config = config
-        self.root = config.hub.output_dir.resolve()
-        self.archive = self.root / ARCHIVE_DIR
-        self._cache: OrderedDict[Path, _File] = OrderedDict()
+        self.root = str(config.hub.output_dir.resolve())
+        self.archive = os.path.join(self.root, ARCHIVE_DIR) + os.sep
+        self._cache: OrderedDict[str, _File] = OrderedDict()
         self._cached_bytes = 0
+        self._resolved: dict[str, tuple[float, str]] = {}
         self._max_age = (0.0, MIN_MAX_AGE)
 
     # -- files --------------------------------------------------------------
 
-    def load(self, path: Path, stat: os.stat_result) -> _File:
+    def load(self, path: str, stat: os.stat_result) -> _File:
         """The file's bytes and strong ETag (a hash of its bytes), cached
-        while its (mtime, size, inode) stay the same."""
+        (at most CACHE_BYTES, least recently used out first) while its
+        (mtime, size, inode) stay the same."""
         key = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
         cached = self._cache.get(path)
         if cached is not None and cached.key == key:
             self._cache.move_to_end(path)
             return cached
-        body = path.read_bytes()
+        with open(path, "rb") as handle:
+            body = handle.read()
         if len(body) != stat.st_size:  # replaced between stat and read: hash what was read
             key = (0, len(body), 0)
-        found = _File(key, body, '"' + hashlib.sha256(body).hexdigest()[:32] + '"',
-                      stat.st_mtime)
+        found = _File(key, body, stat.st_mtime)
         if cached is not None:
             self._cached_bytes -= len(cached.body)
         self._cache[path] = found
@@ -96,11 +109,15 @@ class FeedApp:
             self._cached_bytes -= len(dropped.body)
         return found
 
-    def resolve(self, path: str) -> Path | None:
+    def resolve(self, path: str) -> str | None:
         """The file under the output directory, or None: no '..', no
         absolute paths, no symlink that leads outside, no hidden files, and
         not the compressed copies themselves (they are served in place of
-        their document, never by their own name)."""
+        their document, never by their own name). Whether it is a regular
+        file is for the caller's stat."""
+        now = time.monotonic()
+        if (known := self._resolved.get(path)) is not None and now - known[0] < RESOLVED_TTL:
+            return known[1]
         relative = path.lstrip("/") or "index.html"
         if "\x00" in relative or "\\" in relative or any(
                 part in ("..", "") or part.startswith(".") for part in relative.split("/")):
@@ -108,30 +125,35 @@ class FeedApp:
         if relative.endswith((".gz", ".br")):
             return None
         try:
-            target = (self.root / relative).resolve()
+            target = os.path.realpath(os.path.join(self.root, relative))
         except (OSError, ValueError):
             return None
-        if not target.is_relative_to(self.root) or not target.is_file():
+        if not target.startswith(self.root + os.sep):
             return None
+        if len(self._resolved) >= 10_000:
+            self._resolved.clear()
+        self._resolved[path] = (now, target)
         return target
 
-    def representation(self, target: Path, accepted: str) -> tuple[Path, os.stat_result, str | None]:
+    def representation(self, target: str, accepted: bytes) -> tuple[str, os.stat_result, bytes | None]:
         """The file to send: the document's brotli or gzip copy when the
         client accepts it and the copy is not older than the document (a
         copy is renamed into place right after its document), else the
-        document itself."""
-        stat = target.stat()
-        if accepted and target.suffix in COMPRESSED_TYPES:
+        document itself. OSError if the document is not there."""
+        stat = os.stat(target)
+        if not S_ISREG(stat.st_mode):
+            raise FileNotFoundError(target)
+        if accepted and target.endswith(COMPRESSED_TYPES):
             codings = _accepted_codings(accepted)
             for coding, suffix in ENCODINGS:
                 if coding not in codings:
                     continue
-                copy = target.with_name(target.name + suffix)
+                copy = target + suffix
                 try:
-                    copy_stat = copy.stat()
+                    copy_stat = os.stat(copy)
                 except OSError:
                     continue
-                if copy_stat.st_mtime_ns >= stat.st_mtime_ns:
+                if copy_stat.st_mtime_ns >= stat.st_mtime_ns and S_ISREG(copy_stat.st_mode):
                     return copy, copy_stat, coding
         return target, stat, None
 
@@ -194,55 +216,56 @@ class FeedApp:
         if target is None:
             return _plain(404, b"not found\n")
         try:
-            sent, stat, coding = self.representation(
-                target, request.get(b"accept-encoding", b"").decode("latin-1"))
+            sent, stat, coding = self.representation(target, request.get(b"accept-encoding", b""))
             found = self.load(sent, stat)
-        except OSError:  # removed meanwhile
+        except OSError:  # not there, or removed meanwhile
             return _plain(404, b"not found\n")
         # an archive page changes only on a takedown: cache it for a day,
         # not forever, so a takedown reaches caches within one
-        max_age = ARCHIVE_MAX_AGE if target.is_relative_to(self.archive) else self.max_age()
-        headers = [(b"etag", found.etag.encode()),
-                   (b"last-modified", formatdate(found.mtime, usegmt=True).encode()),
+        max_age = ARCHIVE_MAX_AGE if target.startswith(self.archive) else self.max_age()
+        headers = [(b"etag", found.etag), (b"last-modified", found.last_modified),
                    (b"cache-control", b"public, max-age=%d" % max_age),
                    (b"vary", b"Accept-Encoding")]
         if _not_modified(request, found.etag, found.mtime):
             return 304, headers, b""
         if coding:
-            headers.append((b"content-encoding", coding.encode()))
-        headers.append((b"content-type",
-                        TYPES.get(target.suffix, "application/octet-stream").encode()))
+            headers.append((b"content-encoding", coding))
+        headers.append((b"content-type", _type(target)))
+        headers.append((b"content-length", found.length))
         return 200, headers, found.body
+
+
+def _type(path: str) -> bytes:
+    return TYPES.get(os.path.splitext(path)[1], "application/octet-stream").encode()
 
 
 def _plain(status: int, body: bytes, extra: Headers | None = None) -> tuple[int, Headers, bytes]:
     return status, [(b"content-type", b"text/plain"), *(extra or [])], body
 
 
-def _accepted_codings(header: str) -> set[str]:
+@functools.lru_cache(maxsize=256)
+def _accepted_codings(header: bytes) -> frozenset[bytes]:
     """The content codings an Accept-Encoding allows (q=0 excludes one)."""
     codings = set()
-    for part in header.lower().split(","):
-        name, _, params = part.partition(";")
-        name = name.strip()
+    for part in header.lower().split(b","):
+        name, _, params = part.partition(b";")
         q = params.strip()
-        if q.startswith("q="):
+        if q.startswith(b"q="):
             try:
                 if float(q[2:]) <= 0:
                     continue
             except ValueError:
                 continue
-        codings.add(name)
-    if "*" in codings:
-        codings |= {"br", "gzip"}
-    return codings
+        codings.add(name.strip())
+    if b"*" in codings:
+        codings |= {b"br", b"gzip"}
+    return frozenset(codings)
 
 
-def _not_modified(request: dict[bytes, bytes], etag: str, mtime: float) -> bool:
+def _not_modified(request: dict[bytes, bytes], etag: bytes, mtime: float) -> bool:
     if (match := request.get(b"if-none-match")) is not None:
-        text = match.decode("latin-1")
-        return text.strip() == "*" or etag in [
-            tag.strip().removeprefix("W/") for tag in text.split(",")]
+        return match.strip() == b"*" or etag in [
+            tag.strip().removeprefix(b"W/") for tag in match.split(b",")]
     since = request.get(b"if-modified-since")
     if since:
         try:
