@@ -48,7 +48,7 @@ http {{
         application/feed+json json;
     }}
     charset utf-8;
-    charset_types application/atom+xml text/html text/x-opml application/feed+json;
+    charset_types application/atom+xml text/x-opml application/feed+json;  # text/html is already
     client_header_buffer_size 1k;
     large_client_header_buffers 4 16k;
     client_header_timeout 10s;
@@ -59,6 +59,7 @@ http {{
         listen 127.0.0.1:{port};
         root {root};
         gzip_static on;
+        gzip_vary on;
         {brotli}
         location ~ /\\. {{ return 404; }}
     }}
@@ -109,7 +110,9 @@ def build(workdir: Path, feeds: int, items: int) -> Path:
         return config
     farm = Farm(feeds, items, workdir)
     try:
-        feedhub_config(workdir, farm.urls_file.read_text().split())
+        text = feedhub_config(workdir, farm.urls_file.read_text().split()).read_text()
+        # 80 entries: an en.atom of ~600 KB, the size of the issue's measurement
+        config.write_text(text.replace("[hub]\n", "[hub]\nitems_per_feed = 80\n", 1))
         started = time.monotonic()
         subprocess.run([str(FEEDHUB), "--config", str(config), "--log-level", "warning", "poll"],
                        check=True, stdout=subprocess.DEVNULL)
@@ -188,11 +191,12 @@ def compare(config: Path, root: Path, args: argparse.Namespace) -> list[dict[str
 
 
 def poll_round(workdir: Path, feeds: int, items: int, seed_feeds: Path, load: bool,
-               args: argparse.Namespace) -> float:
+               args: argparse.Namespace) -> tuple[float, float | None]:
     """Seconds `feedhub run --serve` takes to poll every farm feed once
     (a cold round: all sources are new), with wrk on its server or not.
     The output dir starts as a copy of the built one, so there is an
-    en.atom to serve from the first second."""
+    en.atom to serve from the first second. Returns the seconds and wrk's
+    requests a second meanwhile."""
     round_dir = workdir / ("round-load" if load else "round-idle")
     shutil.rmtree(round_dir, ignore_errors=True)
     round_dir.mkdir()
@@ -209,18 +213,26 @@ def poll_round(workdir: Path, feeds: int, items: int, seed_feeds: Path, load: bo
         if load:
             wait_up(base + "/index.opml")
             wrk_process = subprocess.Popen(
-                ["wrk", f"-c{args.connections}", "-t2", "-d120s", "-H", "Accept-Encoding: gzip",
-                 base + "/" + args.path], stdout=subprocess.DEVNULL)
+                ["wrk", f"-c{args.connections}", "-t2", "-d300s", "-H", "Accept-Encoding: gzip",
+                 base + "/" + args.path], stdout=subprocess.PIPE, text=True)
         started = time.monotonic()
         deadline = started + 300
         while int(farm.call("GET", "/_stats")["requests"]) < feeds:
             if time.monotonic() > deadline:
                 raise SystemExit("the poll round did not complete")
             time.sleep(0.05)
-        return time.monotonic() - started
+        seconds = time.monotonic() - started
+        rate = None
+        if wrk_process is not None:
+            wrk_process.send_signal(signal.SIGINT)  # wrk prints its summary and exits
+            out, _ = wrk_process.communicate(timeout=30)
+            wrk_process = None
+            if found := re.search(r"Requests/sec:\s+([\d.]+)", out):
+                rate = float(found.group(1))
+        return seconds, rate
     finally:
         if wrk_process is not None:
-            wrk_process.terminate()
+            wrk_process.kill()
             wrk_process.wait()
         if process is not None:
             stop(process)
@@ -238,6 +250,8 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--workers", type=int, default=1,
                         help="feedhub serve's worker processes and nginx's worker_processes")
+    parser.add_argument("--rounds", type=int, default=2, help="pairs of poll rounds")
+    parser.add_argument("--no-compare", action="store_true", help="only the poll round")
     parser.add_argument("--round-feeds", type=int, default=300,
                         help="farm feeds of the `run --serve` poll round (0: skip it)")
     args = parser.parse_args()
@@ -246,7 +260,7 @@ def main() -> None:
     config = build(workdir, args.feeds, args.items)
     root = (workdir / "feeds").resolve()
     load_avg = os.getloadavg()[0]
-    rows = compare(config, root, args)
+    rows = [] if args.no_compare else compare(config, root, args)
     print(f"\nwrk -c{args.connections} -t2 -d{args.seconds}s on /{args.path}, load average at start "
           f"{load_avg:.2f}, {os.cpu_count()} cores")
     print("| test | feedhub req/s | nginx req/s | feedhub/nginx | feedhub errors/timeouts "
@@ -257,11 +271,14 @@ def main() -> None:
               f"| {r['feedhub_errors']}/{r['feedhub_timeouts']} "
               f"| {r['nginx_errors']}/{r['nginx_timeouts']} |")
     if args.round_feeds:
-        idle = poll_round(workdir, args.round_feeds, args.items, root, False, args)
-        busy = poll_round(workdir, args.round_feeds, args.items, root, True, args)
-        print(f"\n`feedhub run --serve`, a cold poll round of {args.round_feeds} farm feeds: "
-              f"{idle:.2f} s without load, {busy:.2f} s with wrk -c{args.connections} "
-              f"(gzip'd GETs) on its server ({busy / idle:.2f}x)")
+        print(f"\n`feedhub run --serve`, a cold poll round of {args.round_feeds} farm feeds "
+              f"(wrk -c{args.connections} -t2, gzip'd GETs of /{args.path}, on its server or not):")
+        for n in range(1, args.rounds + 1):
+            idle, _ = poll_round(workdir, args.round_feeds, args.items, root, False, args)
+            busy, rate = poll_round(workdir, args.round_feeds, args.items, root, True, args)
+            print(f"  {n}: {idle:.2f} s without load, {busy:.2f} s with it ({busy / idle:.2f}x; "
+                  f"the server answered {rate or 0:,.0f} req/s meanwhile), "
+                  f"load average {os.getloadavg()[0]:.2f}", flush=True)
     print(json.dumps({"rows": rows}), file=sys.stderr)
 
 

@@ -51,6 +51,8 @@ CACHE_BYTES = 64 * 1024 * 1024
 MAX_HEADER_BYTES = 16 * 1024
 HEADER_READ_TIMEOUT_MS = 10_000
 ENCODINGS = ((b"br", ".br"), (b"gzip", ".gz"))  # preferred first
+# `run --serve`: the server's nice(2) increment, below the daemon's polling
+SERVE_NICENESS = 10
 # what a request path resolves to (symlinks followed) is kept this long
 RESOLVED_TTL = 1.0
 
@@ -327,11 +329,16 @@ def stop_process(child: subprocess.Popen[bytes]) -> None:
 
 
 def die_with_parent() -> None:
-    """In `feedhub serve` started by the daemon: SIGTERM when the daemon
-    dies, even by SIGKILL (Linux's PR_SET_PDEATHSIG), so no server is
-    left holding the port."""
+    """In `feedhub serve` started by the daemon: a lower CPU priority
+    (SERVE_NICENESS), and SIGTERM when the daemon dies, even by SIGKILL
+    (Linux's PR_SET_PDEATHSIG), so no server is left holding the port."""
     parent = os.environ.pop("FEEDHUB_SERVE_PARENT", None)
-    if parent is None or not sys.platform.startswith("linux"):
+    if parent is None:
+        return
+    # the daemon's polling comes first: on a busy machine the server (and
+    # its workers, which inherit this) gets the CPU polling leaves
+    os.nice(SERVE_NICENESS)
+    if not sys.platform.startswith("linux"):
         return
     import ctypes
 
