@@ -213,8 +213,9 @@ def poll_round(workdir: Path, feeds: int, items: int, seed_feeds: Path, load: bo
         if load:
             wait_up(base + "/index.opml")
             wrk_process = subprocess.Popen(
-                ["wrk", f"-c{args.connections}", "-t2", "-d300s", "-H", "Accept-Encoding: gzip",
-                 base + "/" + args.path], stdout=subprocess.PIPE, text=True)
+                ["nice", "-n", str(args.wrk_nice), "wrk", f"-c{args.connections}", "-t2", "-d300s",
+                 "-H", "Accept-Encoding: gzip", base + "/" + args.path],
+                stdout=subprocess.PIPE, text=True)
         started = time.monotonic()
         deadline = started + 300
         while int(farm.call("GET", "/_stats")["requests"]) < feeds:
@@ -250,6 +251,9 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--workers", type=int, default=1,
                         help="feedhub serve's worker processes and nginx's worker_processes")
+    parser.add_argument("--wrk-nice", type=int, default=0,
+                        help="run the round's wrk at this niceness (to tell its own CPU from "
+                             "the server's: on loopback they share the machine)")
     parser.add_argument("--rounds", type=int, default=2, help="pairs of poll rounds")
     parser.add_argument("--no-compare", action="store_true", help="only the poll round")
     parser.add_argument("--round-feeds", type=int, default=300,
