@@ -114,9 +114,17 @@ class WriteBatch:
         _sync_files([tmp for tmp, _ in pending])
         self._pending = []
         directories: dict[Path, None] = {}
-        for tmp, path in pending:
-            os.replace(tmp, path)
-            directories[path.parent] = None
+        renamed = 0
+        try:
+            for tmp, path in pending:
+                os.replace(tmp, path)
+                renamed += 1
+                directories[path.parent] = None
+        except BaseException:  # no temp file left behind by a rename that failed
+            for tmp, _ in pending[renamed:]:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+            raise
         for directory in directories:
             _fsync_directory(directory)
 
