@@ -529,10 +529,11 @@ def batched_writes() -> Iterator[None]:
 # the server (server.py) and nginx's gzip_static/brotli_static to send as
 # they are: compressing a 600 KB feed on every request held a server to 62
 # requests a second. Deterministic (gzip mtime 0): the same bytes for the
-# same document. The levels are a publish's cost: on the bench's output
-# (feeds and pages, 455 MB) gzip 9 and brotli 6 cost 25 s of CPU, gzip 4
-# and brotli 5 about 11 s for files 5% and 1% larger (ratios 0.229, 0.191);
-# both release the GIL, so the writer threads compress beside rendering.
+# same document. The levels are a publish's cost, about 3 ms of CPU for a
+# 120 KB document here (gzip 9 and brotli 6: twice that; gzip 1 and brotli
+# 3: half, for copies 13% and 11% larger); both release the GIL, so the
+# writer threads compress beside rendering. A full publish of the bench's
+# 1,000 feeds takes about twice as long with them (bench/README.md).
 COMPRESSED_TYPES = (".atom", ".html", ".opml", ".json")
 ENCODINGS = {".br": lambda data: brotli.compress(data, quality=5),
              ".gz": lambda data: gzip.compress(data, compresslevel=4, mtime=0)}
