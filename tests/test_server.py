@@ -1,9 +1,14 @@
-"""`feedhub serve` and `feedhub run --serve`: what feed readers get."""
+"""`feedhub serve` and `feedhub run --serve`: what feed readers get.
+
+Issue 15: Granian serves; the .br/.gz copies publishing wrote are sent as
+they are, each with its own ETag; requests are bounded (headers, bodies,
+methods, slow clients)."""
 
 from __future__ import annotations
 
 import gzip
 import json
+import os
 import signal
 import socket
 import time
@@ -52,8 +57,11 @@ def test_feeds_are_served_with_validators_and_304(served: str) -> None:
     assert first.headers["etag"].startswith('"') and "last-modified" in first.headers
     assert "max-age=" in first.headers["cache-control"]
     assert not feedparser.parse(first.content).bozo
-    again = httpx.get(served + "/en.atom", headers={"If-None-Match": first.headers["etag"]})
+    again = httpx.get(served + "/en.atom", headers={"If-None-Match": first.headers["etag"],
+                                                    "Accept-Encoding": "identity"})
     assert again.status_code == 304 and again.content == b""
+    assert again.headers["etag"] == first.headers["etag"]
+    assert "max-age=" in again.headers["cache-control"]
     since = httpx.get(served + "/en.atom",
                       headers={"If-Modified-Since": first.headers["last-modified"]})
     assert since.status_code == 304
@@ -82,7 +90,7 @@ def test_brotli_on_request(served: str) -> None:
         while chunk := conn.recv(65536):
             answer += chunk
     head, _, body = answer.partition(b"\r\n\r\n")
-    assert b"\r\nContent-Encoding: br\r\n" in head
+    assert b"\r\ncontent-encoding: br\r\n" in head.lower()
     assert brotli.decompress(body) == plain.content and len(body) < len(plain.content)
 
 
@@ -140,3 +148,145 @@ def test_run_serve_serves_while_the_daemon_polls(tmp_path, feed_server) -> None:
     finally:
         log = stop(daemon)
     assert daemon.returncode == 0, log
+
+
+def _raw(base: str, path: str, encoding: str) -> httpx.Response:
+    """A response whose body is left as the server sent it (not decoded)."""
+    with httpx.Client() as client, client.stream(
+            "GET", base + path, headers={"Accept-Encoding": encoding}) as response:
+        response.raw_body = b"".join(response.iter_raw())  # type: ignore[attr-defined]
+        return response
+
+
+@pytest.mark.parametrize(("accept", "coding", "suffix"), [
+    ("gzip", "gzip", ".gz"), ("br", "br", ".br"), ("gzip, deflate, br", "br", ".br"),
+    ("br;q=0, gzip", "gzip", ".gz"), ("*", "br", ".br")])
+@pytest.mark.parametrize("path", ["en.atom", "index.html", "index.opml", "sources/wsws.atom"])
+def test_the_precompressed_copy_is_sent_as_it_is(served: str, hub: HubDir, accept: str,
+                                                  coding: str, suffix: str, path: str) -> None:
+    response = _raw(served, "/" + path, accept)
+    assert response.status_code == 200
+    assert response.headers["content-encoding"] == coding
+    assert response.headers["vary"] == "Accept-Encoding"
+    assert response.raw_body == (hub.feeds / (path + suffix)).read_bytes()  # type: ignore[attr-defined]
+    assert int(response.headers["content-length"]) == len(response.raw_body)  # type: ignore[attr-defined]
+    decoded = brotli.decompress if coding == "br" else gzip.decompress
+    assert decoded(response.raw_body) == (hub.feeds / path).read_bytes()  # type: ignore[attr-defined]
+    expected = "text/html; charset=utf-8" if path.endswith(".html") else \
+        "text/x-opml; charset=utf-8" if path.endswith(".opml") else "application/atom+xml; charset=utf-8"
+    assert response.headers["content-type"] == expected
+
+
+def test_each_encoding_has_its_own_etag_and_304(served: str) -> None:
+    etags = {}
+    for accept in ("identity", "gzip", "br"):
+        first = httpx.get(served + "/en.atom", headers={"Accept-Encoding": accept})
+        etags[accept] = first.headers["etag"]
+        assert first.headers["etag"].startswith('"')  # strong
+        again = httpx.get(served + "/en.atom", headers={"Accept-Encoding": accept,
+                                                        "If-None-Match": first.headers["etag"]})
+        assert again.status_code == 304 and again.content == b""
+        assert again.headers["etag"] == first.headers["etag"]
+        since = httpx.get(served + "/en.atom", headers={
+            "Accept-Encoding": accept, "If-Modified-Since": first.headers["last-modified"]})
+        assert since.status_code == 304
+        head = httpx.head(served + "/en.atom", headers={"Accept-Encoding": accept})
+        assert head.status_code == 200 and head.content == b""
+        assert head.headers["etag"] == first.headers["etag"]
+        assert head.headers["content-length"] == first.headers["content-length"]
+        assert head.headers.get("content-encoding") == first.headers.get("content-encoding")
+    assert len(set(etags.values())) == 3
+    # the gzip representation's ETag does not validate the brotli one
+    other = httpx.get(served + "/en.atom", headers={"Accept-Encoding": "br",
+                                                    "If-None-Match": etags["gzip"]})
+    assert other.status_code == 200 and other.headers["etag"] == etags["br"]
+    listed = httpx.get(served + "/en.atom", headers={
+        "Accept-Encoding": "br", "If-None-Match": f'"nope", {etags["br"]}'})
+    assert listed.status_code == 304
+
+
+def test_a_missing_or_outdated_copy_is_not_served(served: str, hub: HubDir) -> None:
+    """An output dir from before the copies, or a document replaced by other
+    means: the document itself is sent, never a copy of other bytes."""
+    document = hub.feeds / "en.atom"
+    (hub.feeds / "en.atom.br").unlink()
+    gzipped = _raw(served, "/en.atom", "br, gzip")
+    assert gzipped.headers["content-encoding"] == "gzip"
+    stamp = document.stat().st_mtime_ns + 10**9
+    os.utime(document, ns=(stamp, stamp))  # now newer than en.atom.gz
+    plain = _raw(served, "/en.atom", "br, gzip")
+    assert "content-encoding" not in plain.headers
+    assert plain.raw_body == document.read_bytes()  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("path", ["/en.atom.gz", "/en.atom.br", "/index.html.gz"])
+def test_the_copies_are_not_served_by_their_own_name(served: str, path: str) -> None:
+    assert httpx.get(served + path).status_code == 404
+
+
+def test_a_symlink_out_of_the_output_dir_is_not_followed(served: str, hub: HubDir) -> None:
+    (hub.feeds / "out.atom").symlink_to(hub.root / "secret.txt")
+    (hub.feeds / "in.atom").symlink_to(hub.feeds / "en.atom")
+    assert httpx.get(served + "/out.atom").status_code == 404
+    assert httpx.get(served + "/in.atom").status_code == 200
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "OPTIONS"])
+def test_only_get_and_head(served: str, method: str) -> None:
+    response = httpx.request(method, served + "/en.atom")
+    assert response.status_code == 405 and response.headers["allow"] == "GET, HEAD"
+
+
+def test_a_request_body_is_refused(served: str) -> None:
+    response = httpx.request("GET", served + "/en.atom", content=b"x" * 1000)
+    assert response.status_code == 413
+
+
+def test_oversized_headers_are_refused(served: str) -> None:
+    port = int(served.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.sendall(b"GET /en.atom HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 40_000 + b"\r\n\r\n")
+        answer = conn.recv(65536)
+    assert answer.split(b" ")[1] in (b"431", b"400"), answer[:100]
+    assert httpx.get(served + "/en.atom").status_code == 200  # and the server goes on
+
+
+def test_slow_clients_do_not_hold_up_others_and_are_cut_off(served: str) -> None:
+    """Clients that send half a request (slowloris) take no worker: a whole
+    request is answered meanwhile; they are disconnected after the header
+    timeout (10 s)."""
+    port = int(served.rsplit(":", 1)[1])
+    slow = []
+    for _ in range(60):
+        conn = socket.create_connection(("127.0.0.1", port))
+        conn.sendall(b"GET /en.atom HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        slow.append(conn)
+    try:
+        started = time.monotonic()
+        response = httpx.get(served + "/en.atom", timeout=5)
+        assert response.status_code == 200 and time.monotonic() - started < 5
+        slow[0].settimeout(30)
+        cut = time.monotonic()
+        answer = slow[0].recv(65536)  # b"" (closed) or a 408 before closing
+        assert answer == b"" or answer.split(b" ")[1] == b"408", answer[:100]
+        assert time.monotonic() - cut < 25
+    finally:
+        for conn in slow:
+            conn.close()
+
+
+def test_run_serve_server_ends_with_the_daemon(tmp_path, feed_server) -> None:
+    """`run --serve` serves from a child process (its own GIL); killed with
+    the daemon, even by SIGKILL, it leaves no server on the port."""
+    hub = HubDir(tmp_path, interval="1h")
+    feed_server.serve("/wsws.rss", (FIXTURES / "seed_wsws.rss").read_bytes())
+    hub.run("add", feed_server.url("/wsws.rss"), "--name", "wsws")
+    port = free_port()
+    daemon = hub.start("run", "--serve", f"127.0.0.1:{port}")
+    try:
+        wait_for(lambda: _up(f"http://127.0.0.1:{port}"))
+        daemon.kill()
+        daemon.wait(timeout=10)
+        wait_for(lambda: not _up(f"http://127.0.0.1:{port}"), timeout=20)
+    finally:
+        stop(daemon)

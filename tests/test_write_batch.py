@@ -4,13 +4,15 @@ and no temp files behind."""
 
 from __future__ import annotations
 
+import gzip
 import os
 from pathlib import Path
 
+import brotli
 import pytest
 
 from feedhub import _files
-from feedhub.publish import batched_writes, write_if_changed
+from feedhub.publish import batched_writes, remove_document, write_if_changed
 
 
 def test_files_appear_when_the_batch_ends_and_keep_their_mode(tmp_path: Path) -> None:
@@ -52,8 +54,9 @@ def test_without_syncfs_every_file_is_fsynced(tmp_path: Path,
     with batched_writes():
         for n in range(3):
             write_if_changed(tmp_path / f"{n}.atom", b"x")
-    assert len(synced) == 3 + 1  # each file, then the directory once
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["0.atom", "1.atom", "2.atom"]
+    assert len(synced) == 3 * 3 + 1  # each file and its .br and .gz, then the directory once
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        f"{n}.atom{suffix}" for n in range(3) for suffix in ("", ".br", ".gz")]
 
 
 def test_a_write_that_fails_in_the_background_fails_the_batch(tmp_path: Path) -> None:
@@ -69,3 +72,80 @@ def test_a_write_that_fails_in_the_background_fails_the_batch(tmp_path: Path) ->
         write_if_changed(tmp_path / "missing" / "b.atom", b"b")
     assert target.read_bytes() == b"old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.atom"]
+
+
+def _copies(path: Path) -> tuple[Path, Path]:
+    return path.with_name(path.name + ".br"), path.with_name(path.name + ".gz")
+
+
+@pytest.mark.parametrize("name", ["en.atom", "index.html", "index.opml", "feed.json"])
+def test_documents_get_compressed_copies_of_their_exact_bytes(tmp_path: Path, name: str) -> None:
+    """Issue 15: NAME.br and NAME.gz beside each document, written in its
+    batch, for the server and nginx's gzip_static to send as they are."""
+    document = tmp_path / name
+    data = "<feed>Ünïcode \u062e\u0628\u0631</feed>\n".encode() * 500
+    with batched_writes():
+        assert write_if_changed(document, data)
+        assert not any(p.exists() for p in (document, *_copies(document)))
+    br, gz = _copies(document)
+    assert brotli.decompress(br.read_bytes()) == data == gzip.decompress(gz.read_bytes())
+    assert gz.read_bytes()[4:8] == b"\0\0\0\0"  # gzip mtime 0: the same bytes every time
+    assert len(br.read_bytes()) < len(data) and len(gz.read_bytes()) < len(data)
+    assert br.stat().st_mtime_ns >= document.stat().st_mtime_ns <= gz.stat().st_mtime_ns
+
+
+def test_copies_are_rewritten_only_with_the_document(tmp_path: Path) -> None:
+    document = tmp_path / "en.atom"
+    write_if_changed(document, b"<feed>one</feed>")
+    stamps = [p.stat().st_mtime_ns for p in (document, *_copies(document))]
+    os.utime(document, ns=(stamps[0] - 10**9, stamps[0] - 10**9))  # older than its copies
+    stamps[0] -= 10**9
+    assert not write_if_changed(document, b"<feed>one</feed>")
+    assert [p.stat().st_mtime_ns for p in (document, *_copies(document))] == stamps
+    assert write_if_changed(document, b"<feed>two</feed>")
+    assert [gzip.decompress(_copies(document)[1].read_bytes()),
+            brotli.decompress(_copies(document)[0].read_bytes())] == [b"<feed>two</feed>"] * 2
+
+
+def test_a_missing_or_outdated_copy_is_written_though_the_document_is_unchanged(
+        tmp_path: Path) -> None:
+    """An output dir from before issue 15 has no copies: the next publish
+    writes them; a copy older than its document (replaced by hand) too."""
+    document = tmp_path / "en.atom"
+    document.write_bytes(b"<feed>old dir</feed>")
+    assert not write_if_changed(document, b"<feed>old dir</feed>")  # the document stays
+    br, gz = _copies(document)
+    assert brotli.decompress(br.read_bytes()) == b"<feed>old dir</feed>"
+    gz.unlink()
+    os.utime(br, ns=(document.stat().st_mtime_ns - 10**9,) * 2)
+    assert not write_if_changed(document, b"<feed>old dir</feed>")
+    assert gzip.decompress(gz.read_bytes()) == b"<feed>old dir</feed>"
+    assert br.stat().st_mtime_ns >= document.stat().st_mtime_ns
+
+
+def test_other_files_get_no_copies_and_removal_takes_the_copies(tmp_path: Path) -> None:
+    write_if_changed(tmp_path / "notes.txt", b"x")
+    write_if_changed(tmp_path / "en.atom", b"<feed/>")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "en.atom", "en.atom.br", "en.atom.gz", "notes.txt"]
+    remove_document(tmp_path / "en.atom")
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+def test_a_failed_batch_leaves_no_copies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from feedhub import publish
+
+    target = tmp_path / "a.atom"
+    with pytest.raises(RuntimeError), batched_writes():
+        write_if_changed(target, b"new")
+        raise RuntimeError("rendering failed")
+    assert list(tmp_path.iterdir()) == []
+
+    def broken(data: bytes) -> bytes:
+        raise MemoryError("compressing failed")
+
+    monkeypatch.setitem(publish.ENCODINGS, ".br", broken)
+    with pytest.raises(MemoryError), batched_writes():
+        write_if_changed(tmp_path / "b.atom", b"b")
+        write_if_changed(target, b"new")
+    assert list(tmp_path.iterdir()) == []

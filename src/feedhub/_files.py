@@ -11,7 +11,7 @@ import os
 import sys
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import IO
@@ -100,34 +100,44 @@ class WriteBatch:
     write that failed is raised by commit(), and then nothing is renamed."""
 
     def __init__(self, *, threads: int = 2, in_flight: int = 32) -> None:
-        self._pending: list[tuple[Future[str], Path]] = []
+        self._pending: list[tuple[Future[list[tuple[str, Path]]], Path]] = []
         self._slots = threading.BoundedSemaphore(in_flight)
         self._writer = ThreadPoolExecutor(threads, thread_name_prefix="feedhub-write")
 
-    def write(self, path: Path, data: bytes, *, mode: int | None = None) -> None:
+    def write(self, path: Path, data: bytes | None, *, mode: int | None = None,
+              derived: Sequence[tuple[Path, Callable[[bytes], bytes]]] = (),
+              source: bytes | None = None) -> None:
+        """Replace `path` with `data` (None: leave it), and each `derived`
+        path with what its function makes of `source` (default `data`): a
+        document's compressed copies. They are made in the writer thread,
+        after the document's temp file, so their mtimes are not older, and
+        renamed right after it."""
         path = Path(path)
         self._slots.acquire()
         try:
-            written = self._writer.submit(self._write_temp, path, data, mode)
+            written = self._writer.submit(self._write_group, path, data, mode, derived,
+                                          data if source is None else source)
         except BaseException:
             self._slots.release()
             raise
         self._pending.append((written, path))
 
-    def _write_temp(self, path: Path, data: bytes, mode: int | None) -> str:
+    def _write_group(self, path: Path, data: bytes | None, mode: int | None,
+                     derived: Sequence[tuple[Path, Callable[[bytes], bytes]]],
+                     source: bytes | None) -> list[tuple[str, Path]]:
+        temps: list[tuple[str, Path]] = []
         try:
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-            try:
-                with os.fdopen(fd, "wb") as out:
-                    out.write(data)
-                if mode is None:
-                    mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
-                os.chmod(tmp, mode)
-            except BaseException:
+            if data is not None:
+                temps.append((_write_temp(path, data, mode), path))
+            for target, make in derived:
+                assert source is not None
+                temps.append((_write_temp(target, make(source), mode), target))
+            return temps
+        except BaseException:
+            for tmp, _ in temps:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp)
-                raise
-            return tmp
+            raise
         finally:
             self._slots.release()
 
@@ -137,7 +147,7 @@ class WriteBatch:
         for written, _ in self._pending:
             if (error := written.exception()) is not None:
                 raise error
-        return [(written.result(), path) for written, path in self._pending]
+        return [temp for written, _ in self._pending for temp in written.result()]
 
     def commit(self) -> None:
         if not self._pending:
@@ -146,9 +156,17 @@ class WriteBatch:
         _sync_files([tmp for tmp, _ in pending])
         self._pending = []
         directories: dict[Path, None] = {}
-        for tmp, path in pending:
-            os.replace(tmp, path)
-            directories[path.parent] = None
+        renamed = 0
+        try:
+            for tmp, path in pending:
+                os.replace(tmp, path)
+                renamed += 1
+                directories[path.parent] = None
+        except BaseException:  # no temp file left behind by a rename that failed
+            for tmp, _ in pending[renamed:]:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+            raise
         for directory in directories:
             _fsync_directory(directory)
 
@@ -159,9 +177,25 @@ class WriteBatch:
         wait([written for written, _ in pending])
         for written, _ in pending:
             if written.exception() is None:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(written.result())
+                for tmp, _ in written.result():
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(tmp)
         self._writer.shutdown()
+
+
+def _write_temp(path: Path, data: bytes, mode: int | None) -> str:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        if mode is None:
+            mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
+        os.chmod(tmp, mode)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return tmp
 
 
 def _sync_files(paths: list[str]) -> None:

@@ -22,6 +22,7 @@ import logging
 import os
 import random
 import signal
+import socket
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -37,7 +38,7 @@ from feedhub.hub import Hub, make_fetcher
 from feedhub.metrics import Metrics
 from feedhub.models import Config, SourceConfig
 from feedhub.publish import PublishedFeed
-from feedhub.server import serve_in_thread
+from feedhub.server import serve_in_process, stop_process
 from feedhub.store import Store
 from feedhub.websub import Notifier
 
@@ -343,9 +344,13 @@ def run(config_path: Path, serve: tuple[str, int] | None = None,
         daemon = Daemon(config)
         daemon.install_signal_handlers()
         servers: list[Any] = []
+        child = None
         try:
             if serve:
-                servers.append(_listen("--serve", serve, lambda: serve_in_thread(config, serve)))
+                # the server is a child process: find a taken address here,
+                # where it can still be said which option names it
+                _listen("--serve", serve, lambda: _bindable(serve))
+                child = serve_in_process(config_path, serve)
             if admin:
                 servers.append(_listen("--admin", admin, lambda: admin_in_thread(daemon, admin)))
             await daemon.run()
@@ -353,8 +358,18 @@ def run(config_path: Path, serve: tuple[str, int] | None = None,
             for server in servers:
                 server.shutdown()
                 server.server_close()
+            if child is not None:
+                stop_process(child)
 
     asyncio.run(main())
+
+
+def _bindable(address: tuple[str, int]) -> None:
+    """Raise OSError if nothing could listen on `address` now."""
+    family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind(address)
 
 
 def _listen(option: str, address: tuple[str, int], start: Callable[[], Any]) -> Any:

@@ -76,6 +76,7 @@ from feedhub.publish import (
     entry_settings,
     entry_stamp,
     feed_title,
+    has_copies,
     missing_archive_pages,
     publish_archive,
     publish_feeds,
@@ -555,8 +556,8 @@ class Hub:
             for name in wanted:
                 inputs = self.store.source_feed_inputs(name, limit)
                 stamp = source_feed_stamp(self.config, name, inputs) + templates
-                on_disk = f"{slugs[name]}.atom" in present and (
-                    not pages or f"{slugs[name]}.html" in present)
+                on_disk = has_copies(present, f"{slugs[name]}.atom") and (
+                    not pages or has_copies(present, f"{slugs[name]}.html"))
                 if on_disk and known.get(name) == stamp:  # the files already show exactly this
                     results.append(unchanged_source_feed(self.config, name, slugs[name],
                                                          len(inputs) - 1))
