@@ -190,13 +190,18 @@ def test_parsing_in_worker_processes_survives_a_dead_worker(tmp_path: Path, feed
                     pid = await asyncio.get_running_loop().run_in_executor(hub.executor, os.getpid)
                     os.kill(pid, signal.SIGKILL)
                     [report] = await hub.poll_many(config.sources)
+                    # counted for /metrics (feedhub_parser_pool_restarts_total)
+                    restarts.append(hub.metrics.registry.get_sample_value(
+                        "feedhub_parser_pool_restarts_total"))
                     return report
                 finally:
                     hub.close()
 
+    restarts: list[float | None] = []
     report = asyncio.run(run())
     assert report.ok and report.new == 2, report
     assert "a parser worker died; restarting the pool" in caplog.text
+    assert restarts == [1.0]
 
 
 CHURN = """<?xml version="1.0"?><rss version="2.0"><channel><title>T</title>
