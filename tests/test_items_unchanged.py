@@ -135,7 +135,8 @@ def poll_all(tmp_path: Path, feed_server, files, *, parse_unchanged: bool,
         del items[row["source"], row["upstream_id"]]["id"]
     for row in db.execute("SELECT * FROM sources"):
         sources[row["name"]] = {k: v for k, v in zip(row.keys(), row, strict=True)
-                                if k not in ("body_hash", "last_poll", "next_poll", "last_modified")}
+                                if k not in ("body_hash", "last_poll", "next_poll", "last_modified",
+                                             "last_success", "failing_since")}  # times
     db.close()
     return items, sources, notes
 
