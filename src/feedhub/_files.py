@@ -224,7 +224,7 @@ def _sync_files(paths: list[str]) -> None:
 
 def _load_syncfs() -> Callable[[int], int] | None:
     try:
-        return ctypes.CDLL(None, use_errno=True).syncfs  # type: ignore[no-any-return]
+        return ctypes.CDLL(None, use_errno=True).syncfs
     except (AttributeError, OSError):
         return None
 

@@ -183,7 +183,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _route(self) -> None:
         url = urlsplit(self.path)
         if url.path == "/metrics":
-            encoder, content_type = choose_encoder(self.headers.get("Accept"))
+            encoder, content_type = choose_encoder(self.headers.get("Accept") or "")
             return self._send(HTTPStatus.OK, encoder(self.server.metrics.registry), content_type)
         if url.path == "/healthz":
             health = detailed_health(self.server.config)
@@ -297,7 +297,7 @@ def render_status(templates: jinja2.Environment, config: Config, sort: str,
     with Store.reader(config.hub.database) as store:
         found = report(config, store)
         by_source, by_language = store.items_per_day([s.name for s in config.sources], since)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for state, health in zip(found.states, found.health, strict=True):
         rows.append({"name": state.name, "state": health, "last_poll": state.last_poll,
                      "errors": state.error_count, "items": state.items,

@@ -213,7 +213,9 @@ def add(ctx: click.Context, url: str, name: str | None, language: str | None,
         name = name or feed.title
         if language is None and feed.language:
             language = normalize_language(feed.language)
-    name = name or urlsplit(url).hostname
+    if not name:
+        name = urlsplit(url).hostname
+        assert name is not None, url  # http_url_problem refused every URL without a host
     source = SourceConfig(name=name, url=url, language=language, interval=interval,
                           fulltext={True: "always", False: "never", None: "auto"}[fulltext])
     try:

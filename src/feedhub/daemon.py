@@ -140,7 +140,7 @@ class Daemon:
             return
         task = asyncio.current_task()
         assert task is not None
-        self._polls.add(task)  # type: ignore[arg-type]
+        self._polls.add(task)
         next_poll = None
         try:
             report = await self.hub.poll(source)
@@ -152,7 +152,7 @@ class Daemon:
         except Exception:
             log.exception("poll %s failed unexpectedly; trying again later", name)
         finally:
-            self._polls.discard(task)  # type: ignore[arg-type]
+            self._polls.discard(task)
         # Schedule the next poll once this run is over, not from inside it:
         # apscheduler counts this run against the job's max_instances until
         # its task is done, and a next poll already due (a poll that took

@@ -14,6 +14,7 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import Literal
 from urllib.parse import quote, urlsplit
 
 import nh3
@@ -53,7 +54,7 @@ def sanitize_html(fragment: str, base_url: str | None) -> str:
     """Relative URLs are made absolute against `base_url`, or dropped when
     there is none, or when nh3 cannot parse it (an upstream item link such
     as http://host:99999/ must not fail its feed's poll)."""
-    def clean(relative: object) -> str:
+    def clean(relative: Literal["deny"] | tuple[Literal["rewrite_with_base"], str]) -> str:
         return nh3.clean(
             clean_text(fragment) or "",
             attributes=_ATTRIBUTES,

@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from http import HTTPStatus
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote, urlsplit
 
 import httpcore
@@ -218,8 +218,12 @@ async def _wait(future: asyncio.Future[None], timeout: float | None) -> None:
     if timeout is None:
         await future
         return
-    timer = asyncio.get_running_loop().call_later(
-        timeout, lambda: future.done() or future.set_exception(TimeoutError()))
+
+    def expire() -> None:
+        if not future.done():
+            future.set_exception(TimeoutError())
+
+    timer = asyncio.get_running_loop().call_later(timeout, expire)
     try:
         await future
     finally:
@@ -289,7 +293,7 @@ class _Stream(httpcore.AsyncNetworkStream):
         if transport is None:
             raise httpcore.ConnectError("the connection closed during the TLS handshake")
         self._protocol.transport = transport  # pause and resume reading on the TLS layer
-        return _Stream(transport, self._protocol)  # type: ignore[arg-type]
+        return _Stream(transport, self._protocol)
 
     def get_extra_info(self, info: str) -> Any:
         if info == "is_readable":
@@ -339,7 +343,9 @@ class _GuardedBackend(httpcore.AsyncNetworkBackend):
             raise httpcore.ConnectError(f"cannot resolve {host}: {exc.strerror}") from None
         except (UnicodeError, ValueError, OverflowError) as exc:  # a name no resolver takes
             raise httpcore.ConnectError(f"cannot resolve {host!r}: {exc}") from None
-        addresses = list(dict.fromkeys(info[4][0] for info in infos))
+        # an AF_INET or AF_INET6 sockaddr starts with the address as a string (typeshed
+        # types sockaddr for every family, some of which start with an int)
+        addresses = list(dict.fromkeys(cast(str, info[4][0]) for info in infos))
         if not self._allow_private:
             blocked = [a for a in addresses if not is_public_address(a)]
             if blocked:

@@ -8,6 +8,7 @@ schedule live in the store, intent in the config.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import deque
@@ -170,15 +171,16 @@ class Hub:
     async def _parse(self, result: FetchResult, source: SourceConfig,
                      context: LanguageContext, known: ItemBytes | None) -> ParsedPoll:
         loop = asyncio.get_running_loop()
-        args = (parse_poll, result, source, context, known, not self.parse_unchanged)
+        # one picklable callable: run_in_executor is typed for no more than a few arguments
+        call = functools.partial(parse_poll, result, source, context, known, not self.parse_unchanged)
         try:
-            return await loop.run_in_executor(self.executor, *args)
+            return await loop.run_in_executor(self.executor, call)
         except BrokenExecutor:
             # a worker died (out of memory, killed): start a fresh pool, once
             log.error("a parser worker died; restarting the pool")
             self.metrics.pool_restarts.inc()
             self.executor = parser_pool(self.workers, self.model_cache)
-            return await loop.run_in_executor(self.executor, *args)
+            return await loop.run_in_executor(self.executor, call)
 
     async def poll(self, source: SourceConfig) -> PollReport:
         """Poll one source; never raises (but for cancellation): whatever goes
@@ -290,7 +292,7 @@ class Hub:
         elif (body_hash := plain_hash(result.content)) == state.body_hash:
             note = "body unchanged"
         if note is not None:
-            changes = {}
+            changes: dict[str, Any] = {}
             if fingerprint is not None and fingerprint.updated is not None:
                 changes["feed_updated"] = fingerprint.updated  # atom:source keeps up
             due = record(result.status, hints=hints, since=answered, **validators, **moved,

@@ -82,7 +82,7 @@ def parse_json_feed(result: FetchResult) -> ParsedFeed:
     problems = _Problems()
     info, base = _feed_info(document, result.final_url, problems)
     feed_author = _authors(document, problems)
-    items = []
+    items: list[Item] = []
     for raw in raw_items[:MAX_ITEMS]:
         item = _item(raw, estimate_time(result.fetched_at, len(items)), base, feed_author,
                      problems)

@@ -54,8 +54,9 @@ def import_opml(data: bytes) -> list[SourceConfig]:
             interval = parse_duration(outline.get("interval")) if outline.get("interval") else None
         except ValueError:
             interval = None
-        fulltext = outline.get("fulltext") if outline.get("fulltext") in (
-            "always", "never") else "auto"
+        fulltext = outline.get("fulltext") or ""
+        if fulltext not in ("always", "never"):
+            fulltext = "auto"
         sources.append(SourceConfig(name=name, url=url, language=language, interval=interval,
                                     fulltext=fulltext))
     return sources

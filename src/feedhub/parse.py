@@ -212,14 +212,14 @@ def _links(raw_links: list[dict[str, Any]], base: str) -> tuple[Link, ...]:
             continue
         if (href := _join(base, href.strip())) is None:  # "http://[::1": not a link
             continue
-        length = raw.get("length")
+        length = str(raw.get("length") or "")
         media_type = raw.get("type") or ""
         links.append(Link(
             href=href,
             rel=raw.get("rel") or "alternate",
             type=media_type if _MEDIA_TYPE.match(media_type) else None,
             title=raw.get("title") or None,
-            length=int(length) if str(length or "").isdigit() else None,
+            length=int(length) if length.isdigit() else None,
         ))
     return tuple(links)
 
@@ -278,7 +278,7 @@ def item_dates(published: datetime | None, updated: datetime | None,
     poll on; a future `updated` is of no use (the item's date stands in)."""
     published = published or updated
     estimated = published is None or published > fetched_at
-    if estimated:
+    if published is None or estimated:  # the same test, spelt out for the type checker
         published = fetched_at
     if updated is not None and updated > fetched_at:
         updated = None

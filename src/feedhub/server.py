@@ -289,14 +289,14 @@ def parse_address(address: str) -> tuple[str, int]:
 
 def granian_server(config_path: Path, address: tuple[str, int], workers: int = 1) -> Any:
     """A Granian server for `FeedApp` (its serve() blocks, in the main thread)."""
-    from granian.constants import Interfaces, Loops
+    from granian.constants import HTTPModes, Interfaces, Loops
     from granian.http import HTTP1Settings
     from granian.server import Server
 
     os.environ["FEEDHUB_CONFIG"] = str(Path(config_path).resolve())
     return Server(
         "feedhub.server:app", address=address[0], port=address[1], interface=Interfaces.ASGI,
-        factory=True, workers=workers, loop=Loops.asyncio, http="1", websockets=False,
+        factory=True, workers=workers, loop=Loops.asyncio, http=HTTPModes.http1, websockets=False,
         http1_settings=HTTP1Settings(header_read_timeout=HEADER_READ_TIMEOUT_MS,
                                      max_buffer_size=MAX_HEADER_BYTES),
         log_enabled=False, respawn_failed_workers=True)

@@ -163,14 +163,14 @@ class Store:
         with self._write() as db:
             version = db.execute("PRAGMA user_version").fetchone()[0]
             if version < 1:
-                db["sources"].create({
+                db.table("sources").create({
                     "name": str, "url": str, "etag": str, "last_modified": str,
                     "last_poll": str, "last_status": int, "last_error": str,
                     "error_count": int, "next_poll": str,
                     "feed_id": str, "feed_title": str, "feed_subtitle": str, "feed_links": str,
                     "feed_updated": str, "feed_language": str, "feed_rights": str,
                 }, pk="name", not_null={"name"}, defaults={"error_count": 0})
-                db["items"].create({
+                db.table("items").create({
                     "id": int, "source": str, "upstream_id": str, "atom_id": str,
                     "title": str, "link": str, "author": str,
                     "published": str, "published_estimated": int, "updated": str,
@@ -178,56 +178,58 @@ class Store:
                     "language": str, "lang_group": str, "categories": str, "enclosures": str,
                     "rights": str, "content_hash": str,
                 }, pk="id", not_null={"source", "upstream_id", "atom_id", "published", "updated"})
-                db["items"].create_index(["source", "upstream_id"], unique=True)
-                db["items"].create_index(["atom_id"], unique=True)
-                db["items"].create_index(["lang_group", "published"])
+                db.table("items").create_index(["source", "upstream_id"], unique=True)
+                db.table("items").create_index(["atom_id"], unique=True)
+                db.table("items").create_index(["lang_group", "published"])
             if version < 2:
                 for column, kind in (("body_hash", str), ("ttl", int), ("retired", str),
                                      ("redirect_url", str), ("redirect_count", int)):
-                    db["sources"].add_column(column, kind)
-                db["sources"].create_index(["next_poll"])
+                    db.table("sources").add_column(column, kind)
+                db.table("sources").create_index(["next_poll"])
             if version < 3:
-                for column, kind in (("detected_language", str), ("language_confidence", float),
-                                     ("feed_content", str), ("extracted_content", str),
-                                     ("fulltext_status", str), ("fulltext_link", str)):
-                    db["items"].add_column(column, kind)
+                added: tuple[tuple[str, type], ...] = (
+                    ("detected_language", str), ("language_confidence", float),
+                    ("feed_content", str), ("extracted_content", str),
+                    ("fulltext_status", str), ("fulltext_link", str))
+                for column, column_type in added:
+                    db.table("items").add_column(column, column_type)
             if version < 4:
-                db["items"].create_index(["source", "link"], if_not_exists=True)
+                db.table("items").create_index(["source", "link"], if_not_exists=True)
             if version < 5:
-                db["items"].add_column("withdrawn", str)  # when a takedown removed it
+                db.table("items").add_column("withdrawn", str)  # when a takedown removed it
             if version < 6:
                 # RFC 5005 archives: the page an item was filed in, for good
                 # (NULL: still in its language's subscription feed)
-                db["items"].add_column("archive_lang", str)
-                db["items"].add_column("archive_page", int)
-                db["items"].create_index(["lang_group", "archive_page", "id"], if_not_exists=True)
-                db["items"].create_index(["archive_lang", "archive_page"], if_not_exists=True)
-                db["items"].create_index(["source", "published"], if_not_exists=True)
+                db.table("items").add_column("archive_lang", str)
+                db.table("items").add_column("archive_page", int)
+                db.table("items").create_index(["lang_group", "archive_page", "id"], if_not_exists=True)
+                db.table("items").create_index(["archive_lang", "archive_page"], if_not_exists=True)
+                db.table("items").create_index(["source", "published"], if_not_exists=True)
                 # `requested` counts takedowns: a publish clears a row only if
                 # no takedown came while it was writing the page
-                db["archive_rewrites"].create({"lang": str, "page": int, "requested": int},
+                db.table("archive_rewrites").create({"lang": str, "page": int, "requested": int},
                                               pk=("lang", "page"))
                 # a per-source feed's file name, chosen once: it is a URL
                 # subscribers keep, whatever sources come and go later
-                db["source_slugs"].create({"name": str, "slug": str}, pk="name")
-                db["source_slugs"].create_index(["slug"], unique=True)
+                db.table("source_slugs").create({"name": str, "slug": str}, pk="name")
+                db.table("source_slugs").create_index(["slug"], unique=True)
                 # what each per-source feed was last rendered from, so a full
                 # publish skips the thousands that did not change
-                db["feed_stamps"].create({"name": str, "stamp": str}, pk="name")
+                db.table("feed_stamps").create({"name": str, "stamp": str}, pk="name")
             if version < 7:
                 # archives file the oldest waiting items by date, not by arrival
                 db.execute("DROP INDEX IF EXISTS idx_items_lang_group_archive_page_id")
-                db["items"].create_index(["lang_group", "archive_page", "published", "id"],
+                db.table("items").create_index(["lang_group", "archive_page", "published", "id"],
                                          if_not_exists=True)
                 # when fulltext_status was last set, so that `status` names the
                 # latest failure (NULL for outcomes older than this column)
-                db["items"].add_column("fulltext_at", str)
+                db.table("items").add_column("fulltext_at", str)
             if version < 8:
                 # a source that yields nothing, or only part of a broken
                 # document, must not look healthy in `status`: why the last
                 # parse was partial, and how many entries it read
-                db["sources"].add_column("degraded", str)
-                db["sources"].add_column("entries", int)
+                db.table("sources").add_column("degraded", str)
+                db.table("sources").add_column("entries", int)
             if version < 9:
                 # each text once: `content` (the published text) only where it
                 # differs from what it is derived from (PUBLISHED_TEXT)
@@ -242,7 +244,7 @@ class Store:
                 # each item's Atom entry as feedgen wrote it, without its
                 # article text (see models.RenderedEntry): documents are
                 # assembled from these, not rendered again
-                db["rendered_entries"].create({
+                db.table("rendered_entries").create({
                     "item_id": int, "credit_language": str, "stamp": str, "head": bytes,
                     "tail": bytes,
                 }, pk=("item_id", "credit_language"), not_null={"stamp", "head"}, if_not_exists=True)
@@ -251,10 +253,10 @@ class Store:
                 # since when a failing one fails (a failing source's last good
                 # poll was otherwise forgotten); an older failing streak counts
                 # from its latest poll, the earliest time known
-                columns = db["sources"].columns_dict
+                columns = db.table("sources").columns_dict
                 for column in ("last_success", "failing_since"):
                     if column not in columns:  # a database put back to an older version
-                        db["sources"].add_column(column, str)
+                        db.table("sources").add_column(column, str)
                 db.execute("UPDATE sources SET last_success = coalesce(last_success, last_poll) "
                            "WHERE error_count = 0")
                 db.execute("UPDATE sources SET failing_since = coalesce(failing_since, last_poll) "
@@ -332,7 +334,7 @@ class Store:
     def source_states(self, names: Sequence[str] | None = None) -> list[SourceState]:
         """States with item counts, for `list` and `status`."""
         counts = dict(self.db.execute("SELECT source, count(*) FROM items GROUP BY source"))
-        rows = {row["name"]: row for row in self.db["sources"].rows}
+        rows = {row["name"]: row for row in self.db.table("sources").rows}
         return [
             _source_state(rows.get(name) or {"name": name}, counts.get(name, 0))
             for name in (names if names is not None else sorted(rows))
@@ -477,7 +479,7 @@ class Store:
                     else:
                         row["updated"] = _iso(hub_time, exact=True)
                     row.pop("upstream_id")  # matched by link: keep the identity it has
-                    db["items"].update(previous["id"], row)
+                    db.table("items").update(previous["id"], row)
                     touched.update({group, previous["lang_group"]})
                     updated += 1
                     counts["updated", group] += 1
@@ -498,7 +500,7 @@ class Store:
                         counts["updated", group] += 1
                     else:
                         unchanged += 1
-                    db["items"].update(previous["id"], row)
+                    db.table("items").update(previous["id"], row)
                 else:
                     unchanged += 1
             if inserts:
@@ -977,14 +979,17 @@ def _feed_info(row: dict[str, Any]) -> FeedInfo:
 def _stored_item(row: dict[str, Any], feeds: dict[str, FeedInfo] | None = None) -> StoredItem:
     """`feeds`: the upstream feeds read so far in one query, by source (the
     same for every item of a source)."""
+    feed: FeedInfo | None  # the walrus below sees None before the branch narrows it
     if feeds is None:
         feed = _feed_info(row)
     elif (feed := feeds.get(row["source"])) is None:
         feed = feeds[row["source"]] = _feed_info(row)
     return StoredItem(
         atom_id=row["atom_id"], source=row["source"], title=row["title"] or "",
-        link=row["link"], author=row["author"], published=_dt(row["published"]),
-        updated=_dt(row["updated"]), content=row["published_text"] or "",
+        link=row["link"], author=row["author"],
+        # NOT NULL columns, always written by _iso from a datetime
+        published=datetime.fromisoformat(row["published"]),
+        updated=datetime.fromisoformat(row["updated"]), content=row["published_text"] or "",
         language=row["language"] or row["lang_group"],
         categories=tuple(json.loads(row["categories"] or "[]")),
         enclosures=_links(row["enclosures"]), rights=row["rights"], feed=feed,

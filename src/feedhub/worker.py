@@ -313,11 +313,12 @@ def _with_captions(extracted: str, source: HtmlElement) -> str:
     for image in list(result.iter("img")):
         text = captions.get(image.get("src", ""))
         if text and image.getparent() is not None:
-            figure = etree.Element("figure")
-            image.addprevious(figure)
-            figure.tail, image.tail = image.tail, None  # text after the image stays after it
-            figure.append(image)
-            etree.SubElement(figure, "figcaption").text = text
+            wrapper = etree.Element("figure")
+            # lxml takes any element here; types-lxml wants an HtmlElement beside an HtmlElement
+            image.addprevious(wrapper)  # type: ignore[arg-type]
+            wrapper.tail, image.tail = image.tail, None  # text after the image stays after it
+            wrapper.append(image)
+            etree.SubElement(wrapper, "figcaption").text = text
     return lxml.html.tostring(result, encoding="unicode")
 
 
