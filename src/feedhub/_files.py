@@ -21,25 +21,32 @@ def atomic_write(path: Path, data: bytes, *, mode: int | None = None) -> None:
     """Write `data` to a temp file beside `path`, fsync it, then rename over
     `path`: readers see the old file or the new one, never a mix."""
     path = Path(path)
+    if mode is None:
+        mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
+    tmp = _synced_temp(path, data, mode)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_directory(path.parent)
+
+
+def _synced_temp(path: Path, data: bytes, mode: int) -> str:
+    """A temp file beside `path` holding `data`, on disk, with `mode`."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as out:
             out.write(data)
             out.flush()
             os.fsync(out.fileno())
-        if mode is None:
-            mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
         os.chmod(tmp, mode)
-        os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    return tmp
 
 
 def create_new(path: Path, data: bytes, *, mode: int = 0o644) -> None:
@@ -50,13 +57,8 @@ def create_new(path: Path, data: bytes, *, mode: int = 0o644) -> None:
     so nobody sees it half-written. Where the file system has no hard links,
     the file is created with O_EXCL and written in place."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = _synced_temp(path, data, mode)
     try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, mode)
         try:
             os.link(tmp, path)
         except OSError as exc:  # no hard links here (vfat, some FUSE and network mounts)

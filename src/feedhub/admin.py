@@ -31,7 +31,7 @@ from prometheus_client.exposition import choose_encoder
 
 from feedhub import __version__
 from feedhub.metrics import StoreCollector
-from feedhub.status import CHART_DAYS, chart_days, report, source_reason
+from feedhub.status import CHART_DAYS, ago, chart_days, report, source_reason
 from feedhub.status import health as detailed_health
 from feedhub.store import Store
 
@@ -272,19 +272,6 @@ def chart(per_day: dict[str, int], days: Sequence[date], width: int, height: int
                  sum(bar.count for bar in bars))
 
 
-def _ago(when: datetime | None, now: datetime) -> str:
-    if when is None:
-        return "never"
-    seconds = int((now - when).total_seconds())
-    future, seconds = seconds < 0, abs(seconds)
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            text = f"{seconds // size}{unit}"
-            break
-    else:
-        text = f"{seconds}s"
-    return f"in {text}" if future else f"{text} ago"
-
 
 def render_status(templates: jinja2.Environment, config: Config, sort: str,
                   page: int = 1) -> bytes:
@@ -317,9 +304,9 @@ def render_status(templates: jinja2.Environment, config: Config, sort: str,
     rows = rows[(page - 1) * PAGE_SIZE:page * PAGE_SIZE]
     for row in rows:  # what only the rows shown need
         state = row.pop("source")
-        row.update(last_poll_ago=_ago(state.last_poll, now), last_status=state.last_status,
+        row.update(last_poll_ago=ago(state.last_poll, now), last_status=state.last_status,
                    reason=source_reason(state, row["state"]),
-                   next_poll_in="-" if state.retired else _ago(row["next_poll"], now),
+                   next_poll_in="-" if state.retired else ago(row["next_poll"], now),
                    chart=sparkline(by_source.get(state.name, {}), days, 90, 20))
     languages = [(language, chart(per_day, days, 300, 60))
                  for language, per_day in sorted(by_language.items())]

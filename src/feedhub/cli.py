@@ -35,8 +35,8 @@ from feedhub.fetch import Fetcher, FetchError
 from feedhub.hub import Hub, make_fetcher
 from feedhub.models import Config, HubConfig, PollReport, SourceConfig
 from feedhub.publish import PublishedFeed
+from feedhub.status import ago, source_reason
 from feedhub.status import report as status_report
-from feedhub.status import source_reason
 from feedhub.store import Store
 
 POOL_THRESHOLD = 8  # sources in one `poll` from which parsing goes to worker processes
@@ -381,20 +381,6 @@ def list_sources(ctx: click.Context, as_json: bool) -> None:
         headers=["name", "language", "interval", "items", "status", "url"]))
 
 
-def _ago(when: datetime | None, now: datetime) -> str:
-    if when is None:
-        return "never"
-    seconds = int((now - when).total_seconds())
-    future = seconds < 0
-    seconds = abs(seconds)
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            text = f"{seconds // size}{unit}"
-            break
-    else:
-        text = f"{seconds}s"
-    return f"in {text}" if future else f"{text} ago"
-
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts and monitoring.")
@@ -422,8 +408,8 @@ def status(ctx: click.Context, as_json: bool) -> None:
         return
     if states:
         click.echo(tabulate([[
-            st.name, h, _ago(st.last_poll, now), st.last_status or "-", st.error_count,
-            "-" if st.retired else _ago(st.next_poll, now), st.items,
+            st.name, h, ago(st.last_poll, now), st.last_status or "-", st.error_count,
+            "-" if st.retired else ago(st.next_poll, now), st.items,
             _shorten(source_reason(st, h), 60)] for st, h in zip(states, health, strict=True)],
             headers=["source", "state", "last poll", "status", "errors", "next poll", "items",
                      "error / note"]))

@@ -120,3 +120,18 @@ def chart_days(today: date | None = None, days: int = CHART_DAYS) -> list[date]:
     """The days a chart shows, oldest first, today last (UTC)."""
     today = today or datetime.now(UTC).date()
     return [today - timedelta(days=n) for n in range(days - 1, -1, -1)]
+
+
+def ago(when: datetime | None, now: datetime) -> str:
+    """A time as `status` and /status show it: "3m ago", "in 2h", "never"."""
+    if when is None:
+        return "never"
+    seconds = int((now - when).total_seconds())
+    future, seconds = seconds < 0, abs(seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            text = f"{seconds // size}{unit}"
+            break
+    else:
+        text = f"{seconds}s"
+    return f"in {text}" if future else f"{text} ago"
