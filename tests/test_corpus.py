@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import csv
 import re
-from pathlib import Path
 
 import feedparser
 import lxml.etree
@@ -18,8 +17,9 @@ from feedhub.config import parse_config
 from feedhub.hub import Hub, make_fetcher
 from feedhub.store import Store
 from safety import assert_feed_is_safe
+from shared import SHARED
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "feedparser-tests"
+CORPUS = SHARED / "corpus" / "feedparser-tests"
 pytestmark = pytest.mark.skipif(not (CORPUS / "MANIFEST.tsv").exists(),
                                 reason="the shared corpus is not beside this checkout")
 

@@ -5,16 +5,15 @@ same through both, down to the error feedparser reports."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import feedparser
 import feedparser.api
 import pytest
 
 import feedhub.parse  # noqa: F401  (chooses the driver)
+from shared import SHARED
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "corpus"
-FILES = sorted(p for p in SHARED.rglob("*") if p.is_file()) if SHARED.is_dir() else []
+SHARED_CORPUS = SHARED / "corpus"
+FILES = sorted(p for p in SHARED_CORPUS.rglob("*") if p.is_file()) if SHARED_CORPUS.is_dir() else []
 
 
 def read(body: bytes) -> str:

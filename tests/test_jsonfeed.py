@@ -10,17 +10,17 @@ from __future__ import annotations
 import json
 import sqlite3
 from datetime import UTC, datetime
-from pathlib import Path
 
 import lxml.etree
 import pytest
 
 from hubdir import FIXTURES, HubDir
+from shared import SHARED
 
 JSON_FEED = "application/feed+json"
 HTML = "text/html; charset=utf-8"
 ATOM = "{http://www.w3.org/2005/Atom}"
-SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "realworld" / \
+SAMPLE = SHARED / "corpus" / "realworld" / \
     "json_feed_sample.json"
 TEN = (FIXTURES / "jsonfeed-1.0.json").read_text(encoding="utf-8")  # 1.0: author, no language
 ELF = (FIXTURES / "jsonfeed-1.1.json").read_text(encoding="utf-8")  # 1.1: every field

@@ -21,9 +21,10 @@ import pytest
 
 from feedserver import FeedServer
 from hubdir import FIXTURES, HubDir
+from shared import SHARED
 from w3c import Finding, require_validator, validate
 
-REALWORLD = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "realworld"
+REALWORLD = SHARED / "corpus" / "realworld"
 ATOM = "{http://www.w3.org/2005/Atom}"
 START = datetime(2024, 5, 1, tzinfo=UTC)
 

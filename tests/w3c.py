@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
-VALIDATOR = Path(__file__).resolve().parents[2] / "shared" / "feedvalidator" / "validate"
+from shared import SHARED
+
+VALIDATOR = SHARED / "feedvalidator" / "validate"
 _FINDING = re.compile(r"^(?P<file>.+?): (?P<level>ERROR|WARNING|INFO) (?P<kind>\w+) "
                       r"line (?P<line>\d+), column (?P<column>\d+): (?P<message>.*)$")
 
