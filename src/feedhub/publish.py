@@ -8,7 +8,6 @@ GET on an unchanged feed stays a 304 and nobody reads half a file.
 from __future__ import annotations
 
 import contextlib
-import gzip
 import hashlib
 import html
 import logging
@@ -25,6 +24,7 @@ import lxml.html
 from feedgen.entry import FeedEntry
 from feedgen.ext.base import BaseEntryExtension, BaseExtension
 from feedgen.feed import FeedGenerator
+from isal import igzip
 from lxml import etree
 
 from feedhub import __version__
@@ -529,15 +529,18 @@ def batched_writes() -> Iterator[None]:
 # the server (server.py) and nginx's gzip_static/brotli_static to send as
 # they are: compressing a 600 KB feed on every request held a server to 62
 # requests a second. Deterministic (gzip mtime 0): the same bytes for the
-# same document. The levels are a publish's cost: brotli 3 compresses at
-# about 160 MB/s here, smaller than gzip 4 (86 MB/s), where brotli 5 took
-# 65 MB/s for copies 9% smaller; both release the GIL, so the writer
-# threads compress beside rendering. Publishing the bench's 1,000 feeds
-# into an empty directory: 3.35 s without copies, 5.5 s with brotli 3 and
-# gzip 4, 9.6 s with brotli 5 (README, "Performance").
+# same document on the same machine. The levels are a publish's cost, and
+# copies were most of a cold publish's (issue 13): on the bench's 257 MB of
+# feeds, gzip 4 took 2.9 s of CPU and brotli 3 1.6 s; ISA-L's gzip level 3
+# (isal) takes 0.85 s for copies 7% larger, brotli 1 0.74 s for copies 5%
+# larger than brotli 3 (still smaller than gzip 4's). bench/compression.py
+# measures them. ISA-L picks its code by CPU (one output for every x86-64
+# CPU with SSE4.2, another below it and on ARM): nodes of another
+# architecture may write other gzip bytes for the same document, and so
+# another ETag for its gzip copy (the document's own ETag is the same).
 COMPRESSED_TYPES = (".atom", ".html", ".opml", ".json")
-ENCODINGS = {".br": lambda data: brotli.compress(data, quality=3),
-             ".gz": lambda data: gzip.compress(data, compresslevel=4, mtime=0)}
+ENCODINGS = {".br": lambda data: brotli.compress(data, quality=1),
+             ".gz": lambda data: igzip.compress(data, compresslevel=3, mtime=0)}
 
 
 def compressed_copies(path: Path) -> list[Path]:
