@@ -23,6 +23,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -64,16 +65,16 @@ def run_feedhub(phase: str, workdir: Path, urls: list[str]) -> dict[str, object]
         with Store(config.hub.database) as store:
             async with make_fetcher(config) as fetcher:
                 hub = Hub(config, store, fetcher, workers=os.cpu_count() or 1)
+                meter = WorkerMeter(hub.executor)
                 try:
                     reports = await hub.poll_many(config.sources)
-                    if phase == "cold":  # "until the feeds exist": the first publish too
-                        started = time.perf_counter()
-                        hub.publish()
+                    if phase == "cold":  # "until the feeds exist": the first publish too,
+                        started = time.perf_counter()  # as `feedhub poll` does it
+                        hub.publish(release_workers=True)
                         result["publish_wall"] = time.perf_counter() - started
-                    # forkserver workers are not our children: read them from /proc
-                    result.update(worker_usage(hub.executor))
                 finally:
                     hub.close()
+                    result.update(meter.stop())
         result["new"] = sum(r.new for r in reports)
         result["stored"] = count(config.hub.database, "items")
         result["updated"] = sum(r.updated for r in reports)
@@ -100,19 +101,39 @@ def run_feedhub(phase: str, workdir: Path, urls: list[str]) -> dict[str, object]
     return result
 
 
-def worker_usage(executor: object) -> dict[str, float]:
-    cpu, peak = 0.0, 0.0
-    ticks = os.sysconf("SC_CLK_TCK")
-    for pid in getattr(executor, "_processes", {}) or {}:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            cpu += (int(fields[11]) + int(fields[12])) / ticks
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    peak = max(peak, int(line.split()[1]) / 1024)
-        except OSError:
-            pass
-    return {"worker_cpu": cpu, "worker_peak_rss_mb": peak}
+class WorkerMeter:
+    """CPU time and peak RSS of the hub's parser workers, read from /proc
+    every 0.1 s while the phase runs: forkserver workers are not our
+    children, and a publish that releases them ends them before the phase
+    does (the last tenth of a second of a worker's CPU may be missed)."""
+
+    def __init__(self, executor: object) -> None:
+        self.executor = executor
+        self.cpu: dict[int, float] = {}
+        self.peak = 0.0
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        ticks = os.sysconf("SC_CLK_TCK")
+        while True:
+            for pid in list(getattr(self.executor, "_processes", None) or {}):
+                try:
+                    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                    self.cpu[pid] = (int(fields[11]) + int(fields[12])) / ticks
+                    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                        if line.startswith("VmHWM:"):
+                            self.peak = max(self.peak, int(line.split()[1]) / 1024)
+                except OSError:
+                    pass
+            if self.done.wait(0.1):
+                return
+
+    def stop(self) -> dict[str, float]:
+        self.done.set()
+        self.thread.join()
+        return {"worker_cpu": sum(self.cpu.values()), "worker_peak_rss_mb": self.peak}
 
 
 def run_reader(phase: str, workdir: Path, urls: list[str]) -> dict[str, object]:

@@ -82,9 +82,10 @@ def run_phase(system: str, phase: str, workdir: Path, farm: Farm) -> dict[str, o
     process = subprocess.Popen([sys.executable, str(HERE / "phase.py"), system, phase,
                                 str(workdir), str(urls_file)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    peak = [0.0]
+    peak = [0.0, 0.0]  # MB, and seconds into the phase when it was seen
     at_peak: list[str] = []
     done = threading.Event()
+    started = time.perf_counter()
 
     def sample() -> None:
         while not done.wait(0.1):
@@ -94,7 +95,7 @@ def run_phase(system: str, phase: str, workdir: Path, farm: Farm) -> dict[str, o
             rollups = [(p, smaps_rollup(p)) for p in family]
             total = sum(r.get("Pss", 0) for _, r in rollups) / 1024
             if total > peak[0]:
-                peak[0] = total
+                peak[:] = [total, time.perf_counter() - started]
                 at_peak[:] = [describe(p, r) for p, r in rollups if r]
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -106,7 +107,7 @@ def run_phase(system: str, phase: str, workdir: Path, farm: Farm) -> dict[str, o
         raise SystemExit(f"{system} {phase} failed:\n{stderr[-3000:]}")
     result = json.loads(stdout.strip().splitlines()[-1])
     result.update(farm.call("GET", "/_stats"))
-    result["peak_pss_mb"] = peak[0]
+    result["peak_pss_mb"], result["peak_at"] = peak
     result["at_peak"] = at_peak
     result["load"] = load
     return result
@@ -278,6 +279,7 @@ def main() -> None:
                           f"  load {r['load']:.2f}"
                           + (f"  (of which the first publish {r['publish_wall']:.2f}s)"
                              if "publish_wall" in r else ""), flush=True)
+                    print(f"      peak PSS {r['peak_at']:.1f} s into the phase", flush=True)
                     for line in r["at_peak"]:  # type: ignore[attr-defined]
                         print(f"      at peak, {line} MB", flush=True)
         samples = (daemon_rounds(args.daemon_rounds, farm, workdir, args.feeds)

@@ -430,12 +430,16 @@ def test_a_kept_entry_never_outlives_what_it_was_rendered_from(
         assert marker in everything, marker
 
 
+@pytest.mark.parametrize("release_workers", [False, True])
 def test_entries_rendered_by_the_parser_workers_give_the_same_bytes(
-        built: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        built: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        release_workers: bool) -> None:
     """The first publish of a hub with parser workers renders its entries
     there, in chunks (made small here so that this small hub has several):
     the documents then render nothing themselves, and every file is what
-    the frozen renderer gives."""
+    the frozen renderer gives. A command's publish (release_workers, as
+    `feedhub poll` does it) ends the workers once the entries are rendered:
+    the documents are written without them."""
     import feedhub.hub as hub_module
 
     new_config = _copy(built, tmp_path / "new")
@@ -449,7 +453,8 @@ def test_entries_rendered_by_the_parser_workers_give_the_same_bytes(
     with Store(new_config.hub.database) as store:
         hub = Hub(new_config, store, None, workers=2)  # type: ignore[arg-type]
         try:
-            hub.publish()
+            hub.publish(release_workers=release_workers)
+            assert (hub.executor is None) is release_workers
         finally:
             hub.close()
         assert store.items_without_entries(0, 10_000) == []

@@ -101,7 +101,7 @@ class WriteBatch:
     written, so a fast renderer does not hold every document in memory. A
     write that failed is raised by commit(), and then nothing is renamed."""
 
-    def __init__(self, *, threads: int = 2, in_flight: int = 32) -> None:
+    def __init__(self, *, threads: int = 2, in_flight: int = 8) -> None:
         self._pending: list[tuple[Future[list[tuple[str, Path]]], Path]] = []
         self._slots = threading.BoundedSemaphore(in_flight)
         self._writer = ThreadPoolExecutor(threads, thread_name_prefix="feedhub-write")

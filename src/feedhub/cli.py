@@ -500,14 +500,16 @@ async def _poll_and_publish(config: Config, sources: list[SourceConfig], force: 
             hub = Hub(config, store, fetcher, workers=workers)
             try:
                 reports = await _with_progress(hub, sources)
+                try:
+                    # everything: a config edit (a source's policy, rights) must reach
+                    # its own feed too; unchanged source feeds are skipped by stamp.
+                    # The workers render the new entries, then end.
+                    published = hub.publish(release_workers=True)
+                except OSError as exc:
+                    _fail("polled and stored, but publishing failed (previous feed files "
+                          f"kept): {exc}")
             finally:
                 hub.close()
-            try:
-                # everything: a config edit (a source's policy, rights) must reach
-                # its own feed too; unchanged source feeds are skipped by stamp
-                published = hub.publish()
-            except OSError as exc:
-                _fail(f"polled and stored, but publishing failed (previous feed files kept): {exc}")
             pings = await _ping_hubs(config, published, fetcher)
     return reports, sum(feed.written for feed in published), pings
 
