@@ -16,8 +16,9 @@ from feedserver import FeedServer  # noqa: E402
 from hubdir import HubDir  # noqa: E402
 
 # browser.py: the Chromium fixtures (browser, open_page, static_server) for the
-# HTML page tests; registered here so a test module just names them.
-pytest_plugins = ["browser"]
+# HTML page tests; registered here so a test module just names them. pg.py: a
+# throwaway PostgreSQL cluster (pg_cluster) and a fresh database per test (pg_database).
+pytest_plugins = ["browser", "pg"]
 
 
 @pytest.fixture
