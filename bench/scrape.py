@@ -29,7 +29,7 @@ from feedhub.admin import AdminServer, admin_in_thread, render_status
 from feedhub.config import load_config
 from feedhub.metrics import Metrics
 from feedhub.models import Item
-from feedhub.store import Store
+from feedhub.store import open_store
 
 CONFIG = """[hub]
 title = "Scrape bench"
@@ -46,7 +46,7 @@ def fill(root: Path, sources: int, items: int) -> list[str]:
                for n, name in enumerate(names)]
     (root / "config.toml").write_text("\n".join(config), encoding="utf-8")
     now = datetime.now(UTC)
-    with Store(root / "feedhub.db") as store, store.transaction():
+    with open_store(root / "feedhub.db") as store, store.transaction():
         for n, name in enumerate(names):
             kind = n % 20
             if kind == 19:

@@ -39,7 +39,7 @@ from prometheus_client.registry import Collector
 from feedhub import __version__
 from feedhub.models import PollReport, StoreOutcome, primary_subtag
 from feedhub.status import STATES, source_health
-from feedhub.store import Store
+from feedhub.store import Store, open_store
 
 POLL_OUTCOMES = ("200", "304", "error", "skipped")
 # why a poll failed: no answer (network, timeout), an answer too large, an
@@ -167,7 +167,7 @@ class StoreCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         with self._lock:
             if self._store is None:
-                self._store = Store.reader(self.store_path)
+                self._store = open_store(self.store_path, reader=True)
             store = self._store
             rows = store.scrape_states(self.sources())
             withdrawn = store.withdrawn_per_language()

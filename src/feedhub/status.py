@@ -10,7 +10,7 @@ from typing import Any, Protocol
 
 from feedhub._files import DaemonLock
 from feedhub.models import Config, SourceState
-from feedhub.store import Store
+from feedhub.store import Store, open_store
 
 STATES = ("ok", "degraded", "empty", "failing", "retired", "new")
 CHART_DAYS = 30  # the status page's charts: items per day over this many days
@@ -108,7 +108,7 @@ def health(config: Config) -> dict[str, object]:
     database and no source is failing. Read-only: never waits for the write
     lock a publish holds (a Store migrates, and so takes it, when opened)."""
     running = DaemonLock.held(config.hub.database)
-    with Store.reader(config.hub.database) as store:
+    with open_store(config.hub.database, reader=True) as store:
         states = store.source_states([s.name for s in config.sources])
     failing = [s.name for s in states if s.error_count and not s.retired]
     return {"status": "ok" if running and not failing else "degraded",
