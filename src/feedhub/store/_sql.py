@@ -468,7 +468,8 @@ class SqlStore:
             self._execute("INSERT INTO archive_rewrites (lang, page, requested) "
                           "SELECT DISTINCT archive_lang, archive_page, 1 FROM items "
                           "WHERE source = ? AND withdrawn IS NULL AND archive_page IS NOT NULL "
-                          "ON CONFLICT (lang, page) DO UPDATE SET requested = requested + 1", [source])
+                          "ON CONFLICT (lang, page) DO UPDATE SET requested = archive_rewrites.requested + 1",
+                          [source])
             return self._execute("UPDATE items SET withdrawn = ? WHERE source = ? AND withdrawn IS NULL",
                                  [_iso(at), source]).rowcount
 
