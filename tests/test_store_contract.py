@@ -398,3 +398,40 @@ def test_feed_stamps_are_kept_and_replaced(store: Store) -> None:
     store.set_feed_stamps({"src": "c"})
     store.set_feed_stamps({})
     assert store.feed_stamps() == {"src": "c", "other": "b"}
+
+
+# --- choosing the backend in config.toml, or FEEDHUB_DATABASE ----------------------
+
+
+def test_the_configured_database_or_the_environment_picks_the_backend(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from feedhub.config import parse_config
+    from feedhub.store import redacted
+
+    monkeypatch.delenv("FEEDHUB_DATABASE", raising=False)
+    path = tmp_path / "config.toml"
+    hub = parse_config('[hub]\ndatabase = "state/hub.db"\n', path).hub
+    assert hub.database == tmp_path / "state" / "hub.db"
+    assert hub.local_files == hub.database  # locks beside the SQLite file, as ever
+    url = "postgresql://feedhub@db.example:5432/hub?sslmode=verify-full"
+    hub = parse_config(f'[hub]\ndatabase = "{url}"\n', path).hub
+    assert hub.database == url  # kept as written, not resolved as a path
+    assert hub.local_files == tmp_path / "feedhub-postgresql"
+    monkeypatch.setenv("FEEDHUB_DATABASE", "postgres://u:secret@/hub?host=/run/pg")
+    hub = parse_config('[hub]\ndatabase = "state/hub.db"\n', path).hub
+    assert hub.database == "postgres://u:secret@/hub?host=/run/pg"
+    assert redacted(str(hub.database)) == "postgres://u:***@/hub?host=/run/pg"
+    monkeypatch.setenv("FEEDHUB_DATABASE", "elsewhere.db")
+    assert parse_config("", path).hub.database == tmp_path / "elsewhere.db"
+
+
+def test_a_configured_url_opens_postgresql(pg_database: str, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from feedhub.config import parse_config
+
+    monkeypatch.setenv("FEEDHUB_DATABASE", pg_database)
+    config = parse_config('[hub]\ndatabase = "hub.db"\n', tmp_path / "config.toml")
+    with open_store(config.hub.database) as store:
+        poll(store)
+        assert type(store).__name__ == "PostgresStore"
+    assert not (tmp_path / "hub.db").exists()

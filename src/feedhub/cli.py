@@ -37,7 +37,7 @@ from feedhub.models import Config, HubConfig, PollReport, SourceConfig
 from feedhub.publish import PublishedFeed
 from feedhub.status import ago, source_reason
 from feedhub.status import report as status_report
-from feedhub.store import open_store
+from feedhub.store import open_store, redacted
 
 POOL_THRESHOLD = 8  # sources in one `poll` from which parsing goes to worker processes
 
@@ -122,7 +122,7 @@ def _title(ctx: click.Context, param: click.Parameter, value: str) -> str:
 @click.option("--output-dir", default=str(HubConfig.output_dir), show_default=True,
               metavar="DIR", help="Where the feeds and pages go (relative: to the config file).")
 @click.option("--database", default=str(HubConfig.database), show_default=True, metavar="FILE",
-              help="The SQLite database (relative: to the config file).")
+              help="The SQLite database (relative: to the config file), or a postgresql:// URL.")
 @click.pass_context
 def init(ctx: click.Context, base_url: str, title: str, output_dir: str, database: str) -> None:
     """Start a hub: write a commented config.toml with no sources yet (where
@@ -153,8 +153,11 @@ def init(ctx: click.Context, base_url: str, title: str, output_dir: str, databas
     click.echo(f"    feedhub{config_option} run")
 
 
-def _shown(path: Path) -> str:
-    """A path as short as it can be said from the current directory."""
+def _shown(path: Path | str) -> str:
+    """A path as short as it can be said from the current directory; a
+    database URL without its password."""
+    if isinstance(path, str):
+        return redacted(path)
     try:
         return str(path.absolute().relative_to(Path.cwd()))
     except ValueError:

@@ -72,7 +72,7 @@ class Daemon:
         self.metrics.seed_languages(config.languages)
 
     async def run(self) -> None:
-        with DaemonLock(self.config.hub.database):
+        with DaemonLock(self.config.hub.local_files):
             store = open_store(self.config.hub.database)
             try:
                 async with make_fetcher(self.config) as fetcher:

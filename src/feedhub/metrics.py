@@ -135,7 +135,7 @@ class Metrics:
         for (change, group), count in outcome.by_language.items():
             self.items.labels(change, language_label(group)).inc(count)
 
-    def watch_store(self, store_path: Path, sources: Callable[[], Sequence[str]],
+    def watch_store(self, store_path: Path | str, sources: Callable[[], Sequence[str]],
                     output_dir: Callable[[], Path]) -> StoreCollector:
         collector = StoreCollector(store_path, sources, output_dir)
         self.registry.register(collector)
@@ -147,7 +147,7 @@ class StoreCollector(Collector):
     how long since the stalest source's last good poll, the longest current
     failure, withdrawn items, the database's size, the newest feed file."""
 
-    def __init__(self, store_path: Path, sources: Callable[[], Sequence[str]],
+    def __init__(self, store_path: Path | str, sources: Callable[[], Sequence[str]],
                  output_dir: Callable[[], Path]):
         self.store_path = store_path
         self.sources = sources

@@ -107,7 +107,7 @@ def health(config: Config) -> dict[str, object]:
     """/healthz in detail (the admin address): ok when a daemon holds the
     database and no source is failing. Read-only: never waits for the write
     lock a publish holds (a Store migrates, and so takes it, when opened)."""
-    running = DaemonLock.held(config.hub.database)
+    running = DaemonLock.held(config.hub.local_files)
     with open_store(config.hub.database, reader=True) as store:
         states = store.source_states([s.name for s in config.sources])
     failing = [s.name for s in states if s.error_count and not s.retired]

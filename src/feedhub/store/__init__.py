@@ -9,11 +9,11 @@ tests (tests/test_store_contract.py) run every method on both.
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, Self
+from urllib.parse import urlsplit, urlunsplit
 
 from feedhub.models import (
     EntryRow,
@@ -30,7 +30,7 @@ from feedhub.store._rules import PUBLISHED_TEXT, REFETCH
 from feedhub.store._schema import SCHEMA_VERSION
 
 __all__ = ["DATABASE_ENV", "PUBLISHED_TEXT", "REFETCH", "SCHEMA_VERSION", "Store", "is_database_url",
-           "open_store"]
+           "open_store", "redacted"]
 
 DATABASE_ENV = "FEEDHUB_DATABASE"  # wins over [hub] database: a password need not sit in config.toml
 _URL_SCHEMES = ("postgresql://", "postgres://")
@@ -134,9 +134,13 @@ def open_store(database: Path | str, *, reader: bool = False) -> Store:
     return SqliteStore.reader(database) if reader else SqliteStore(database)
 
 
-def database_from_env(configured: Path | str) -> Path | str:
-    """FEEDHUB_DATABASE, when set, wins over the configured database."""
-    return os.environ.get(DATABASE_ENV) or configured
+def redacted(url: str) -> str:
+    """A database URL fit for a log or a terminal: its password replaced."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 if TYPE_CHECKING:  # mypy proves both backends keep the contract
