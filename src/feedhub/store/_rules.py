@@ -218,3 +218,76 @@ def _pages_to_close(waiting: int, last_page: int, *, keep: int, page_size: int) 
         pages.append(last_page)
         waiting -= page_size
     return pages
+
+
+# --- save_items' decisions: what a saved item does to its row ---------------------
+
+
+def _settles(item: Item, previous: dict[str, Any] | None) -> bool:
+    """Whether the item's row will hold exactly it after saving (see
+    Store.save_items `settled`): a new item, or one found by its id (not by
+    link) with no full text due."""
+    return previous is None or (
+        "fulltext_status" in previous  # found by id, not by link
+        and (item.fulltext_status is not None or (
+            previous["fulltext_status"] != REFETCH and (
+                previous["fulltext_status"] is None
+                or previous["fulltext_link"] == item.link))))
+
+
+def _new_row(item: Item, digest: str, seen_at: datetime, source: str,
+             id_authority: str) -> dict[str, Any]:
+    """A new item's row: its atom id minted now, once; `updated` upstream's,
+    else its published date."""
+    row = _item_row(item, digest, seen_at)
+    row["content"] = _own_text(row["content"], row.get("extracted_content"), row["feed_content"])
+    row.update(
+        source=source, first_seen=_iso(seen_at),
+        atom_id=_atom_id(id_authority, seen_at, source, item.upstream_id),
+        updated=_iso(item.updated) if item.updated else _iso(
+            item.published, exact=item.published_estimated),
+    )
+    return row
+
+
+def _changed_row(item: Item, digest: str, seen_at: datetime, hub_time: datetime,
+                 previous_updated: str | None,
+                 before: tuple[str | None, str | None] | None) -> dict[str, Any]:
+    """The columns an edited item (new content hash) rewrites: not its
+    identity, nor a first-seen date estimate; `updated` upstream's when it is
+    newer, else the hub's time of the change. `before`: the stored
+    (extracted text, link it was extracted from), read when this poll did
+    not extract: an extraction of the same link is kept."""
+    row = _item_row(item, digest, seen_at)
+    extracted = row.get("extracted_content")
+    if before is not None:
+        extracted, link = before
+        if extracted is not None and item.link is not None and link == item.link:
+            row["content"] = extracted
+    row["content"] = _own_text(row["content"], extracted, row["feed_content"])
+    if item.published_estimated:  # keep the first-seen estimate
+        del row["published"], row["published_estimated"]
+    prior = _dt(previous_updated)
+    if item.updated and (prior is None or item.updated > prior):
+        row["updated"] = _iso(item.updated)
+    else:
+        row["updated"] = _iso(hub_time, exact=True)
+    row.pop("upstream_id")  # matched by link: keep the identity it has
+    return row
+
+
+_REFETCHED_COLUMNS = frozenset({
+    "content", "extracted_content", "fulltext_status", "fulltext_link", "fulltext_at", "language",
+    "lang_group", "detected_language", "language_confidence"})
+
+
+def _refetched_row(item: Item, digest: str, seen_at: datetime, hub_time: datetime,
+                   stored_text: str | None, feed_text: str | None) -> tuple[dict[str, Any], bool]:
+    """An unchanged feed item extracted again (refetch): the columns to
+    rewrite, and whether its published text changed (then it is updated)."""
+    row = {k: v for k, v in _item_row(item, digest, seen_at).items() if k in _REFETCHED_COLUMNS}
+    row["content"] = _own_text(row["content"], row["extracted_content"], feed_text)
+    changed = stored_text != item.content
+    if changed:
+        row["updated"] = _iso(hub_time, exact=True)
+    return row, changed

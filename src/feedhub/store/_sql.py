@@ -38,19 +38,20 @@ from feedhub.store._rules import (
     PUBLISHED_TEXT,
     REFETCH,
     _archive,
-    _atom_id,
+    _changed_row,
     _content_hash,
     _current,
     _dt,
     _feed_info,
     _iso,
-    _item_row,
     _latest,
     _links_json,
+    _new_row,
     _of_source,
-    _own_text,
     _pages_to_close,
+    _refetched_row,
     _settle_slugs,
+    _settles,
     _source_state,
     _stored_item,
 )
@@ -271,46 +272,21 @@ class SqlStore:
                 digest = _content_hash(item)
                 group = primary_subtag(item.language or "und")
                 previous = existing.get(item.upstream_id)
-                if settled is not None and (previous is None or (
-                        "fulltext_status" in previous  # found by id, not by link
-                        and (item.fulltext_status is not None or (
-                            previous["fulltext_status"] != REFETCH and (
-                                previous["fulltext_status"] is None
-                                or previous["fulltext_link"] == item.link))))):
+                if settled is not None and _settles(item, previous):
                     settled.add(item.upstream_id)
                 if previous is None:
-                    row = _item_row(item, digest, seen_at)
-                    row["content"] = _own_text(row["content"], row.get("extracted_content"),
-                                               row["feed_content"])
-                    row.update(
-                        source=source, first_seen=_iso(seen_at),
-                        atom_id=_atom_id(id_authority, seen_at, source, item.upstream_id),
-                        updated=_iso(item.updated) if item.updated else _iso(
-                            item.published, exact=item.published_estimated),
-                    )
-                    inserts.append(row)
+                    inserts.append(_new_row(item, digest, seen_at, source, id_authority))
                     touched.add(group)
                     new += 1
                     counts["new", group] += 1
                 elif previous["content_hash"] != digest:
-                    row = _item_row(item, digest, seen_at)
-                    extracted = row.get("extracted_content")
-                    if item.fulltext_status is None:  # keep an earlier extraction of this link
-                        extracted, link = self._execute(
+                    before = None
+                    if item.fulltext_status is None:  # an earlier extraction may be kept
+                        before = self._execute(
                             "SELECT extracted_content, fulltext_link FROM items WHERE id = ?",
                             [previous["id"]]).fetchone()
-                        if extracted is not None and item.link is not None and link == item.link:
-                            row["content"] = extracted
-                    row["content"] = _own_text(row["content"], extracted, row["feed_content"])
-                    if item.published_estimated:  # keep the first-seen estimate
-                        del row["published"], row["published_estimated"]
-                    prior = _dt(previous["updated"])
-                    if item.updated and (prior is None or item.updated > prior):
-                        row["updated"] = _iso(item.updated)
-                    else:
-                        row["updated"] = _iso(hub_time, exact=True)
-                    row.pop("upstream_id")  # matched by link: keep the identity it has
-                    self._update_item(previous["id"], row)
+                    self._update_item(previous["id"], _changed_row(
+                        item, digest, seen_at, hub_time, previous["updated"], before))
                     touched.update({group, previous["lang_group"]})
                     updated += 1
                     counts["updated", group] += 1
@@ -319,13 +295,8 @@ class SqlStore:
                     stored, feed_text = self._execute(
                         f"SELECT {PUBLISHED_TEXT}, feed_content FROM items WHERE id = ?",
                         [previous["id"]]).fetchone()
-                    row = {k: v for k, v in _item_row(item, digest, seen_at).items() if k in (
-                        "content", "extracted_content", "fulltext_status", "fulltext_link",
-                        "fulltext_at", "language", "lang_group", "detected_language",
-                        "language_confidence")}
-                    row["content"] = _own_text(row["content"], row["extracted_content"], feed_text)
-                    if stored != item.content:
-                        row["updated"] = _iso(hub_time, exact=True)
+                    row, changed = _refetched_row(item, digest, seen_at, hub_time, stored, feed_text)
+                    if changed:
                         touched.update({group, previous["lang_group"]})
                         updated += 1
                         counts["updated", group] += 1
