@@ -4,12 +4,13 @@ feeds and pages, from the same upstream feeds on 127.0.0.1."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 import pytest
 
-from hubdir import FIXTURES, HubDir
+from hubdir import FIXTURES, HubDir, rss, stop, wait_for
 
 DATED = """<?xml version="1.0"?><rss version="2.0"><channel><title>Dated</title>
 <link>https://dated.example/</link><description>d</description><language>en</language>
@@ -86,3 +87,28 @@ def test_the_cli_on_postgresql_publishes_what_it_publishes_on_sqlite(
     assert any(b"<entry" not in sqlite_withdrawn[name] for name in atom)  # a page was emptied
     assert [name for name in atom if without_clock(sqlite_withdrawn[name])
             != without_clock(pg_withdrawn[name])] == []
+
+
+def test_the_daemon_runs_on_postgresql_with_its_locks_beside_the_config(
+        tmp_path: Path, feed_server, pg_database: str,  # type: ignore[no-untyped-def]
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FEEDHUB_DATABASE", pg_database)
+    hub = HubDir(tmp_path, interval="1s")
+    feed_server.serve("/one.rss", rss("one", "1", "2"))
+    assert hub.run("add", feed_server.url("/one.rss"), "--name", "one", "--no-check",
+                   "--no-fulltext").returncode == 0
+    daemon = hub.start("run")
+    try:
+        wait_for(lambda: (hub.feeds / "en.atom").exists()
+                 and (tmp_path / "feedhub-postgresql.lock").exists())
+        second = hub.start("run")  # one daemon per node: the lock beside the config says so
+        _, refused = second.communicate(timeout=30)
+        assert second.returncode != 0 and "another" in refused.lower(), refused
+        shown = hub.run("status", "--json")
+        assert shown.returncode == 0, shown.stderr
+        assert [s["items"] for s in json.loads(shown.stdout)["sources"]] == [2]
+    finally:
+        log = stop(daemon)
+    assert daemon.returncode == 0, log
+    assert not (tmp_path / "feedhub.db").exists()
+    assert len(hub.feed("en").entries) == 2
