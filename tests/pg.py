@@ -94,7 +94,9 @@ def pg_cluster() -> Iterator[Cluster]:
         except KeyError:
             _unavailable("running as root and there is no `postgres` user to run the server as")
         as_user = ["runuser", "-u", "postgres", "--"]
-    root = Path(tempfile.mkdtemp(prefix="feedhub-pg-"))
+    # as root, in /tmp itself: the postgres user must reach it (a TMPDIR under
+    # /root would not do), and a unix socket's path must stay short
+    root = Path(tempfile.mkdtemp(prefix="feedhub-pg-", dir="/tmp" if as_user else None))
     data, log = root / "data", root / "server.log"
     if as_user:
         shutil.chown(root, "postgres", "postgres")

@@ -206,7 +206,7 @@ class StoreCollector(Collector):
             family.add_metric([label], count)
         yield family
         yield GaugeMetricFamily("feedhub_database_size_bytes", "The SQLite database and its "
-                                "write-ahead log on disk", value=size)
+                                "write-ahead log on disk (PostgreSQL: pg_database_size)", value=size)
         if (newest := _newest_feed(self.output_dir())) is not None:
             yield GaugeMetricFamily("feedhub_last_published_timestamp_seconds", "When a "
                                     "language feed was last written (Unix time; feeds are "
