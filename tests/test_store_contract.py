@@ -6,6 +6,7 @@ fails here, not in a hub that moved."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -435,3 +436,22 @@ def test_a_configured_url_opens_postgresql(pg_database: str, tmp_path: Path,
         poll(store)
         assert type(store).__name__ == "PostgresStore"
     assert not (tmp_path / "hub.db").exists()
+
+
+def test_both_schemas_have_the_same_tables_and_columns(tmp_path: Path, pg_database: str) -> None:
+    """A schema step taken on one backend and forgotten on the other shows here."""
+    import sqlite3
+
+    import psycopg
+
+    with open_store(tmp_path / "hub.db"):
+        pass
+    with closing(sqlite3.connect(tmp_path / "hub.db")) as db:
+        tables = [name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        on_sqlite = {(table, column) for table in tables
+                     for column in (row[1] for row in db.execute(f"PRAGMA table_info({table})"))}
+    with open_store(pg_database), psycopg.connect(pg_database) as conn:
+        on_postgresql = set(conn.execute(
+            "SELECT table_name, column_name FROM information_schema.columns "
+            "WHERE table_schema = 'public' AND table_name <> 'schema_version'").fetchall())
+    assert on_postgresql == on_sqlite

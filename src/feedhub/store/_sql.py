@@ -458,7 +458,7 @@ class SqlStore:
             "SELECT source, count, fulltext_status FROM ("
             "  SELECT source, fulltext_status, count(*) OVER (PARTITION BY source) AS count,"
             "         row_number() OVER (PARTITION BY source"
-            "                            ORDER BY fulltext_at DESC, id DESC) AS latest"
+            "                            ORDER BY fulltext_at DESC NULLS LAST, id DESC) AS latest"
             "  FROM items WHERE fulltext_status LIKE 'kept feed text%'"
             ") AS failures WHERE latest = 1")}
 
