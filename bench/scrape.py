@@ -1,6 +1,6 @@
 """What one /metrics scrape costs at 10,000 sources (the target: under 50 ms).
 
-A store is filled directly through store.py (no farm, no polling): 10,000
+A store is filled directly through feedhub.store (no farm, no polling): 10,000
 sources' states in every state `status` knows (ok, failing, retired,
 degraded, empty, never polled), ITEMS items for each, some withdrawn. Then
 /metrics is rendered by prometheus-client from the daemon's registry (the
