@@ -35,6 +35,14 @@ def hub(tmp_path: Path) -> HubDir:
 
 
 @pytest.fixture(autouse=True)
+def _no_outside_database(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A FEEDHUB_DATABASE in the developer's environment (a real hub's
+    PostgreSQL, say) never reaches a test or the CLI it runs: a test that
+    wants one sets it (test_store_postgres_cli.py)."""
+    monkeypatch.delenv("FEEDHUB_DATABASE", raising=False)
+
+
+@pytest.fixture(autouse=True)
 def _only_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests talk to 127.0.0.1 only: a name lookup of anything else in the
     test process fails the test instead of reaching for the network."""
