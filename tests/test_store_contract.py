@@ -422,6 +422,9 @@ def test_the_configured_database_or_the_environment_picks_the_backend(
     hub = parse_config('[hub]\ndatabase = "state/hub.db"\n', path).hub
     assert hub.database == "postgres://u:secret@/hub?host=/run/pg"
     assert redacted(str(hub.database)) == "postgres://u:***@/hub?host=/run/pg"
+    assert redacted("postgresql:///hub?user=u&password=p&sslmode=require") == (
+        "postgresql:///hub?user=u&password=***&sslmode=require")
+    assert redacted("postgresql://db/hub") == "postgresql://db/hub"
     monkeypatch.setenv("FEEDHUB_DATABASE", "elsewhere.db")
     assert parse_config("", path).hub.database == tmp_path / "elsewhere.db"
 

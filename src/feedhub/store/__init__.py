@@ -9,11 +9,12 @@ tests (tests/test_store_contract.py) run every method on both.
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, Self
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from feedhub.models import (
     EntryRow,
@@ -135,12 +136,13 @@ def open_store(database: Path | str, *, reader: bool = False) -> Store:
 
 
 def redacted(url: str) -> str:
-    """A database URL fit for a log or a terminal: its password replaced."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+    """A database URL fit for a log or a terminal: its password (before the
+    host, or as a `password=` parameter) replaced. Edited as text: urllib
+    would drop the empty host of `postgresql:///db?host=/run/postgresql`."""
+    password = urlsplit(url).password
+    if password is not None:
+        url = url.replace(f":{password}@", ":***@", 1)
+    return re.sub(r"([?&]password=)[^&#]*", r"\1***", url, flags=re.IGNORECASE)
 
 
 if TYPE_CHECKING:  # mypy proves both backends keep the contract
