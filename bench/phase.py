@@ -56,13 +56,13 @@ def feedhub_config(workdir: Path, urls: list[str]) -> Path:
 def run_feedhub(phase: str, workdir: Path, urls: list[str]) -> dict[str, object]:
     from feedhub.config import load_config
     from feedhub.hub import Hub, make_fetcher
-    from feedhub.store import Store
+    from feedhub.store import open_store
 
     config = load_config(feedhub_config(workdir, urls))
     result: dict[str, object] = {}
 
     async def poll() -> None:
-        with Store(config.hub.database) as store:
+        with open_store(config.hub.database) as store:
             async with make_fetcher(config) as fetcher:
                 hub = Hub(config, store, fetcher, workers=os.cpu_count() or 1)
                 meter = WorkerMeter(hub.executor)
@@ -82,7 +82,7 @@ def run_feedhub(phase: str, workdir: Path, urls: list[str]) -> dict[str, object]
         result["db_bytes"] = db_bytes(config.hub.database)
 
     def publish() -> None:
-        with Store(config.hub.database) as store:
+        with open_store(config.hub.database) as store:
             feeds = Hub(config, store, None).publish()  # type: ignore[arg-type]
         result["languages"] = len(feeds)
         result["written"] = sum(f.written for f in feeds)

@@ -105,7 +105,7 @@ def main() -> None:
 
     from feedhub.config import load_config
     from feedhub.hub import Hub, make_fetcher
-    from feedhub.store import Store
+    from feedhub.store import open_store
 
     workdir = Path(tempfile.mkdtemp(prefix="redated-"))
     urls = [f"http://127.0.0.1:{port.value}/f/{i}.xml" for i in range(args.feeds)]
@@ -115,7 +115,7 @@ def main() -> None:
         if redate:
             stamp.value += 60
         urllib.request.urlopen(f"http://127.0.0.1:{port.value}/_prepare", timeout=600).read()
-        with Store(config.hub.database) as store:
+        with open_store(config.hub.database) as store:
             async with make_fetcher(config) as fetcher:
                 hub = Hub(config, store, fetcher, workers=os.cpu_count() or 1,
                           parse_unchanged=parse_unchanged)

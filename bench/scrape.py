@@ -1,6 +1,6 @@
 """What one /metrics scrape costs at 10,000 sources (the target: under 50 ms).
 
-A store is filled directly through store.py (no farm, no polling): 10,000
+A store is filled directly through feedhub.store (no farm, no polling): 10,000
 sources' states in every state `status` knows (ok, failing, retired,
 degraded, empty, never polled), ITEMS items for each, some withdrawn. Then
 /metrics is rendered by prometheus-client from the daemon's registry (the
@@ -29,7 +29,7 @@ from feedhub.admin import AdminServer, admin_in_thread, render_status
 from feedhub.config import load_config
 from feedhub.metrics import Metrics
 from feedhub.models import Item
-from feedhub.store import Store
+from feedhub.store import open_store
 
 CONFIG = """[hub]
 title = "Scrape bench"
@@ -46,7 +46,7 @@ def fill(root: Path, sources: int, items: int) -> list[str]:
                for n, name in enumerate(names)]
     (root / "config.toml").write_text("\n".join(config), encoding="utf-8")
     now = datetime.now(UTC)
-    with Store(root / "feedhub.db") as store, store.transaction():
+    with open_store(root / "feedhub.db") as store, store.transaction():
         for n, name in enumerate(names):
             kind = n % 20
             if kind == 19:

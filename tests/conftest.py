@@ -16,8 +16,9 @@ from feedserver import FeedServer  # noqa: E402
 from hubdir import HubDir  # noqa: E402
 
 # browser.py: the Chromium fixtures (browser, open_page, static_server) for the
-# HTML page tests; registered here so a test module just names them.
-pytest_plugins = ["browser"]
+# HTML page tests; registered here so a test module just names them. pg.py: a
+# throwaway PostgreSQL cluster (pg_cluster) and a fresh database per test (pg_database).
+pytest_plugins = ["browser", "pg"]
 
 
 @pytest.fixture
@@ -31,6 +32,14 @@ def feed_server() -> Iterator[FeedServer]:
 def hub(tmp_path: Path) -> HubDir:
     """An empty hub directory with a config.toml, driven through the CLI."""
     return HubDir(tmp_path)
+
+
+@pytest.fixture(autouse=True)
+def _no_outside_database(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A FEEDHUB_DATABASE in the developer's environment (a real hub's
+    PostgreSQL, say) never reaches a test or the CLI it runs: a test that
+    wants one sets it (test_store_postgres_cli.py)."""
+    monkeypatch.delenv("FEEDHUB_DATABASE", raising=False)
 
 
 @pytest.fixture(autouse=True)

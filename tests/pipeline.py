@@ -10,7 +10,7 @@ from pathlib import Path
 from feedhub.models import Config, FetchResult, LanguageContext, SourceConfig
 from feedhub.parse import ParseError
 from feedhub.publish import render_feed
-from feedhub.store import Store
+from feedhub.store import open_store
 from feedhub.worker import parse_and_enrich
 
 
@@ -21,7 +21,7 @@ def ingest_and_publish(result: FetchResult, tmp: Path, config: Config,
         parsed = parse_and_enrich(result, source, LanguageContext())
     except ParseError:
         return None
-    with Store(tmp / "hub.db") as store:
+    with open_store(tmp / "hub.db") as store:
         store.save_items(source.name, parsed.items, seen_at=result.fetched_at, id_authority="h")
         store.record_poll(source.name, url=source.url, at=result.fetched_at, status=200,
                           error=None, next_poll=None, feed=parsed.info)

@@ -339,7 +339,7 @@ def test_status_page_is_paged_failing_first(tmp_path: Path) -> None:
 
     from feedhub.admin import PAGE_SIZE, render_status
     from feedhub.config import load_config
-    from feedhub.store import Store
+    from feedhub.store import open_store
 
     hub = HubDir(tmp_path)
     with hub.config.open("a", encoding="utf-8") as config:
@@ -347,7 +347,7 @@ def test_status_page_is_paged_failing_first(tmp_path: Path) -> None:
             config.write(f'\n[[sources]]\nname = "s{n:04d}"\nurl = "https://s{n}.example/f"\n')
     config = load_config(hub.config)
     now = datetime.now(UTC)
-    with Store(config.hub.database) as store:
+    with open_store(config.hub.database) as store:
         for n in range(1201):
             failing = n in (7, 1100)
             store.record_poll(f"s{n:04d}", url=f"https://s{n}.example/f", at=now,

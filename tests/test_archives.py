@@ -16,7 +16,7 @@ import lxml.etree
 from atomcheck import assert_valid_atom_tree
 from feedhub.models import Item
 from feedhub.publish import slugify
-from feedhub.store import Store
+from feedhub.store import Store, open_store
 from hubdir import HubDir
 
 ATOM = "{http://www.w3.org/2005/Atom}"
@@ -159,7 +159,7 @@ def test_archive_page_size_zero_keeps_a_plain_sliding_window(hub: HubDir, feed_s
 
 def stored(tmp_path: Path, sources: dict[str, int]) -> Store:
     """A store holding `count` English items per source, filed in arrival order."""
-    store = Store(tmp_path / "hub.db")
+    store = open_store(tmp_path / "hub.db")
     for source, count in sources.items():
         store.save_items(source, [Item(
             upstream_id=f"{source}-{n}", title=f"{source} {n}", link=f"https://{source}.example/{n}",

@@ -15,7 +15,7 @@ import pytest
 
 from feedhub.config import parse_config
 from feedhub.hub import Hub, make_fetcher
-from feedhub.store import Store
+from feedhub.store import open_store
 from safety import assert_feed_is_safe
 from shared import SHARED
 
@@ -72,7 +72,7 @@ def test_every_corpus_file_is_survived_and_nothing_unsafe_is_published(tmp_path,
     config = parse_config("\n".join(lines), tmp_path / "config.toml")
 
     async def run() -> list:
-        with Store(config.hub.database) as store:
+        with open_store(config.hub.database) as store:
             async with make_fetcher(config) as fetcher:
                 hub = Hub(config, store, fetcher, workers=2)
                 try:

@@ -14,7 +14,7 @@ import pytest
 from feedhub.config import parse_config
 from feedhub.hub import Hub, make_fetcher
 from feedhub.models import PollReport
-from feedhub.store import Store
+from feedhub.store import open_store
 
 RSS_091 = """<?xml version="1.0"?>
 <!DOCTYPE rss PUBLIC "-//Netscape Communications//DTD RSS 0.91//EN"
@@ -62,7 +62,7 @@ def hub_config(tmp_path: Path, url: str):
 def poll_and_publish(config) -> PollReport:
     """One poll of the only source, then publish: the hub in-process."""
     async def run() -> PollReport:
-        with Store(config.hub.database) as store:
+        with open_store(config.hub.database) as store:
             async with make_fetcher(config) as fetcher:
                 hub = Hub(config, store, fetcher)
                 [report] = await hub.poll_many(config.sources)
@@ -183,7 +183,7 @@ def test_parsing_in_worker_processes_survives_a_dead_worker(tmp_path: Path, feed
     config = hub_config(tmp_path, feed_server.url("/a.rss"))
 
     async def run() -> PollReport:
-        with Store(config.hub.database) as store:
+        with open_store(config.hub.database) as store:
             async with make_fetcher(config) as fetcher:
                 hub = Hub(config, store, fetcher, workers=1)
                 try:

@@ -20,7 +20,7 @@ from atomcheck import assert_valid_atom
 from feedhub.config import parse_config
 from feedhub.fetch import BlockedAddressError, _GuardedBackend
 from feedhub.models import FetchResult, LanguageContext, SourceConfig
-from feedhub.store import Store
+from feedhub.store import open_store
 from feedhub.worker import parse_and_enrich
 from safety import assert_feed_is_safe
 
@@ -109,7 +109,7 @@ def test_absurd_dates_huge_titles_and_ten_thousand_entries(tmp_path) -> None:
     entries[0]["title"] = "T" * 100_000
     document = ingest_and_publish(rss(entries), tmp_path)
     assert_safe_and_well_formed(document)
-    with Store(tmp_path / "hub.db") as store:
+    with open_store(tmp_path / "hub.db") as store:
         assert store.source_states(["src"])[0].items == 10_000
         newest = store.latest_items("en", ["src"], 50)
     assert all(item.published <= datetime(2026, 1, 1, tzinfo=UTC) for item in newest)

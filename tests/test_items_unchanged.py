@@ -22,7 +22,7 @@ import pytest
 from feedhub.config import parse_config
 from feedhub.hub import Hub, make_fetcher
 from feedhub.models import FetchResult
-from feedhub.store import Store
+from feedhub.store import open_store
 from hubdir import HubDir
 from test_corpus import CORPUS, headers_of, manifest
 
@@ -102,7 +102,7 @@ def poll_all(tmp_path: Path, feed_server, files, *, parse_unchanged: bool,
     notes = Counter()
 
     async def run() -> None:
-        with Store(config.hub.database) as store:
+        with open_store(config.hub.database) as store:
             async with make_fetcher(config) as fetcher:
                 hub = Hub(config, store, fetcher, workers=2, parse_unchanged=parse_unchanged)
                 fetch = fetcher.fetch

@@ -171,7 +171,7 @@ def test_the_store_knows_a_sources_usual_language(tmp_path) -> None:
     from datetime import UTC, datetime, timedelta
 
     from feedhub.models import Item
-    from feedhub.store import Store
+    from feedhub.store import open_store
 
     start = datetime(2025, 1, 1, tzinfo=UTC)
 
@@ -181,7 +181,7 @@ def test_the_store_knows_a_sources_usual_language(tmp_path) -> None:
                      updated=None, content="c", content_is_full=True, language=language)
                 for n, language in enumerate(languages.split())]
 
-    with Store(tmp_path / "feedhub.db") as store:
+    with open_store(tmp_path / "feedhub.db") as store:
         assert store.usual_language("s") is None
         # 60 German items, then the newest 50: 15 English, 5 pcm, 30 with no language
         for batch in (items("de " * 60, 0), items("en " * 15 + "pcm " * 5 + "zxx " * 30, 100)):

@@ -14,7 +14,7 @@ from feedhub.config import load_config
 from feedhub.metrics import ERROR_KINDS, Metrics, language_label
 from feedhub.models import PollReport, StoreOutcome
 from feedhub.status import STATES, report
-from feedhub.store import Store
+from feedhub.store import open_store
 from hubdir import HubDir
 
 
@@ -65,7 +65,7 @@ def test_store_gauges_agree_with_status(tmp_path: Path) -> None:
     config = load_config(hub.config)
     now = datetime.now(UTC)
     hour = timedelta(hours=1)
-    with Store(config.hub.database) as store:
+    with open_store(config.hub.database) as store:
         def poll(name: str, at: datetime, error: str | None = None, **changes: object) -> None:
             store.record_poll(name, url=f"https://{name}.example/f", at=at, status=200,
                               error=error, next_poll=at + hour, **changes)

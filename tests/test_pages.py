@@ -15,7 +15,7 @@ import pytest
 
 from feedhub.config import load_config
 from feedhub.hub import Hub
-from feedhub.store import Store
+from feedhub.store import open_store
 from hubdir import FIXTURES, HubDir, rss
 from test_archives import ATOM, archived_hub
 from test_archives import rss as archive_rss
@@ -213,7 +213,7 @@ def test_a_template_broken_under_a_running_hub_keeps_the_previous_pages(
     for broken, where in (("<header>{% for x in %}</header>", "header.html line 1"),
                           ("<header>\n{{ page.nope }}</header>", "header.html line 2")):
         (templates / "header.html").write_text(broken, encoding="utf-8")
-        with Store(config.hub.database) as store, caplog.at_level(logging.ERROR):
+        with open_store(config.hub.database) as store, caplog.at_level(logging.ERROR):
             caplog.clear()
             Hub(config, store, None).publish()  # type: ignore[arg-type]
         assert where in caplog.text and "previous page" in caplog.text, caplog.text

@@ -40,7 +40,8 @@ from feedhub.models import (
     primary_subtag,
 )
 from feedhub.publish import FeedDocument, render_document
-from feedhub.store import Store
+from feedhub.store import open_store
+from feedhub.store._sql import SqlStore
 from feedhub.worker import parse_and_enrich
 from hubdir import FIXTURES
 
@@ -242,7 +243,7 @@ def build_hub(root: Path) -> Config:
                             + extra for name, url, _, extra in sources)
     (root / "config.toml").write_text(text, encoding="utf-8")
     config = parse_config(text, root / "config.toml")
-    with Store(config.hub.database) as store:
+    with open_store(config.hub.database) as store:
         for n, (name, url, body, _) in enumerate(sources):
             source = config.find_source(name)
             assert source is not None
@@ -267,7 +268,7 @@ def publish_twice(config: Config, monkeypatch: pytest.MonkeyPatch) -> None:
     """Publish, take one source down, publish again (archive rewrites, an
     emptied source feed), then publish a third time (nothing to write)."""
     monkeypatch.setattr(publish_module, "_now", lambda: NOW)
-    with Store(config.hub.database) as store:
+    with open_store(config.hub.database) as store:
         hub = Hub(config, store, None)  # type: ignore[arg-type]
         hub.publish()
         assert store.withdraw("gone", NOW) > 0
@@ -381,7 +382,7 @@ def test_a_kept_entry_never_outlives_what_it_was_rendered_from(
     entry afresh from the same database."""
     config = _copy(built, tmp_path / "new")
     monkeypatch.setattr(publish_module, "_now", lambda: NOW)
-    with Store(config.hub.database) as store:
+    with open_store(config.hub.database) as store:
         Hub(config, store, None).publish()  # type: ignore[arg-type]
         later = NOW + timedelta(days=1)
         farm = Farm(12, 8, seed=13)
@@ -415,9 +416,9 @@ def test_a_kept_entry_never_outlives_what_it_was_rendered_from(
     shutil.copytree(tmp_path / "new", tmp_path / "old")
     new_config = parse_config(text, tmp_path / "new" / "config.toml")
     old_config = parse_config(text, tmp_path / "old" / "config.toml")
-    with Store(new_config.hub.database) as store:
+    with open_store(new_config.hub.database) as store:
         Hub(new_config, store, None).publish()  # type: ignore[arg-type]
-    with monkeypatch.context() as patched, Store(old_config.hub.database) as store:
+    with monkeypatch.context() as patched, open_store(old_config.hub.database) as store:
         patched.setattr(publish_module, "render_document", old_render_document)
         patched.setattr(Hub, "_entries", _items_for_the_old_renderer)
         Hub(old_config, store, None).publish()  # type: ignore[arg-type]
@@ -447,10 +448,10 @@ def test_entries_rendered_by_the_parser_workers_give_the_same_bytes(
     monkeypatch.setattr(publish_module, "_now", lambda: NOW)
     monkeypatch.setattr(hub_module, "RENDER_CHUNK", 10)
     rendered_here: list[int] = []  # the items documents had to render themselves
-    real_items_by_id = Store.items_by_id
-    monkeypatch.setattr(Store, "items_by_id", lambda store, ids: (
+    real_items_by_id = SqlStore.items_by_id
+    monkeypatch.setattr(SqlStore, "items_by_id", lambda store, ids: (
         rendered_here.append(len(ids)), real_items_by_id(store, ids))[1])
-    with Store(new_config.hub.database) as store:
+    with open_store(new_config.hub.database) as store:
         hub = Hub(new_config, store, None, workers=2)  # type: ignore[arg-type]
         try:
             hub.publish(release_workers=release_workers)
@@ -459,8 +460,8 @@ def test_entries_rendered_by_the_parser_workers_give_the_same_bytes(
             hub.close()
         assert store.items_without_entries(0, 10_000) == []
     assert sum(rendered_here) == 0  # all of it in the workers
-    monkeypatch.setattr(Store, "items_by_id", real_items_by_id)
-    with monkeypatch.context() as patched, Store(old_config.hub.database) as store:
+    monkeypatch.setattr(SqlStore, "items_by_id", real_items_by_id)
+    with monkeypatch.context() as patched, open_store(old_config.hub.database) as store:
         patched.setattr(publish_module, "render_document", old_render_document)
         patched.setattr(Hub, "_entries", _items_for_the_old_renderer)
         Hub(old_config, store, None).publish()  # type: ignore[arg-type]
@@ -478,7 +479,7 @@ def test_a_feed_that_only_redates_itself_renders_no_entry_again(
     config = _copy(built, tmp_path / "new")
     monkeypatch.setattr(publish_module, "_now", lambda: NOW)
     later = NOW + timedelta(days=1)
-    with Store(config.hub.database) as store:
+    with open_store(config.hub.database) as store:
         Hub(config, store, None).publish()  # type: ignore[arg-type]
         store.record_poll("farm 0", url="https://farm.example/0.xml", at=later, status=200,
                           error=None, next_poll=None, feed_updated=later)
@@ -486,13 +487,13 @@ def test_a_feed_that_only_redates_itself_renders_no_entry_again(
     old_config = parse_config((tmp_path / "old" / "config.toml").read_text(encoding="utf-8"),
                               tmp_path / "old" / "config.toml")
     rendered_again: list[int] = []
-    real_items_by_id = Store.items_by_id
-    with monkeypatch.context() as patched, Store(config.hub.database) as store:
-        patched.setattr(Store, "items_by_id", lambda store, ids: (
+    real_items_by_id = SqlStore.items_by_id
+    with monkeypatch.context() as patched, open_store(config.hub.database) as store:
+        patched.setattr(SqlStore, "items_by_id", lambda store, ids: (
             rendered_again.append(len(ids)), real_items_by_id(store, ids))[1])
         Hub(config, store, None).publish()  # type: ignore[arg-type]
     assert sum(rendered_again) == 0
-    with monkeypatch.context() as patched, Store(old_config.hub.database) as store:
+    with monkeypatch.context() as patched, open_store(old_config.hub.database) as store:
         patched.setattr(publish_module, "render_document", old_render_document)
         patched.setattr(Hub, "_entries", _items_for_the_old_renderer)
         Hub(old_config, store, None).publish()  # type: ignore[arg-type]

@@ -17,7 +17,7 @@ from feedhub.config import parse_config
 from feedhub.credits import DEFAULT_CREDITS, check_template, credit_template, render_credit
 from feedhub.models import FeedInfo, Item, Link
 from feedhub.publish import publish_feeds, publish_index, render_feed
-from feedhub.store import Store
+from feedhub.store import Store, open_store
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
@@ -31,7 +31,7 @@ def item(n: int, **changes: object) -> Item:
 
 @pytest.fixture
 def store(tmp_path: Path):
-    with Store(tmp_path / "hub.db") as store:
+    with open_store(tmp_path / "hub.db") as store:
         store.record_poll("src", url="https://up.example/feed", status=200, error=None, at=T0,
                           next_poll=None,
                           feed=FeedInfo(id="urn:up", title="Upstream",

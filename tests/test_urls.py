@@ -29,7 +29,7 @@ from feedhub.config import ConfigError, http_url_problem, load_config, parse_con
 from feedhub.fetch import Fetcher, FetchError, InvalidURLError, url_problem
 from feedhub.hub import Hub
 from feedhub.models import FetchResult
-from feedhub.store import Store
+from feedhub.store import open_store
 from feedserver import FeedServer
 from hubdir import CONFIG, HubDir, rss, stop, wait_for
 
@@ -345,7 +345,7 @@ def test_an_unexpected_exception_in_a_poll_is_that_sources_recorded_failure(
 
     async def go() -> list:
         async with Buggy(user_agent="t", allow_private=True, timeout=5) as fetcher:
-            with Store(config.hub.database) as store:
+            with open_store(config.hub.database) as store:
                 reports = await Hub(config, store, fetcher).poll_many(config.sources)
                 return reports, store.source_states(["a", "buggy", "b"])
 

@@ -33,7 +33,7 @@ from feedhub import __version__
 from feedhub.metrics import StoreCollector
 from feedhub.status import CHART_DAYS, ago, chart_days, report, source_reason
 from feedhub.status import health as detailed_health
-from feedhub.store import Store
+from feedhub.store import open_store
 
 if TYPE_CHECKING:
     from feedhub.daemon import Daemon
@@ -281,7 +281,7 @@ def render_status(templates: jinja2.Environment, config: Config, sort: str,
     now = datetime.now(UTC)
     days = chart_days(now.date())
     since = datetime.combine(days[0], datetime.min.time(), UTC)
-    with Store.reader(config.hub.database) as store:
+    with open_store(config.hub.database, reader=True) as store:
         found = report(config, store)
         by_source, by_language = store.items_per_day([s.name for s in config.sources], since)
     rows: list[dict[str, Any]] = []

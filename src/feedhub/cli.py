@@ -37,7 +37,7 @@ from feedhub.models import Config, HubConfig, PollReport, SourceConfig
 from feedhub.publish import PublishedFeed
 from feedhub.status import ago, source_reason
 from feedhub.status import report as status_report
-from feedhub.store import Store
+from feedhub.store import open_store, redacted
 
 POOL_THRESHOLD = 8  # sources in one `poll` from which parsing goes to worker processes
 
@@ -122,7 +122,7 @@ def _title(ctx: click.Context, param: click.Parameter, value: str) -> str:
 @click.option("--output-dir", default=str(HubConfig.output_dir), show_default=True,
               metavar="DIR", help="Where the feeds and pages go (relative: to the config file).")
 @click.option("--database", default=str(HubConfig.database), show_default=True, metavar="FILE",
-              help="The SQLite database (relative: to the config file).")
+              help="The SQLite database (relative: to the config file), or a postgresql:// URL.")
 @click.pass_context
 def init(ctx: click.Context, base_url: str, title: str, output_dir: str, database: str) -> None:
     """Start a hub: write a commented config.toml with no sources yet (where
@@ -153,8 +153,11 @@ def init(ctx: click.Context, base_url: str, title: str, output_dir: str, databas
     click.echo(f"    feedhub{config_option} run")
 
 
-def _shown(path: Path) -> str:
-    """A path as short as it can be said from the current directory."""
+def _shown(path: Path | str) -> str:
+    """A path as short as it can be said from the current directory; a
+    database URL without its password."""
+    if isinstance(path, str):
+        return redacted(path)
     try:
         return str(path.absolute().relative_to(Path.cwd()))
     except ValueError:
@@ -357,7 +360,7 @@ def export(ctx: click.Context, output: Any) -> None:
 def list_sources(ctx: click.Context, as_json: bool) -> None:
     """List the sources with their settings and last poll."""
     config = _load(ctx)
-    with Store(config.hub.database) as store:
+    with open_store(config.hub.database) as store:
         states = {s.name: s for s in store.source_states([s.name for s in config.sources])}
     rows = []
     for source in config.sources:
@@ -397,7 +400,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
     """
     config = _load(ctx)
     names = [s.name for s in config.sources]
-    with Store(config.hub.database) as store:
+    with open_store(config.hub.database) as store:
         found = status_report(config, store)
     states, health, summary = found.states, found.health, found.summary
     per_language, fulltext, withdrawn = found.per_language, found.fulltext, found.withdrawn
@@ -484,7 +487,7 @@ def _select(config: Config, names: tuple[str, ...], poll_all: bool) -> list[Sour
 
 async def _poll_and_publish(config: Config, sources: list[SourceConfig], force: bool
                             ) -> tuple[list[PollReport], int, list[websub.PingOutcome]]:
-    with Store(config.hub.database) as store:
+    with open_store(config.hub.database) as store:
         if not force:
             now = datetime.now(UTC)
             due = []
@@ -574,7 +577,7 @@ def refetch(ctx: click.Context, item_or_source: str) -> None:
     """
     config = _load(ctx)
     source = config.find_source(item_or_source)
-    with Store(config.hub.database) as store:
+    with open_store(config.hub.database) as store:
         if source is not None:
             marked = store.mark_refetch(source.name)
             what = f"all {marked} items of {source.name!r}"
@@ -615,7 +618,7 @@ def withdraw(ctx: click.Context, name_or_url: str) -> None:
     if source is None:
         raise click.BadParameter(f"no source named {name_or_url!r} (see `feedhub list`)",
                                  param_hint="NAME_OR_URL")
-    with Store(config.hub.database) as store:
+    with open_store(config.hub.database) as store:
         count = store.withdraw(source.name, datetime.now(UTC))
         try:
             published = Hub(config, store, None).publish()  # type: ignore[arg-type]
@@ -631,7 +634,7 @@ def publish(ctx: click.Context) -> None:
     """Regenerate the feeds from what is stored (no polling); ping the
     WebSub hubs for the files written (a failed ping is only a warning)."""
     config = _load(ctx)
-    with Store(config.hub.database) as store:
+    with open_store(config.hub.database) as store:
         try:
             published = Hub(config, store, None).publish()  # type: ignore[arg-type]
         except OSError as exc:

@@ -9,6 +9,7 @@ comments and layout, under a lock and by atomic replace.
 from __future__ import annotations
 
 import difflib
+import os
 import re
 import tomllib
 from collections.abc import Callable
@@ -22,6 +23,7 @@ import tomlkit.items
 from feedhub import __version__
 from feedhub._files import atomic_write, create_new, locked
 from feedhub.models import Config, HubConfig, LanguageConfig, SourceConfig
+from feedhub.store import DATABASE_ENV, is_database_url
 
 DEFAULT_CONFIG = "config.toml"
 
@@ -227,7 +229,9 @@ class _Reader:
             title=get("title", _text, "a non-empty string"),
             base_url=get("base_url", normalize_base_url, "an absolute http(s) URL"),
             output_dir=base / get("output_dir", _text, "a path"),
-            database=base / get("database", _text, "a path"),
+            database=_database(os.environ.get(DATABASE_ENV, "").strip()
+                               or get("database", _text, "a path or a postgresql:// URL"), base),
+            local_base=base / HubConfig.local_base,
             items_per_feed=get("items_per_feed", _positive_int, "a whole number above 0"),
             archive_page_size=get("archive_page_size", _count, "a whole number (0: no archives)"),
             default_interval=get("default_interval", parse_duration, "a duration like '30m'"),
@@ -313,6 +317,14 @@ class _Reader:
                                 f"[[sources]] #{index + 1}: duplicate url {source.url!r}")
             names.add(source.name)
             urls.add(source.url)
+
+
+def _database(value: str | Path, base: Path) -> Path | str:
+    """A postgresql:// URL as written (libpq reads it: sslmode, host lists,
+    a password); anything else a SQLite file, relative to the config file.
+    FEEDHUB_DATABASE, when set, takes the place of the configured value, so
+    a password need not sit in config.toml."""
+    return str(value) if is_database_url(str(value)) else base / value
 
 
 def _text(value: Any) -> str:
@@ -560,7 +572,9 @@ base_url = {base_url}
 # Where feeds/<lang>.atom, the HTML pages, index.html and index.opml are written.
 output_dir = {output_dir}
 
-# SQLite database holding items and polling state.
+# SQLite database holding items and polling state; a "postgresql://host/dbname"
+# URL selects PostgreSQL. The environment variable FEEDHUB_DATABASE, when set,
+# wins over this line (so a password need not be written here).
 database = {database}
 
 # How often a source is polled when it sets no interval of its own.

@@ -39,7 +39,7 @@ from feedhub.metrics import Metrics
 from feedhub.models import Config, SourceConfig
 from feedhub.publish import PublishedFeed
 from feedhub.server import serve_in_process, stop_process
-from feedhub.store import Store
+from feedhub.store import open_store
 from feedhub.websub import Notifier
 
 log = logging.getLogger("feedhub.daemon")
@@ -72,8 +72,8 @@ class Daemon:
         self.metrics.seed_languages(config.languages)
 
     async def run(self) -> None:
-        with DaemonLock(self.config.hub.database):
-            store = Store(self.config.hub.database)
+        with DaemonLock(self.config.hub.local_files):
+            store = open_store(self.config.hub.database)
             try:
                 async with make_fetcher(self.config) as fetcher:
                     self.hub = Hub(self.config, store, fetcher, workers=PARSER_WORKERS,

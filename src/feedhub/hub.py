@@ -133,9 +133,10 @@ class Hub:
         self.store = store
         self.fetcher = fetcher
         self.workers = workers
-        # the language model, uncompressed, goes beside the database when the
+        # the language model, uncompressed, goes beside the database (a
+        # PostgreSQL hub's: beside the config file) when the
         # user's cache cannot be written (a confined daemon); see langmodel
-        self.model_cache = config.hub.database.parent
+        self.model_cache = config.hub.local_files.parent
         langmodel.set_cache_dir(self.model_cache)  # when parsing in-process
         self.executor: Executor | None = (parser_pool(workers, self.model_cache) if workers
                                           else None)
@@ -482,7 +483,7 @@ class Hub:
         once they have rendered the new entries, so the documents are
         written without them in memory (~100 MB of PSS at 1,000 sources).
         Returns the subscription documents (what a WebSub hub is told of)."""
-        database = self.config.hub.database
+        database = self.config.hub.local_files  # this node's own (see HubConfig)
         with (locked(database.with_name(database.name + ".publish"), wait=wait),  # *.publish.lock
               self.metrics.publish_seconds.time()):
             published = self._publish(languages, sources, release_workers)

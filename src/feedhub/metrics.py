@@ -39,7 +39,7 @@ from prometheus_client.registry import Collector
 from feedhub import __version__
 from feedhub.models import PollReport, StoreOutcome, primary_subtag
 from feedhub.status import STATES, source_health
-from feedhub.store import Store
+from feedhub.store import Store, open_store
 
 POLL_OUTCOMES = ("200", "304", "error", "skipped")
 # why a poll failed: no answer (network, timeout), an answer too large, an
@@ -135,7 +135,7 @@ class Metrics:
         for (change, group), count in outcome.by_language.items():
             self.items.labels(change, language_label(group)).inc(count)
 
-    def watch_store(self, store_path: Path, sources: Callable[[], Sequence[str]],
+    def watch_store(self, store_path: Path | str, sources: Callable[[], Sequence[str]],
                     output_dir: Callable[[], Path]) -> StoreCollector:
         collector = StoreCollector(store_path, sources, output_dir)
         self.registry.register(collector)
@@ -147,7 +147,7 @@ class StoreCollector(Collector):
     how long since the stalest source's last good poll, the longest current
     failure, withdrawn items, the database's size, the newest feed file."""
 
-    def __init__(self, store_path: Path, sources: Callable[[], Sequence[str]],
+    def __init__(self, store_path: Path | str, sources: Callable[[], Sequence[str]],
                  output_dir: Callable[[], Path]):
         self.store_path = store_path
         self.sources = sources
@@ -167,7 +167,7 @@ class StoreCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         with self._lock:
             if self._store is None:
-                self._store = Store.reader(self.store_path)
+                self._store = open_store(self.store_path, reader=True)
             store = self._store
             rows = store.scrape_states(self.sources())
             withdrawn = store.withdrawn_per_language()
@@ -206,7 +206,7 @@ class StoreCollector(Collector):
             family.add_metric([label], count)
         yield family
         yield GaugeMetricFamily("feedhub_database_size_bytes", "The SQLite database and its "
-                                "write-ahead log on disk", value=size)
+                                "write-ahead log on disk (PostgreSQL: pg_database_size)", value=size)
         if (newest := _newest_feed(self.output_dir())) is not None:
             yield GaugeMetricFamily("feedhub_last_published_timestamp_seconds", "When a "
                                     "language feed was last written (Unix time; feeds are "

@@ -90,7 +90,9 @@ class HubConfig:
     title: str = "feedhub"
     base_url: str = "http://localhost:8080/"
     output_dir: Path = Path("feeds")
-    database: Path = Path("feedhub.db")
+    # a SQLite file (resolved against the config file's directory), or a
+    # postgresql:// URL, kept as written (feedhub.store.open_store picks the backend)
+    database: Path | str = Path("feedhub.db")
     items_per_feed: int = 50
     default_interval: int = 1800
     default_language: str = "en"
@@ -106,6 +108,18 @@ class HubConfig:
     archive_page_size: int = 20  # RFC 5005 archive pages; 0: no archives
     pages: bool = True  # an HTML page beside every Atom document (pages.py)
     templates: Path | None = None  # a directory whose templates shadow the shipped ones
+    # beside the config file: what a PostgreSQL hub's local files are named after (see local_files)
+    local_base: Path = Path("feedhub-postgresql")
+
+    @property
+    def local_files(self) -> Path:
+        """What this node's own files are named after: the daemon lock
+        (`.lock`), the publish lock (`.publish.lock`) and, in its directory,
+        the language model cache. For SQLite, the database file itself, as
+        always. For PostgreSQL, `feedhub-postgresql` beside the config file:
+        these locks then keep one daemon and one publisher per node only;
+        across nodes, locks held in the database are issue 16's next part."""
+        return self.database if isinstance(self.database, Path) else self.local_base
 
 
 @dataclass(frozen=True)

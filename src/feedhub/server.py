@@ -34,7 +34,7 @@ from typing import Any
 from feedhub import status
 from feedhub.models import Config
 from feedhub.publish import ARCHIVE_DIR, COMPRESSED_TYPES
-from feedhub.store import Store
+from feedhub.store import open_store
 
 log = logging.getLogger("feedhub.server")
 
@@ -167,7 +167,7 @@ class FeedApp:
         if now - read_at < MAX_AGE_TTL:
             return value
         try:
-            with Store.reader(self.config.hub.database) as store:  # never waits for a publish
+            with open_store(self.config.hub.database, reader=True) as store:  # never waits for a publish
                 due = store.soonest_next_poll()
         except Exception:  # a busy or missing database must not break serving
             due = None

@@ -10,7 +10,7 @@ from typing import Any, Protocol
 
 from feedhub._files import DaemonLock
 from feedhub.models import Config, SourceState
-from feedhub.store import Store
+from feedhub.store import Store, open_store
 
 STATES = ("ok", "degraded", "empty", "failing", "retired", "new")
 CHART_DAYS = 30  # the status page's charts: items per day over this many days
@@ -107,8 +107,8 @@ def health(config: Config) -> dict[str, object]:
     """/healthz in detail (the admin address): ok when a daemon holds the
     database and no source is failing. Read-only: never waits for the write
     lock a publish holds (a Store migrates, and so takes it, when opened)."""
-    running = DaemonLock.held(config.hub.database)
-    with Store.reader(config.hub.database) as store:
+    running = DaemonLock.held(config.hub.local_files)
+    with open_store(config.hub.database, reader=True) as store:
         states = store.source_states([s.name for s in config.sources])
     failing = [s.name for s in states if s.error_count and not s.retired]
     return {"status": "ok" if running and not failing else "degraded",

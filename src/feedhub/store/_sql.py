@@ -1,32 +1,27 @@
-"""The only module that speaks SQL.
+"""What the two stores share: every query written once, in the SQL that
+SQLite and PostgreSQL both speak (`?` marks parameters; _postgres.py turns
+them into psycopg's). A backend supplies its connection, its transactions,
+its schema steps and the few answers that only its own engine gives
+(size_bytes, integrity_check); the decisions are in _rules.py.
 
-SQLite (WAL mode) remembers what happened: every item ever stored, each
-source's HTTP validators, status and schedule. Items are keyed by
-(source, upstream id); the Atom id the hub publishes is minted once, on
-insert, and never changes.
+Items are keyed by (source, upstream id); the Atom id the hub publishes is
+minted once, on insert, and never changes.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
-import sqlite3
-import sys
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
-from urllib.parse import quote
+from datetime import datetime
+from typing import Any, Protocol, Self
 
 from feedhub.models import (
     EntryRow,
     FeedInfo,
     Item,
     ItemBytes,
-    Link,
     RenderedEntry,
     SourceFacts,
     SourceState,
@@ -36,235 +31,78 @@ from feedhub.models import (
     is_language,
     primary_subtag,
 )
+from feedhub.store._rules import (
+    _ENTRY_VERSION,
+    _ITEM_COLUMNS,
+    _NEWEST_FIRST,
+    PUBLISHED_TEXT,
+    REFETCH,
+    _archive,
+    _changed_row,
+    _content_hash,
+    _current,
+    _dt,
+    _feed_info,
+    _iso,
+    _latest,
+    _links_json,
+    _new_row,
+    _of_source,
+    _pages_to_close,
+    _refetched_row,
+    _settle_slugs,
+    _settles,
+    _source_state,
+    _stored_item,
+)
 
 
-@contextlib.contextmanager
-def _numpy_refused() -> Iterator[None]:
-    """sqlite_utils imports numpy when it can, only to map numpy scalar
-    types to column types; we store none. numpy costs the daemon 15 MB PSS
-    (issue 13's memory target), so it is refused for that one import;
-    what needs numpy (the language model, in the workers) still gets it."""
-    if "numpy" in sys.modules:
-        yield
-        return
-    sys.modules["numpy"] = None  # type: ignore[assignment]  # `import numpy` fails
-    try:
-        yield
-    finally:
-        del sys.modules["numpy"]
+class Rows(Protocol):
+    """What both drivers' cursors give (sqlite3's and psycopg's)."""
+
+    @property
+    def rowcount(self) -> int: ...
+    @property
+    def description(self) -> Any: ...
+    def fetchone(self) -> Any: ...
+    def fetchall(self) -> list[Any]: ...
+    def __iter__(self) -> Iterator[Any]: ...
 
 
-with _numpy_refused():
-    import sqlite_utils
+class SqlStore:
+    """The queries of both stores. One per thread: neither driver's
+    connection is shared across threads (but see the readers)."""
 
-SCHEMA_VERSION = 12
-# An item's published text. `content` holds it only where it differs from
-# the text it is derived from: the extracted article if there is one, else
-# the feed's text (NULL otherwise: most items, whose text would be stored
-# twice). _published_column decides, on every write.
-PUBLISHED_TEXT = "coalesce(items.content, items.extracted_content, items.feed_content)"
-_NEWEST_FIRST = "ORDER BY items.published DESC, items.id DESC"
-# what _stored_item reads of an item: not its texts but the one it publishes
-_ITEM_COLUMNS = ", ".join(f"items.{column}" for column in (
-    "id", "atom_id", "source", "title", "link", "author", "published", "updated", "language",
-    "lang_group", "categories", "enclosures", "rights", "summary", "feed_content"))
-REFETCH = "refetch requested"  # fulltext_status of items `feedhub refetch` marked
-BUSY_TIMEOUT_MS = 30_000
+    def _execute(self, sql: str, params: Sequence[Any] = ()) -> Rows:
+        raise NotImplementedError
 
+    def _executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        raise NotImplementedError
 
-def _iso(value: datetime | None, *, exact: bool = False) -> str | None:
-    """Upstream's dates to the second; the hub's own (first-seen estimates,
-    edit times: `exact`) to the microsecond, where models.estimate_time and
-    save_items keep them apart."""
-    if not value:
-        return None
-    return value.astimezone(UTC).isoformat(timespec="microseconds" if exact else "seconds")
-
-
-def _dt(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value) if value else None
-
-
-def _links_json(links: Sequence[Link]) -> str:
-    if not links:
-        return "[]"  # the common case, without json's machinery
-    return json.dumps([{k: v for k, v in asdict(link).items() if v is not None} for link in links])
-
-
-def _json_list(values: Sequence[str]) -> str:
-    return json.dumps(values) if values else "[]"
-
-
-def _links(value: str | None) -> tuple[Link, ...]:
-    return tuple(Link(**raw) for raw in json.loads(value or "[]"))
-
-
-class Store:
-    """Open with `Store(path)`; one per thread (sqlite3 connections are not
-    shared across threads)."""
-
-    def __init__(self, path: Path | str):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000)
-        self.db = sqlite_utils.Database(conn)
-        self.db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        self.db.enable_wal()
-        self.db.execute("PRAGMA synchronous = NORMAL")
-        self._migrate()
-
-    @classmethod
-    def reader(cls, path: Path | str) -> Store:
-        """A read-only connection that any one thread at a time may use (the
-        admin server answers each request on a thread of its own; the caller
-        serializes): no migration, no write lock ever taken. The daemon's own
-        Store has migrated the database before anything is served."""
-        store = cls.__new__(cls)
-        store.path = Path(path)
-        conn = sqlite3.connect(f"file:{quote(str(store.path.resolve()))}?mode=ro", uri=True,
-                               timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
-        store.db = sqlite_utils.Database(conn)
-        return store
+    def _write(self) -> contextlib.AbstractContextManager[None]:
+        """One write transaction that a read-then-write inside cannot lose
+        to another process; inside an open transaction it joins it."""
+        raise NotImplementedError
 
     def close(self) -> None:
-        self.db.close()
+        raise NotImplementedError
 
-    def __enter__(self) -> Store:
+    def size_bytes(self) -> int:
+        raise NotImplementedError
+
+    def integrity_check(self) -> str:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def transaction(self) -> contextlib.AbstractContextManager[sqlite_utils.Database]:
+    def transaction(self) -> contextlib.AbstractContextManager[None]:
         """Group several writes (a poll's items and its new state) into one
         transaction: one commit, and either all of it is stored or none."""
         return self._write()
-
-    @contextlib.contextmanager
-    def _write(self) -> Iterator[sqlite_utils.Database]:
-        """One write transaction, taken with BEGIN IMMEDIATE so that a
-        read-then-write never fails half-way under another process. Inside
-        an open transaction it simply joins it."""
-        if self.db.conn.in_transaction:
-            yield self.db
-            return
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self.db
-        except BaseException:
-            self.db.conn.rollback()
-            raise
-        else:
-            self.db.conn.commit()
-
-    def _migrate(self) -> None:
-        """Bring the schema up to SCHEMA_VERSION, one step per version, each
-        in the same transaction as the version bump."""
-        with self._write() as db:
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version < 1:
-                db.table("sources").create({
-                    "name": str, "url": str, "etag": str, "last_modified": str,
-                    "last_poll": str, "last_status": int, "last_error": str,
-                    "error_count": int, "next_poll": str,
-                    "feed_id": str, "feed_title": str, "feed_subtitle": str, "feed_links": str,
-                    "feed_updated": str, "feed_language": str, "feed_rights": str,
-                }, pk="name", not_null={"name"}, defaults={"error_count": 0})
-                db.table("items").create({
-                    "id": int, "source": str, "upstream_id": str, "atom_id": str,
-                    "title": str, "link": str, "author": str,
-                    "published": str, "published_estimated": int, "updated": str,
-                    "first_seen": str, "content": str, "content_is_full": int, "summary": str,
-                    "language": str, "lang_group": str, "categories": str, "enclosures": str,
-                    "rights": str, "content_hash": str,
-                }, pk="id", not_null={"source", "upstream_id", "atom_id", "published", "updated"})
-                db.table("items").create_index(["source", "upstream_id"], unique=True)
-                db.table("items").create_index(["atom_id"], unique=True)
-                db.table("items").create_index(["lang_group", "published"])
-            if version < 2:
-                for column, kind in (("body_hash", str), ("ttl", int), ("retired", str),
-                                     ("redirect_url", str), ("redirect_count", int)):
-                    db.table("sources").add_column(column, kind)
-                db.table("sources").create_index(["next_poll"])
-            if version < 3:
-                added: tuple[tuple[str, type], ...] = (
-                    ("detected_language", str), ("language_confidence", float),
-                    ("feed_content", str), ("extracted_content", str),
-                    ("fulltext_status", str), ("fulltext_link", str))
-                for column, column_type in added:
-                    db.table("items").add_column(column, column_type)
-            if version < 4:
-                db.table("items").create_index(["source", "link"], if_not_exists=True)
-            if version < 5:
-                db.table("items").add_column("withdrawn", str)  # when a takedown removed it
-            if version < 6:
-                # RFC 5005 archives: the page an item was filed in, for good
-                # (NULL: still in its language's subscription feed)
-                db.table("items").add_column("archive_lang", str)
-                db.table("items").add_column("archive_page", int)
-                db.table("items").create_index(["lang_group", "archive_page", "id"], if_not_exists=True)
-                db.table("items").create_index(["archive_lang", "archive_page"], if_not_exists=True)
-                db.table("items").create_index(["source", "published"], if_not_exists=True)
-                # `requested` counts takedowns: a publish clears a row only if
-                # no takedown came while it was writing the page
-                db.table("archive_rewrites").create({"lang": str, "page": int, "requested": int},
-                                              pk=("lang", "page"))
-                # a per-source feed's file name, chosen once: it is a URL
-                # subscribers keep, whatever sources come and go later
-                db.table("source_slugs").create({"name": str, "slug": str}, pk="name")
-                db.table("source_slugs").create_index(["slug"], unique=True)
-                # what each per-source feed was last rendered from, so a full
-                # publish skips the thousands that did not change
-                db.table("feed_stamps").create({"name": str, "stamp": str}, pk="name")
-            if version < 7:
-                # archives file the oldest waiting items by date, not by arrival
-                db.execute("DROP INDEX IF EXISTS idx_items_lang_group_archive_page_id")
-                db.table("items").create_index(["lang_group", "archive_page", "published", "id"],
-                                         if_not_exists=True)
-                # when fulltext_status was last set, so that `status` names the
-                # latest failure (NULL for outcomes older than this column)
-                db.table("items").add_column("fulltext_at", str)
-            if version < 8:
-                # a source that yields nothing, or only part of a broken
-                # document, must not look healthy in `status`: why the last
-                # parse was partial, and how many entries it read
-                db.table("sources").add_column("degraded", str)
-                db.table("sources").add_column("entries", int)
-            if version < 9:
-                # each text once: `content` (the published text) only where it
-                # differs from what it is derived from (PUBLISHED_TEXT)
-                db.execute("UPDATE items SET content = NULL "
-                           "WHERE content = coalesce(extracted_content, feed_content)")
-            if version < 10:
-                # parse only what changed: per source, the items whose bytes
-                # the hub knows (see ItemBytes; JSON, read and written whole)
-                db.execute("CREATE TABLE IF NOT EXISTS item_bytes (source TEXT PRIMARY KEY, "
-                           "skeleton TEXT, context TEXT, items TEXT)")
-            if version < 11:
-                # each item's Atom entry as feedgen wrote it, without its
-                # article text (see models.RenderedEntry): documents are
-                # assembled from these, not rendered again
-                db.table("rendered_entries").create({
-                    "item_id": int, "credit_language": str, "stamp": str, "head": bytes,
-                    "tail": bytes,
-                }, pk=("item_id", "credit_language"), not_null={"stamp", "head"}, if_not_exists=True)
-            if version < 12:
-                # /metrics: how long since each source last answered well, and
-                # since when a failing one fails (a failing source's last good
-                # poll was otherwise forgotten); an older failing streak counts
-                # from its latest poll, the earliest time known
-                columns = db.table("sources").columns_dict
-                for column in ("last_success", "failing_since"):
-                    if column not in columns:  # a database put back to an older version
-                        db.table("sources").add_column(column, str)
-                db.execute("UPDATE sources SET last_success = coalesce(last_success, last_poll) "
-                           "WHERE error_count = 0")
-                db.execute("UPDATE sources SET failing_since = coalesce(failing_since, last_poll) "
-                           "WHERE error_count > 0")
-                # withdrawn items per language at every scrape, without a table scan
-                db.execute("CREATE INDEX IF NOT EXISTS idx_items_withdrawn_lang "
-                           "ON items (lang_group) WHERE withdrawn IS NOT NULL")
-            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     # --- sources -----------------------------------------------------------
 
@@ -311,13 +149,13 @@ class Store:
         # a success is remembered; a failure marks when its streak began
         since = ("last_success = last_success, failing_since = coalesce(failing_since, ?)"
                  if error else "last_success = ?, failing_since = NULL")
-        with self._write() as db:
-            updated = db.execute(
+        with self._write():
+            updated = self._execute(
                 f"UPDATE sources SET {', '.join(f'{c} = {v}' for c, v in values.items())}, "
                 f"error_count = {streak}, {since} WHERE name = ?",
                 [*row.values(), _iso(at), source]).rowcount
             if not updated:
-                db.execute(
+                self._execute(
                     f"INSERT INTO sources (name, {', '.join(values)}, error_count, "
                     f"{'failing_since' if error else 'last_success'}) "
                     f"VALUES (?, {', '.join(values.values())}, ?, ?)",
@@ -325,7 +163,7 @@ class Store:
 
     def source_state(self, name: str) -> SourceState:
         """One source's state, cheap (no item count): read before every poll."""
-        cursor = self.db.execute("SELECT * FROM sources WHERE name = ?", [name])
+        cursor = self._execute("SELECT * FROM sources WHERE name = ?", [name])
         row = cursor.fetchone()
         if row is None:
             return SourceState(name=name)
@@ -333,8 +171,10 @@ class Store:
 
     def source_states(self, names: Sequence[str] | None = None) -> list[SourceState]:
         """States with item counts, for `list` and `status`."""
-        counts = dict(self.db.execute("SELECT source, count(*) FROM items GROUP BY source"))
-        rows = {row["name"]: row for row in self.db.table("sources").rows}
+        counts = dict(self._execute("SELECT source, count(*) FROM items GROUP BY source"))
+        cursor = self._execute("SELECT * FROM sources")
+        columns = [d[0] for d in cursor.description]
+        rows = {row[0]: dict(zip(columns, row, strict=True)) for row in cursor}
         return [
             _source_state(rows.get(name) or {"name": name}, counts.get(name, 0))
             for name in (names if names is not None else sorted(rows))
@@ -343,17 +183,17 @@ class Store:
     def scrape_states(self, names: Sequence[str]) -> list[SourceFacts]:
         """What /metrics needs of each named source, cheap at 10,000 sources:
         no item count (see SourceFacts.items), no date parsed."""
-        rows = {row[0]: row for row in self.db.execute(
+        rows = {row[0]: row for row in self._execute(
             "SELECT name, retired IS NOT NULL, last_poll, error_count, degraded IS NOT NULL, "
-            "entries, CASE WHEN entries IS NULL THEN EXISTS (SELECT 1 FROM items "
-            "WHERE items.source = sources.name) ELSE 0 END, last_success, failing_since "
+            "entries, CASE WHEN entries IS NULL AND EXISTS (SELECT 1 FROM items "
+            "WHERE items.source = sources.name) THEN 1 ELSE 0 END, last_success, failing_since "
             "FROM sources")}
         never = (False, None, 0, False, None, 0, None, None)
         return [SourceFacts._make(rows.get(name) or (name, *never)) for name in names]
 
     def withdrawn_per_language(self) -> dict[str, int]:
         """Items a takedown withdrew, per language group (a partial index answers)."""
-        return dict(self.db.execute(
+        return dict(self._execute(
             "SELECT lang_group, count(*) FROM items WHERE withdrawn IS NOT NULL GROUP BY lang_group"))
 
     def items_per_day(self, sources: Sequence[str], since: datetime
@@ -363,7 +203,7 @@ class Store:
         wanted = set(sources)
         by_source: dict[str, dict[str, int]] = {}
         by_language: dict[str, dict[str, int]] = {}
-        for source, group, day, count in self.db.execute(
+        for source, group, day, count in self._execute(
                 "SELECT source, lang_group, substr(published, 1, 10) AS day, count(*) FROM items "
                 "WHERE published >= ? GROUP BY source, lang_group, day", [_iso(since)]):
             if source not in wanted:
@@ -374,16 +214,8 @@ class Store:
             per_language[day] = per_language.get(day, 0) + count
         return by_source, by_language
 
-    def size_bytes(self) -> int:
-        """The database on disk: the file and its write-ahead log."""
-        total = 0
-        for path in (self.path, self.path.with_name(self.path.name + "-wal")):
-            with contextlib.suppress(OSError):
-                total += path.stat().st_size
-        return total
-
     def soonest_next_poll(self) -> datetime | None:
-        row = self.db.execute(
+        row = self._execute(
             "SELECT min(next_poll) FROM sources WHERE retired IS NULL").fetchone()
         return _dt(row[0]) if row and row[0] else None
 
@@ -391,7 +223,7 @@ class Store:
         if not sources:
             return {}
         marks = ",".join("?" * len(sources))
-        return dict(self.db.execute(
+        return dict(self._execute(
             f"SELECT lang_group, count(*) FROM items WHERE source IN ({marks}) "
             "GROUP BY lang_group ORDER BY lang_group", list(sources)))
 
@@ -402,9 +234,9 @@ class Store:
         USUAL_OF_LAST items (on a tie, the one of the newest), leaving out
         codes that name no language; None for a source with no items. Read
         once per poll: the (source, published) index answers it."""
-        groups = self.db.execute(
+        groups = self._execute(
             "SELECT lang_group FROM (SELECT lang_group, published FROM items WHERE source = ? "
-            "ORDER BY published DESC LIMIT ?) "
+            "ORDER BY published DESC LIMIT ?) AS newest "
             "GROUP BY lang_group ORDER BY count(*) DESC, max(published) DESC",
             [source, self.USUAL_OF_LAST])
         return next((group for (group,) in groups if is_language(group)), None)
@@ -431,7 +263,7 @@ class Store:
         unique = list({item.upstream_id: item for item in reversed(items)}.values())[::-1]
         if positions is None or len(unique) != len(items):
             positions = range(len(unique))
-        with self._write() as db:
+        with self._write():
             existing = self._existing(source, [item.upstream_id for item in unique])
             self._match_by_link(source, unique, existing, others)
             inserts = []
@@ -440,78 +272,52 @@ class Store:
                 digest = _content_hash(item)
                 group = primary_subtag(item.language or "und")
                 previous = existing.get(item.upstream_id)
-                if settled is not None and (previous is None or (
-                        "fulltext_status" in previous  # found by id, not by link
-                        and (item.fulltext_status is not None or (
-                            previous["fulltext_status"] != REFETCH and (
-                                previous["fulltext_status"] is None
-                                or previous["fulltext_link"] == item.link))))):
+                if settled is not None and _settles(item, previous):
                     settled.add(item.upstream_id)
                 if previous is None:
-                    row = _item_row(item, digest, seen_at)
-                    row["content"] = _own_text(row["content"], row.get("extracted_content"),
-                                               row["feed_content"])
-                    row.update(
-                        source=source, first_seen=_iso(seen_at),
-                        atom_id=_atom_id(id_authority, seen_at, source, item.upstream_id),
-                        updated=_iso(item.updated) if item.updated else _iso(
-                            item.published, exact=item.published_estimated),
-                    )
-                    inserts.append(row)
+                    inserts.append(_new_row(item, digest, seen_at, source, id_authority))
                     touched.add(group)
                     new += 1
                     counts["new", group] += 1
                 elif previous["content_hash"] != digest:
-                    row = _item_row(item, digest, seen_at)
-                    extracted = row.get("extracted_content")
-                    if item.fulltext_status is None:  # keep an earlier extraction of this link
-                        extracted, link = db.execute(
+                    before = None
+                    if item.fulltext_status is None:  # an earlier extraction may be kept
+                        before = self._execute(
                             "SELECT extracted_content, fulltext_link FROM items WHERE id = ?",
                             [previous["id"]]).fetchone()
-                        if extracted is not None and item.link is not None and link == item.link:
-                            row["content"] = extracted
-                    row["content"] = _own_text(row["content"], extracted, row["feed_content"])
-                    if item.published_estimated:  # keep the first-seen estimate
-                        del row["published"], row["published_estimated"]
-                    prior = _dt(previous["updated"])
-                    if item.updated and (prior is None or item.updated > prior):
-                        row["updated"] = _iso(item.updated)
-                    else:
-                        row["updated"] = _iso(hub_time, exact=True)
-                    row.pop("upstream_id")  # matched by link: keep the identity it has
-                    db.table("items").update(previous["id"], row)
+                    self._update_item(previous["id"], _changed_row(
+                        item, digest, seen_at, hub_time, previous["updated"], before))
                     touched.update({group, previous["lang_group"]})
                     updated += 1
                     counts["updated", group] += 1
                 elif item.fulltext_status is not None:
                     # same feed item, new extraction (refetch): its text may change
-                    stored, feed_text = db.execute(
+                    stored, feed_text = self._execute(
                         f"SELECT {PUBLISHED_TEXT}, feed_content FROM items WHERE id = ?",
                         [previous["id"]]).fetchone()
-                    row = {k: v for k, v in _item_row(item, digest, seen_at).items() if k in (
-                        "content", "extracted_content", "fulltext_status", "fulltext_link",
-                        "fulltext_at", "language", "lang_group", "detected_language",
-                        "language_confidence")}
-                    row["content"] = _own_text(row["content"], row["extracted_content"], feed_text)
-                    if stored != item.content:
-                        row["updated"] = _iso(hub_time, exact=True)
+                    row, changed = _refetched_row(item, digest, seen_at, hub_time, stored, feed_text)
+                    if changed:
                         touched.update({group, previous["lang_group"]})
                         updated += 1
                         counts["updated", group] += 1
                     else:
                         unchanged += 1
-                    db.table("items").update(previous["id"], row)
+                    self._update_item(previous["id"], row)
                 else:
                     unchanged += 1
             if inserts:
                 # executemany, not insert_all: sqlite-utils' per-value checks
                 # cost more than the insert itself (measured 2x on 30,000 rows)
                 columns = list(inserts[0])
-                db.conn.executemany(
+                self._executemany(
                     f"INSERT INTO items ({', '.join(columns)}) "
                     f"VALUES ({', '.join('?' * len(columns))})",
                     [[row[c] for c in columns] for row in inserts])
         return StoreOutcome(new, updated, unchanged, dict(counts)), frozenset(touched)
+
+    def _update_item(self, item_id: int, row: dict[str, Any]) -> None:
+        self._execute(f"UPDATE items SET {', '.join(f'{column} = ?' for column in row)} WHERE id = ?",
+                      [*row.values(), item_id])
 
     def _match_by_link(self, source: str, items: Sequence[Item],
                        existing: dict[str, dict[str, Any]],
@@ -529,7 +335,7 @@ class Store:
         for start in range(0, len(wanted), 500):
             chunk = [item.link for item in wanted[start:start + 500]]
             marks = ",".join("?" * len(chunk))
-            for row in self.db.execute(
+            for row in self._execute(
                     "SELECT link, id, upstream_id, content_hash, updated, lang_group FROM items "
                     f"WHERE source = ? AND link IN ({marks})", [source, *chunk]):
                 by_link.setdefault(row[0], row)
@@ -544,7 +350,7 @@ class Store:
         for start in range(0, len(upstream_ids), 500):
             chunk = upstream_ids[start:start + 500]
             marks = ",".join("?" * len(chunk))
-            cursor = self.db.execute(
+            cursor = self._execute(
                 "SELECT id, upstream_id, content_hash, updated, lang_group, fulltext_status, "
                 f"fulltext_link FROM items WHERE source = ? AND upstream_id IN ({marks})",
                 [source, *chunk])
@@ -559,11 +365,11 @@ class Store:
     def item_bytes(self, source: str) -> ItemBytes | None:
         """The source's known items, but those `feedhub refetch` marked (their
         unchanged bytes must be read again for the extraction to happen)."""
-        row = self.db.execute("SELECT skeleton, context, items FROM item_bytes WHERE source = ?",
-                              [source]).fetchone()
+        row = self._execute("SELECT skeleton, context, items FROM item_bytes WHERE source = ?",
+                            [source]).fetchone()
         if row is None:
             return None
-        marked = {uid for (uid,) in self.db.execute(
+        marked = {uid for (uid,) in self._execute(
             "SELECT upstream_id FROM items WHERE source = ? AND fulltext_status = ?",
             [source, REFETCH])}
         items = {digest: (uid, link) for digest, (uid, link) in json.loads(row[2]).items()
@@ -571,13 +377,15 @@ class Store:
         return ItemBytes(row[0], row[1], items)
 
     def set_item_bytes(self, source: str, known: ItemBytes | None) -> None:
-        with self._write() as db:
+        with self._write():
             if known is None:
-                db.execute("DELETE FROM item_bytes WHERE source = ?", [source])
+                self._execute("DELETE FROM item_bytes WHERE source = ?", [source])
             else:
-                db.execute("INSERT OR REPLACE INTO item_bytes (source, skeleton, context, items) "
-                           "VALUES (?, ?, ?, ?)", [source, known.skeleton, known.context,
-                                                   json.dumps(known.items)])
+                self._execute(
+                    "INSERT INTO item_bytes (source, skeleton, context, items) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (source) DO UPDATE SET skeleton = excluded.skeleton, "
+                    "context = excluded.context, items = excluded.items",
+                    [source, known.skeleton, known.context, json.dumps(known.items)])
 
     def fulltext_candidates(self, source: str, items: Sequence[Item]) -> set[str]:
         """Upstream ids of the items whose article page may need fetching:
@@ -588,7 +396,7 @@ class Store:
         for start in range(0, len(ids), 500):
             chunk = ids[start:start + 500]
             marks = ",".join("?" * len(chunk))
-            for upstream_id, link, status in self.db.execute(
+            for upstream_id, link, status in self._execute(
                     "SELECT upstream_id, fulltext_link, fulltext_status FROM items "
                     f"WHERE source = ? AND upstream_id IN ({marks})", [source, *chunk]):
                 stored[upstream_id] = (link, status)
@@ -605,20 +413,20 @@ class Store:
     def mark_refetch(self, source: str, atom_id_or_link: str | None = None) -> int:
         """Mark one item (by its Atom id or link) or every item of a source
         for re-extraction at its next poll. Returns how many were marked."""
-        with self._write() as db:
+        with self._write():
             if atom_id_or_link is None:
-                cursor = db.execute("UPDATE items SET fulltext_status = ? WHERE source = ?",
-                                    [REFETCH, source])
+                cursor = self._execute("UPDATE items SET fulltext_status = ? WHERE source = ?",
+                                       [REFETCH, source])
             else:
-                cursor = db.execute(
+                cursor = self._execute(
                     "UPDATE items SET fulltext_status = ? WHERE source = ? AND "
                     "(atom_id = ? OR link = ?)", [REFETCH, source, atom_id_or_link,
                                                   atom_id_or_link])
             return cursor.rowcount
 
     def find_item_source(self, atom_id_or_link: str) -> str | None:
-        row = self.db.execute("SELECT source FROM items WHERE atom_id = ? OR link = ? LIMIT 1",
-                              [atom_id_or_link, atom_id_or_link]).fetchone()
+        row = self._execute("SELECT source FROM items WHERE atom_id = ? OR link = ? LIMIT 1",
+                            [atom_id_or_link, atom_id_or_link]).fetchone()
         return row[0] if row else None
 
     def withdraw(self, source: str, at: datetime) -> int:
@@ -627,17 +435,18 @@ class Store:
         held them are queued for rewriting in the same transaction, so a
         crash cannot leave a withdrawn item in an archive. Returns how many
         items."""
-        with self._write() as db:
-            db.execute("INSERT INTO archive_rewrites (lang, page, requested) "
-                       "SELECT DISTINCT archive_lang, archive_page, 1 FROM items "
-                       "WHERE source = ? AND withdrawn IS NULL AND archive_page IS NOT NULL "
-                       "ON CONFLICT (lang, page) DO UPDATE SET requested = requested + 1", [source])
-            return db.execute("UPDATE items SET withdrawn = ? WHERE source = ? AND withdrawn IS NULL",
-                              [_iso(at), source]).rowcount
+        with self._write():
+            self._execute("INSERT INTO archive_rewrites (lang, page, requested) "
+                          "SELECT DISTINCT archive_lang, archive_page, 1 FROM items "
+                          "WHERE source = ? AND withdrawn IS NULL AND archive_page IS NOT NULL "
+                          "ON CONFLICT (lang, page) DO UPDATE SET requested = archive_rewrites.requested + 1",
+                          [source])
+            return self._execute("UPDATE items SET withdrawn = ? WHERE source = ? AND withdrawn IS NULL",
+                                 [_iso(at), source]).rowcount
 
     def withdrawals(self) -> dict[str, tuple[int, str]]:
         """Per source: withdrawn items and the latest takedown time."""
-        return {source: (count, when) for source, count, when in self.db.execute(
+        return {source: (count, when) for source, count, when in self._execute(
             "SELECT source, count(*), max(withdrawn) FROM items WHERE withdrawn IS NOT NULL "
             "GROUP BY source")}
 
@@ -645,19 +454,19 @@ class Store:
         """Per source: items whose extraction failed (the feed's text is
         published instead) and the reason of the most recent failure (by
         when it happened; failures older than that record, by arrival)."""
-        return {source: (count, reason) for source, count, reason in self.db.execute(
+        return {source: (count, reason) for source, count, reason in self._execute(
             "SELECT source, count, fulltext_status FROM ("
             "  SELECT source, fulltext_status, count(*) OVER (PARTITION BY source) AS count,"
             "         row_number() OVER (PARTITION BY source"
-            "                            ORDER BY fulltext_at DESC, id DESC) AS latest"
+            "                            ORDER BY fulltext_at DESC NULLS LAST, id DESC) AS latest"
             "  FROM items WHERE fulltext_status LIKE 'kept feed text%'"
-            ") WHERE latest = 1")}
+            ") AS failures WHERE latest = 1")}
 
     def language_groups(self, sources: Sequence[str]) -> list[str]:
         if not sources:
             return []
         marks = ",".join("?" * len(sources))
-        cursor = self.db.execute(
+        cursor = self._execute(
             f"SELECT DISTINCT lang_group FROM items WHERE source IN ({marks}) ORDER BY lang_group",
             list(sources))
         return [row[0] for row in cursor]
@@ -692,23 +501,20 @@ class Store:
         where = (f"lang_group = ? AND archive_page IS NULL AND withdrawn IS NULL "
                  f"AND source IN ({marks})")
         params = [lang_group, *sources]
-        pages: list[int] = []
-        with self._write() as db:
-            waiting = db.execute(f"SELECT count(*) FROM items WHERE {where}", params).fetchone()[0]
-            page = self.last_archive_page(lang_group)
-            while waiting >= keep + page_size:
-                page += 1
-                db.execute(f"UPDATE items SET archive_lang = ?, archive_page = ? WHERE id IN ("
-                           f"SELECT id FROM items WHERE {where} ORDER BY published, id LIMIT ?)",
-                           [lang_group, page, *params, page_size])
-                waiting -= page_size
-                pages.append(page)
+        with self._write():
+            waiting = self._execute(f"SELECT count(*) FROM items WHERE {where}", params).fetchone()[0]
+            pages = _pages_to_close(waiting, self.last_archive_page(lang_group), keep=keep,
+                                    page_size=page_size)
+            for page in pages:
+                self._execute(f"UPDATE items SET archive_lang = ?, archive_page = ? WHERE id IN ("
+                              f"SELECT id FROM items WHERE {where} ORDER BY published, id LIMIT ?)",
+                              [lang_group, page, *params, page_size])
         return pages
 
     def last_archive_page(self, lang_group: str) -> int:
         """The newest archive page of a language; 0 when it has none."""
-        return self.db.execute("SELECT coalesce(max(archive_page), 0) FROM items "
-                               "WHERE archive_lang = ?", [lang_group]).fetchone()[0]
+        return self._execute("SELECT coalesce(max(archive_page), 0) FROM items "
+                             "WHERE archive_lang = ?", [lang_group]).fetchone()[0]
 
     def archive_items(self, lang_group: str, page: int) -> list[StoredItem]:
         """The items filed in one archive page, removed sources' included (an
@@ -729,36 +535,30 @@ class Store:
     def archive_rewrites(self) -> list[tuple[str, int, int]]:
         """Archive pages a takedown changed, still to be written again:
         (language, page, takedowns so far)."""
-        return [tuple(row) for row in self.db.execute(
+        return [tuple(row) for row in self._execute(
             "SELECT lang, page, requested FROM archive_rewrites ORDER BY lang, page")]
 
     def archive_rewritten(self, lang: str, page: int, requested: int) -> None:
         """The page was written: done, unless another takedown touched it
         meanwhile (then it is written again at the next publish)."""
-        with self._write() as db:
-            db.execute("DELETE FROM archive_rewrites WHERE lang = ? AND page = ? AND requested = ?",
-                       [lang, page, requested])
+        with self._write():
+            self._execute("DELETE FROM archive_rewrites WHERE lang = ? AND page = ? AND requested = ?",
+                          [lang, page, requested])
 
     def source_slugs(self, names: Sequence[str], make: Callable[[str], str]) -> dict[str, str]:
         """Each source's feed file name: the one it was given first, else
         `make(name)`, with a short hash of the name added if another source
         (configured or not) ever had that one."""
         wanted = list(dict.fromkeys(names))
-        slugs = dict(self.db.execute("SELECT name, slug FROM source_slugs"))
+        slugs = dict(self._execute("SELECT name, slug FROM source_slugs"))
         missing = [name for name in wanted if name not in slugs]
         if missing:
-            with self._write() as db:
-                slugs = dict(db.execute("SELECT name, slug FROM source_slugs"))
-                taken = set(slugs.values())
-                for name in missing:
-                    if name in slugs:
-                        continue
-                    slug = make(name)
-                    if slug in taken:
-                        slug = f"{slug}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
-                    db.execute("INSERT INTO source_slugs (name, slug) VALUES (?, ?)", [name, slug])
-                    slugs[name] = slug
-                    taken.add(slug)
+            with self._write():
+                slugs = dict(self._execute("SELECT name, slug FROM source_slugs"))
+                given = _settle_slugs(missing, slugs, make)
+                self._executemany("INSERT INTO source_slugs (name, slug) VALUES (?, ?)",
+                                  list(given.items()))
+                slugs.update(given)
         return {name: slugs[name] for name in wanted}
 
     def source_items(self, source: str, limit: int) -> list[StoredItem]:
@@ -772,21 +572,22 @@ class Store:
         """What a source's own feed is made of, cheaply (no article text):
         its newest items' ids, change times and content hashes, and the
         upstream feed's fields its atom:source shows."""
-        rows = self.db.execute(
+        rows = self._execute(
             "SELECT id, updated, content_hash, published FROM items WHERE withdrawn IS NULL "
             "AND source = ? ORDER BY published DESC, id DESC LIMIT ?", [source, limit]).fetchall()
-        feed = self.db.execute(
+        feed = self._execute(
             "SELECT feed_id, feed_title, feed_subtitle, feed_links, feed_updated, feed_rights "
             "FROM sources WHERE name = ?", [source]).fetchone()
         return [tuple(row) for row in rows] + [tuple(feed or ())]
 
     def feed_stamps(self) -> dict[str, str]:
-        return dict(self.db.execute("SELECT name, stamp FROM feed_stamps"))
+        return dict(self._execute("SELECT name, stamp FROM feed_stamps"))
 
     def set_feed_stamps(self, stamps: dict[str, str]) -> None:
         if stamps:
-            with self._write() as db:
-                db.conn.executemany("INSERT OR REPLACE INTO feed_stamps (name, stamp) VALUES (?, ?)",
+            with self._write():
+                self._executemany("INSERT INTO feed_stamps (name, stamp) VALUES (?, ?) "
+                                  "ON CONFLICT (name) DO UPDATE SET stamp = excluded.stamp",
                                     list(stamps.items()))
 
     def _items(self, where: str, params: list[Any], limit: int | None = None) -> list[StoredItem]:
@@ -795,7 +596,7 @@ class Store:
 
     def _item_rows(self, where: str, params: list[Any], limit: int | None = None, *,
                    order: str = _NEWEST_FIRST) -> Iterator[dict[str, Any]]:
-        cursor = self.db.execute(
+        cursor = self._execute(
             f"SELECT {_ITEM_COLUMNS}, {PUBLISHED_TEXT} AS published_text, sources.feed_id, "
             "sources.feed_title, sources.feed_subtitle, sources.feed_links, sources.feed_updated, "
             f"sources.feed_language, sources.feed_rights, {_ENTRY_VERSION} AS entry_version "
@@ -840,7 +641,7 @@ class Store:
         entry for `credit_language` (None: each item's own language group)
         if one is kept, and the version of the item its entry depends on: the
         columns that change with what it shows, and its source's feed."""
-        cursor = self.db.execute(
+        cursor = self._execute(
             f"SELECT items.id, items.source, coalesce(items.language, items.lang_group), "
             f"items.updated, {PUBLISHED_TEXT}, {_ENTRY_VERSION} AS version, "
             "r.stamp, r.credit_language, r.head, r.tail "
@@ -856,7 +657,7 @@ class Store:
 
     def feeds(self) -> dict[str, FeedInfo]:
         """Each source's upstream feed, as its items' atom:source shows it."""
-        cursor = self.db.execute(
+        cursor = self._execute(
             "SELECT name, feed_id, feed_title, feed_subtitle, feed_links, feed_updated, "
             "feed_language, feed_rights FROM sources")
         names = [d[0] for d in cursor.description]
@@ -865,134 +666,10 @@ class Store:
     def save_rendered_entries(self, entries: Sequence[tuple[int, RenderedEntry]]) -> None:
         """Keep rendered entries (item id, entry), replacing older versions."""
         if entries:
-            with self._write() as db:
-                db.conn.executemany(
-                    "INSERT OR REPLACE INTO rendered_entries "
-                    "(item_id, credit_language, stamp, head, tail) VALUES (?, ?, ?, ?, ?)",
+            with self._write():
+                self._executemany(
+                    "INSERT INTO rendered_entries (item_id, credit_language, stamp, head, tail) "
+                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (item_id, credit_language) DO UPDATE SET "
+                    "stamp = excluded.stamp, head = excluded.head, tail = excluded.tail",
                     [(item_id, e.credit_language, e.stamp, e.head, e.tail)
                      for item_id, e in entries])
-
-    def integrity_check(self) -> str:
-        return self.db.execute("PRAGMA integrity_check").fetchone()[0]
-
-
-# What an item's rendered entry depends on besides its text, its source's
-# feed (atom:source, put in when a document is assembled) and the settings:
-# content_hash covers upstream's fields (title, link, author, dates, text,
-# summary, language, categories, enclosures, rights), fulltext_at a new
-# extraction, the rest what the hub decides. Changes with every change that
-# could change the entry.
-_ENTRY_VERSION = " || char(31) || ".join(f"coalesce({column}, '')" for column in (
-    "items.updated", "items.published", "items.content_hash", "items.fulltext_at",
-    "items.language", "items.lang_group", "items.atom_id"))
-_Query = tuple[str, list[Any], int | None]
-
-
-def _latest(lang_group: str | None, sources: Sequence[str], limit: int) -> _Query:
-    marks = ",".join("?" * len(sources))
-    return ("items.withdrawn IS NULL AND "
-            + ("items.lang_group = ? AND " if lang_group is not None else "")
-            + f"items.source IN ({marks})",
-            [*([lang_group] if lang_group is not None else []), *sources], limit)
-
-
-def _archive(lang_group: str, page: int) -> _Query:
-    return ("items.withdrawn IS NULL AND items.archive_lang = ? AND items.archive_page = ?",
-            [lang_group, page], None)
-
-
-def _current(lang_group: str, sources: Sequence[str]) -> _Query:
-    marks = ",".join("?" * len(sources))
-    return (f"items.withdrawn IS NULL AND items.lang_group = ? AND "
-            f"items.archive_page IS NULL AND items.source IN ({marks})",
-            [lang_group, *sources], None)
-
-
-def _of_source(source: str, limit: int) -> _Query:
-    return "items.withdrawn IS NULL AND items.source = ?", [source], limit
-
-
-def _source_state(row: dict[str, Any], items: int = 0) -> SourceState:
-    return SourceState(
-        name=row["name"], url=row.get("url"), etag=row.get("etag"),
-        last_modified=row.get("last_modified"), last_poll=_dt(row.get("last_poll")),
-        last_status=row.get("last_status"), last_error=row.get("last_error"),
-        error_count=row.get("error_count") or 0, next_poll=_dt(row.get("next_poll")),
-        items=items, body_hash=row.get("body_hash"), ttl=row.get("ttl"),
-        retired=row.get("retired"), redirect_url=row.get("redirect_url"),
-        redirect_count=row.get("redirect_count") or 0, degraded=row.get("degraded"),
-        entries=row.get("entries"),
-    )
-
-
-def _atom_id(authority: str, seen_at: datetime, source: str, upstream_id: str) -> str:
-    """A tag: URI (RFC 4151) minted once per item: never reused, never
-    changed by upstream edits."""
-    digest = hashlib.sha256(f"{source}\n{upstream_id}".encode()).hexdigest()[:24]
-    return f"tag:{authority},{seen_at:%Y-%m-%d}:item/{digest}"
-
-
-def _content_hash(item: Item) -> str:
-    # An estimated date is the fetch time: it must not make every poll an edit.
-    published = None if item.published_estimated else _iso(item.published)
-    # the feed's own text: a page extraction must not look like an upstream edit
-    fields = [item.title, item.link, item.author, published, item.feed_content or item.content,
-              item.summary, item.language, _json_list(item.categories),
-              _links_json(item.enclosures), item.rights]
-    return hashlib.sha256("\x1f".join(f or "" for f in fields).encode()).hexdigest()
-
-
-def _own_text(text: str | None, extracted: str | None, feed_text: str | None) -> str | None:
-    """What the `content` column stores of the published `text`: nothing
-    when it is the text it was derived from (see PUBLISHED_TEXT)."""
-    derived_from = extracted if extracted is not None else feed_text
-    return None if text == derived_from else text
-
-
-def _item_row(item: Item, digest: str, seen_at: datetime) -> dict[str, Any]:
-    row = {
-        "upstream_id": item.upstream_id, "title": item.title, "link": item.link,
-        "author": item.author, "published": _iso(item.published, exact=item.published_estimated),
-        "published_estimated": int(item.published_estimated), "content": item.content,
-        "content_is_full": int(item.content_is_full), "summary": item.summary,
-        "language": item.language, "lang_group": primary_subtag(item.language or "und"),
-        "categories": _json_list(item.categories), "enclosures": _links_json(item.enclosures),
-        "rights": item.rights, "content_hash": digest,
-        "detected_language": item.detected_language,
-        "language_confidence": item.language_confidence,
-        "feed_content": item.feed_content,
-    }
-    if item.fulltext_status is not None:  # extraction was tried on this poll
-        row.update(extracted_content=item.extracted_content, fulltext_status=item.fulltext_status,
-                   fulltext_link=item.link, fulltext_at=_iso(seen_at))
-    return row
-
-
-def _feed_info(row: dict[str, Any]) -> FeedInfo:
-    return FeedInfo(
-        id=row["feed_id"], title=row["feed_title"], subtitle=row["feed_subtitle"],
-        links=_links(row["feed_links"]), updated=_dt(row["feed_updated"]),
-        language=row["feed_language"], rights=row["feed_rights"],
-    )
-
-
-def _stored_item(row: dict[str, Any], feeds: dict[str, FeedInfo] | None = None) -> StoredItem:
-    """`feeds`: the upstream feeds read so far in one query, by source (the
-    same for every item of a source)."""
-    feed: FeedInfo | None  # the walrus below sees None before the branch narrows it
-    if feeds is None:
-        feed = _feed_info(row)
-    elif (feed := feeds.get(row["source"])) is None:
-        feed = feeds[row["source"]] = _feed_info(row)
-    return StoredItem(
-        atom_id=row["atom_id"], source=row["source"], title=row["title"] or "",
-        link=row["link"], author=row["author"],
-        # NOT NULL columns, always written by _iso from a datetime
-        published=datetime.fromisoformat(row["published"]),
-        updated=datetime.fromisoformat(row["updated"]), content=row["published_text"] or "",
-        language=row["language"] or row["lang_group"],
-        categories=tuple(json.loads(row["categories"] or "[]")),
-        enclosures=_links(row["enclosures"]), rights=row["rights"], feed=feed,
-        summary=row["summary"] or (teaser if (teaser := row["feed_content"]) and
-                                   teaser != row["published_text"] else None),
-    )

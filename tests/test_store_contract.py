@@ -1,0 +1,460 @@
+"""The store's contract (feedhub.store.Store), kept by both backends: every
+test runs on a real SQLite file and on a real PostgreSQL database (a
+throwaway cluster, tests/pg.py). A behaviour that differs between them
+fails here, not in a hub that moved."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import closing
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from feedhub.models import FeedInfo, Item, ItemBytes, Link, RenderedEntry
+from feedhub.store import REFETCH, SCHEMA_VERSION, Store, is_database_url, open_store
+
+T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+FEED = FeedInfo(id="urn:up", title="Upstream", subtitle="All of it",
+                links=(Link("https://up.example/feed", rel="self"),), language="en",
+                rights="CC BY")
+
+
+def item(n: int, **changes: object) -> Item:
+    base = Item(upstream_id=f"guid-{n}", title=f"Title {n}", link=f"https://up.example/{n}",
+                author="Ann", published=T0 + timedelta(hours=n), published_estimated=False,
+                updated=None, content=f"<p>Body {n}</p>", content_is_full=True, language="en",
+                feed_content=f"<p>Body {n}</p>")
+    return replace(base, **changes)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> str | Path:
+    """Where a store lives: a SQLite file, or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return tmp_path / "hub.db"
+    url: str = request.getfixturevalue("pg_database")
+    return url
+
+
+@pytest.fixture
+def store(database: str | Path) -> Iterator[Store]:
+    with open_store(database) as store:
+        yield store
+
+
+def poll(store: Store, source: str = "src", *, at: datetime = T0, error: str | None = None,
+         feed: FeedInfo | None = FEED, **changes: object) -> None:
+    store.record_poll(source, url=f"https://up.example/{source}.xml", at=at,
+                      status=None if error else 200, error=error,
+                      next_poll=at + timedelta(minutes=30), feed=None if error else feed,
+                      **changes)
+
+
+def save(store: Store, items: list[Item], *, at: datetime = T0, source: str = "src",
+         **options: object) -> tuple[int, int, int]:
+    outcome, _ = store.save_items(source, items, seen_at=at, id_authority="hub.example.org",
+                                  **options)  # type: ignore[arg-type]
+    return outcome.new, outcome.updated, outcome.unchanged
+
+
+# --- opening ------------------------------------------------------------------
+
+
+def test_the_database_names_the_backend(tmp_path: Path) -> None:
+    assert is_database_url("postgresql://db.example/hub")
+    assert is_database_url("postgres://u:p@db.example:5433/hub?sslmode=require")
+    assert not is_database_url(tmp_path / "postgresql:" / "hub.db")  # a path stays a path
+    assert not is_database_url("feedhub.db")
+
+
+def test_a_new_store_is_at_the_schema_version_and_reopens(database: str | Path) -> None:
+    with open_store(database) as store:
+        assert store.integrity_check() == "ok"
+        poll(store)
+    with open_store(database) as store:  # migrating again changes nothing
+        assert store.integrity_check() == "ok"
+        assert store.source_state("src").last_status == 200
+        assert store.size_bytes() > 0
+    assert SCHEMA_VERSION == 12
+
+
+def test_a_reader_reads_and_never_writes(database: str | Path) -> None:
+    with open_store(database) as store:
+        poll(store)
+    with open_store(database, reader=True) as reader:
+        assert [s.name for s in reader.source_states()] == ["src"]
+        with pytest.raises(Exception):  # noqa: B017 - each driver raises its own
+            poll(reader, "other")
+
+
+def test_a_transaction_stores_all_or_nothing(store: Store) -> None:
+    with pytest.raises(RuntimeError), store.transaction():
+        poll(store)
+        save(store, [item(1)])
+        raise RuntimeError("the poll failed half-way")
+    assert store.source_states() == []
+    assert store.latest_items(None, ["src"], 10) == []
+    with store.transaction():
+        poll(store)
+        save(store, [item(1)])
+    assert len(store.latest_items(None, ["src"], 10)) == 1
+
+
+# --- sources: state, validators, schedule -------------------------------------
+
+
+def test_poll_outcomes_keep_validators_errors_and_schedule(store: Store) -> None:
+    assert store.source_state("src").last_poll is None  # never polled: an empty state
+    poll(store, etag='"v1"', last_modified="Wed, 01 May 2024 12:00:00 GMT", ttl=3600,
+         body_hash="abc", entries=2)
+    state = store.source_state("src")
+    assert (state.etag, state.last_modified, state.ttl, state.body_hash, state.entries) == (
+        '"v1"', "Wed, 01 May 2024 12:00:00 GMT", 3600, "abc", 2)
+    assert state.last_poll == T0 and state.next_poll == T0 + timedelta(minutes=30)
+    assert state.error_count == 0 and state.last_status == 200
+
+    later = T0 + timedelta(hours=1)
+    poll(store, at=later, error="timed out")
+    poll(store, at=later + timedelta(hours=1), error="timed out")
+    state = store.source_state("src")
+    assert state.error_count == 2 and state.last_error == "timed out"
+    assert state.etag == '"v1"'  # a failure keeps the validators
+    [facts] = store.scrape_states(["src"])
+    assert facts.error_count == 2 and facts.last_success == T0.isoformat()
+    assert facts.failing_since == later.isoformat()
+
+    poll(store, at=later + timedelta(hours=2), retired="gone (410)")
+    state = store.source_state("src")
+    assert state.error_count == 0 and state.retired == "gone (410)"
+    assert store.soonest_next_poll() is None  # a retired source is never due
+    with pytest.raises(TypeError):
+        poll(store, colour="blue")
+
+
+def test_source_states_count_items_and_name_unknown_sources(store: Store) -> None:
+    poll(store, "b")
+    poll(store, "a", at=T0 + timedelta(minutes=5))
+    save(store, [item(1), item(2)], source="a")
+    states = store.source_states()
+    assert [(s.name, s.items) for s in states] == [("a", 2), ("b", 0)]
+    assert [(s.name, s.items, s.last_poll) for s in store.source_states(["a", "new"])] == [
+        ("a", 2, T0 + timedelta(minutes=5)), ("new", 0, None)]
+    assert store.soonest_next_poll() == T0 + timedelta(minutes=30)
+    facts = {f.name: f for f in store.scrape_states(["a", "b", "never"])}
+    assert facts["never"].last_poll is None and facts["never"].items == 0
+    assert not facts["a"].retired and not facts["a"].degraded
+
+
+def test_a_feed_without_a_date_is_dated_by_its_newest_item(store: Store) -> None:
+    with store.transaction():
+        save(store, [item(1), item(5)])
+        poll(store, feed=replace(FEED, updated=None))
+    feed = store.feeds()["src"]
+    assert feed.updated == item(5).published
+    assert feed.links == FEED.links and feed.rights == "CC BY"
+    poll(store, feed=replace(FEED, updated=T0))
+    assert store.feeds()["src"].updated == T0
+    poll(store, feed=None, feed_updated=T0 + timedelta(days=1))  # a poll that skipped parsing
+    assert store.feeds()["src"].updated == T0 + timedelta(days=1)
+
+
+def test_item_bytes_are_kept_replaced_and_forgotten(store: Store) -> None:
+    assert store.item_bytes("src") is None
+    store.set_item_bytes("src", ItemBytes("<rss/>", "ctx", {"d1": ("guid-1", "https://up.example/1")}))
+    store.set_item_bytes("src", ItemBytes("<rss2/>", "ctx2", {"d2": ("guid-2", None)}))
+    known = store.item_bytes("src")
+    assert known is not None
+    assert (known.skeleton, known.context) == ("<rss2/>", "ctx2")
+    assert {k: tuple(v) for k, v in known.items.items()} == {"d2": ("guid-2", None)}
+    save(store, [item(2)])
+    store.mark_refetch("src")  # a marked item's bytes must be read again
+    known = store.item_bytes("src")
+    assert known is not None and known.items == {}
+    store.set_item_bytes("src", None)
+    assert store.item_bytes("src") is None
+
+
+def test_usual_language_is_the_most_common_among_the_newest(store: Store) -> None:
+    assert store.usual_language("src") is None
+    save(store, [item(1, language="fr"), item(2, language="de"), item(3, language="de"),
+                 item(4, language="und")])
+    assert store.usual_language("src") == "de"
+
+
+# --- items: new, changed, unchanged; ids ----------------------------------------
+
+
+def test_new_changed_and_unchanged_items_and_ids_that_never_change(store: Store) -> None:
+    assert save(store, [item(1), item(2)]) == (2, 0, 0)
+    before = {i.title: i for i in store.latest_items("en", ["src"], 10)}
+    later = T0 + timedelta(days=1)
+    assert save(store, [item(1, title="Title 1 (fixed)"), item(2)], at=later) == (0, 1, 1)
+    after = {i.title: i for i in store.latest_items("en", ["src"], 10)}
+    assert after["Title 1 (fixed)"].atom_id == before["Title 1"].atom_id
+    assert after["Title 1 (fixed)"].atom_id.startswith("tag:hub.example.org,2024-05-01:item/")
+    assert after["Title 1 (fixed)"].updated == later
+    assert after["Title 1 (fixed)"].published == before["Title 1"].published
+    assert after["Title 2"] == before["Title 2"]
+    assert save(store, [item(1, title="Title 1 (fixed)"), item(2)], at=later) == (0, 0, 2)
+    # an upstream `updated` newer than the stored one is kept as it is
+    edited = T0 + timedelta(days=3)
+    save(store, [item(2, title="Title 2 bis", updated=edited)], at=later)
+    assert {i.title: i.updated for i in store.latest_items("en", ["src"], 10)}["Title 2 bis"] == edited
+
+
+def test_duplicates_in_one_fetch_and_the_same_guid_from_two_sources(store: Store) -> None:
+    assert save(store, [item(1), item(1, title="dup")]) == (1, 0, 0)
+    assert [i.title for i in store.latest_items(None, ["src"], 10)] == ["Title 1"]
+    save(store, [item(1)], source="other")
+    assert len({i.atom_id for i in store.latest_items(None, ["src", "other"], 10)}) == 2
+
+
+def test_a_new_guid_with_a_known_link_is_the_same_item(store: Store) -> None:
+    save(store, [item(1)])
+    [before] = store.latest_items(None, ["src"], 10)
+    assert save(store, [item(1, upstream_id="guid-1-minted-again", title="Edited")],
+                at=T0 + timedelta(hours=1)) == (0, 1, 0)
+    [after] = store.latest_items(None, ["src"], 10)
+    assert after.atom_id == before.atom_id and after.title == "Edited"
+
+
+def test_settled_items_and_estimated_dates(store: Store) -> None:
+    settled: set[str] = set()
+    undated = item(3, published=T0 + timedelta(minutes=1), published_estimated=True)
+    save(store, [item(1), undated], settled=settled)
+    assert settled == {"guid-1", "guid-3"}
+    # an estimated date is not an edit: the next poll's estimate differs
+    moved = replace(undated, published=T0 + timedelta(hours=5))
+    assert save(store, [moved], at=T0 + timedelta(hours=5)) == (0, 0, 1)
+    dates = {i.title: i.published for i in store.latest_items(None, ["src"], 10)}
+    assert dates["Title 3"] == T0 + timedelta(minutes=1)
+
+
+def test_positions_and_others_read_a_feed_in_part(store: Store) -> None:
+    save(store, [item(1), item(2), item(3)])
+    outcome, _ = store.save_items("src", [item(2, title="two")], seen_at=T0 + timedelta(hours=1),
+                                  id_authority="h", positions=[1],
+                                  others=[("guid-1", "https://up.example/1"),
+                                          ("guid-3", "https://up.example/3")])
+    assert (outcome.new, outcome.updated, outcome.unchanged) == (0, 1, 0)
+    assert outcome.by_language == {("updated", "en"): 1}
+
+
+def test_full_text_candidates_refetch_marks_and_extraction(store: Store) -> None:
+    save(store, [item(1), item(2)])
+    assert store.fulltext_candidates("src", [item(1), item(2), item(3)]) == {"guid-3"}
+    extracted = item(1, content="<p>Whole article</p>", extracted_content="<p>Whole article</p>",
+                     fulltext_status="extracted")
+    assert save(store, [extracted], at=T0 + timedelta(hours=1)) == (0, 1, 0)
+    [one] = [i for i in store.latest_items(None, ["src"], 10) if i.title == "Title 1"]
+    assert one.content == "<p>Whole article</p>"
+    assert store.fulltext_candidates("src", [item(1), item(2)]) == set()
+    moved = item(1, link="https://up.example/moved")
+    assert store.fulltext_candidates("src", [moved]) == {"guid-1"}  # its link changed
+
+    assert store.mark_refetch("src", one.atom_id) == 1
+    assert store.fulltext_candidates("src", [item(1), item(2)]) == {"guid-1"}
+    assert store.mark_refetch("src", "https://up.example/2") == 1  # by link
+    assert store.mark_refetch("src") == 2
+    assert store.mark_refetch("src", "https://nowhere.example/") == 0
+    assert store.find_item_source(one.atom_id) == "src"
+    assert store.find_item_source("https://up.example/2") == "src"
+    assert store.find_item_source("urn:nothing") is None
+
+    failed = item(2, fulltext_status="kept feed text: 404", extracted_content=None)
+    save(store, [failed], at=T0 + timedelta(hours=2))
+    assert store.fulltext_failures() == {"src": (1, "kept feed text: 404")}
+    assert REFETCH == "refetch requested"
+
+
+# --- counts for status and /metrics --------------------------------------------
+
+
+def test_counts_per_language_and_day(store: Store) -> None:
+    save(store, [item(1), item(2, language="fr-CA"), item(30, language="fr")])
+    save(store, [item(4, language="de")], source="other")
+    assert store.items_per_language(["src"]) == {"en": 1, "fr": 2}
+    assert store.items_per_language([]) == {}
+    assert store.language_groups(["src", "other"]) == ["de", "en", "fr"]
+    by_source, by_language = store.items_per_day(["src"], T0)
+    assert by_source == {"src": {"2024-05-01": 2, "2024-05-02": 1}}
+    assert by_language == {"en": {"2024-05-01": 1}, "fr": {"2024-05-01": 1, "2024-05-02": 1}}
+
+
+# --- takedowns ------------------------------------------------------------------
+
+
+def test_a_withdrawal_hides_items_and_queues_their_archive_pages(store: Store) -> None:
+    save(store, [item(n) for n in range(1, 8)])
+    save(store, [item(8)], source="other")
+    assert store.close_archive_pages("en", ["src", "other"], keep=2, page_size=3) == [1, 2]
+    assert store.withdraw("src", T0 + timedelta(days=1)) == 7
+    assert store.withdraw("src", T0 + timedelta(days=2)) == 0  # already withdrawn
+    assert store.withdrawals() == {"src": (7, (T0 + timedelta(days=1)).isoformat())}
+    assert store.withdrawn_per_language() == {"en": 7}
+    assert [i.source for i in store.latest_items("en", ["src", "other"], 10)] == ["other"]
+    assert store.archive_items("en", 1) == [] and store.archive_entries("en", 2) == []
+    assert store.archive_rewrites() == [("en", 1, 1), ("en", 2, 1)]
+    store.archive_rewritten("en", 1, 1)
+    store.archive_rewritten("en", 2, 0)  # a takedown came meanwhile: still to do
+    assert store.archive_rewrites() == [("en", 2, 1)]
+
+
+# --- archives (RFC 5005) --------------------------------------------------------
+
+
+def test_archive_pages_are_filed_by_date_and_never_change(store: Store) -> None:
+    save(store, [item(n) for n in (5, 1, 4, 2, 3, 6, 7)])
+    assert store.last_archive_page("en") == 0
+    assert store.close_archive_pages("en", ["src"], keep=3, page_size=2) == [1, 2]
+    assert store.close_archive_pages("en", ["src"], keep=3, page_size=2) == []
+    assert store.last_archive_page("en") == 2
+    assert [i.title for i in store.archive_items("en", 1)] == ["Title 2", "Title 1"]
+    assert [i.title for i in store.archive_items("en", 2)] == ["Title 4", "Title 3"]
+    assert [i.title for i in store.current_items("en", ["src"])] == [
+        "Title 7", "Title 6", "Title 5"]
+    # an item dated before the archived ones waits for the next page
+    save(store, [item(0), item(8)], at=T0 + timedelta(days=1))
+    assert store.close_archive_pages("en", ["src"], keep=3, page_size=2) == [3]
+    assert [i.title for i in store.archive_items("en", 3)] == ["Title 5", "Title 0"]
+    assert [e.item_id for e in store.archive_entries("en", 3)] == [
+        i for i in _ids(store, ["Title 5", "Title 0"])]
+    assert [e.item_id for e in store.current_entries("en", ["src"])] == _ids(
+        store, ["Title 8", "Title 7", "Title 6"])
+    assert store.close_archive_pages("en", ["src"], keep=3, page_size=0) == []
+    assert store.close_archive_pages("en", [], keep=3, page_size=2) == []
+
+
+def _ids(store: Store, titles: list[str]) -> list[int]:
+    rows = {row.item_id: row for row in store.latest_entries(None, ["src"], 100)}
+    found = store.items_by_id(list(rows))
+    by_title = {item.title: item_id for item_id, item in found.items()}
+    return [by_title[title] for title in titles]
+
+
+# --- what publishing reads ----------------------------------------------------------
+
+
+def test_latest_items_and_entries_newest_first_from_the_given_sources(store: Store) -> None:
+    poll(store)
+    save(store, [item(n) for n in range(1, 6)])
+    save(store, [item(9, language="fr")], source="other")
+    assert [i.title for i in store.latest_items("en", ["src", "other"], 3)] == [
+        "Title 5", "Title 4", "Title 3"]
+    assert [i.title for i in store.latest_items(None, ["src", "other"], 2)] == ["Title 9", "Title 5"]
+    assert store.latest_items("en", [], 3) == [] and store.latest_entries("en", [], 3) == []
+    [newest] = store.latest_items("en", ["src"], 1)
+    assert newest.feed == FEED and newest.language == "en" and newest.author == "Ann"
+    assert newest.content == "<p>Body 5</p>" and newest.link == "https://up.example/5"
+    entries = store.latest_entries("en", ["src"], 2)
+    assert [(e.source, e.language, e.updated, e.text, e.cached) for e in entries] == [
+        ("src", "en", item(5).published, "<p>Body 5</p>", None),
+        ("src", "en", item(4).published, "<p>Body 4</p>", None)]
+    assert [i.title for i in store.source_items("src", 2)] == ["Title 5", "Title 4"]
+    assert [e.item_id for e in store.source_entries("src", 5)] == [e.item_id for e in
+                                                                    store.latest_entries(None, ["src"], 5)]
+    inputs = store.source_feed_inputs("src", 2)
+    assert len(inputs) == 3 and inputs[-1][:2] == ("urn:up", "Upstream")
+    ids = [e.item_id for e in store.latest_entries(None, ["src"], 5)]
+    assert [i.title for i in store.page_items(ids[::-1])] == [f"Title {n}" for n in range(1, 6)]
+    assert set(store.items_by_id([*ids, 10_000])) == set(ids)
+
+
+def test_rendered_entries_are_kept_replaced_and_versioned(store: Store) -> None:
+    save(store, [item(1), item(2)])
+    waiting = store.items_without_entries(0, 10)
+    assert [i.title for _, _, i in waiting] == ["Title 1", "Title 2"]
+    (first, version, _), (second, _, _) = waiting
+    store.save_rendered_entries([(first, RenderedEntry("s1", "en", b"<entry>", b"</entry>"))])
+    store.save_rendered_entries([(first, RenderedEntry("s2", "en", b"<entry2>", None)),
+                                 (second, RenderedEntry("s3", "fr", b"<e>", b"\x00\xff"))])
+    assert [i for i, _, _ in store.items_without_entries(0, 10)] == [second]  # fr is not en
+    assert store.items_without_entries(second, 10) == []
+    entries = {e.item_id: e for e in store.latest_entries("en", ["src"], 10)}
+    assert entries[first].cached == RenderedEntry("s2", "en", b"<entry2>", None)
+    assert entries[first].version == version
+    fr = {e.item_id: e for e in store.latest_entries("fr", ["src"], 10)}
+    assert fr == {}  # no item in fr
+    save(store, [item(1, title="changed")], at=T0 + timedelta(hours=1))
+    assert {e.item_id: e for e in store.latest_entries("en", ["src"], 10)}[first].version != version
+
+
+def test_slugs_are_chosen_once_and_clashes_settled(store: Store) -> None:
+    def make(name: str) -> str:
+        return name.lower().replace(" ", "-")
+
+    assert store.source_slugs(["Le Monde", "BBC"], make) == {"Le Monde": "le-monde", "BBC": "bbc"}
+    clash = store.source_slugs(["le monde", "BBC"], make)
+    assert clash["BBC"] == "bbc" and clash["le monde"].startswith("le-monde-")
+    assert len(clash["le monde"]) == len("le-monde-") + 8
+    assert store.source_slugs(["Le Monde"], lambda name: "renamed") == {"Le Monde": "le-monde"}
+
+
+def test_feed_stamps_are_kept_and_replaced(store: Store) -> None:
+    assert store.feed_stamps() == {}
+    store.set_feed_stamps({"src": "a", "other": "b"})
+    store.set_feed_stamps({"src": "c"})
+    store.set_feed_stamps({})
+    assert store.feed_stamps() == {"src": "c", "other": "b"}
+
+
+# --- choosing the backend in config.toml, or FEEDHUB_DATABASE ----------------------
+
+
+def test_the_configured_database_or_the_environment_picks_the_backend(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from feedhub.config import parse_config
+    from feedhub.store import redacted
+
+    monkeypatch.delenv("FEEDHUB_DATABASE", raising=False)
+    path = tmp_path / "config.toml"
+    hub = parse_config('[hub]\ndatabase = "state/hub.db"\n', path).hub
+    assert hub.database == tmp_path / "state" / "hub.db"
+    assert hub.local_files == hub.database  # locks beside the SQLite file, as ever
+    url = "postgresql://feedhub@db.example:5432/hub?sslmode=verify-full"
+    hub = parse_config(f'[hub]\ndatabase = "{url}"\n', path).hub
+    assert hub.database == url  # kept as written, not resolved as a path
+    assert hub.local_files == tmp_path / "feedhub-postgresql"
+    monkeypatch.setenv("FEEDHUB_DATABASE", "postgres://u:secret@/hub?host=/run/pg")
+    hub = parse_config('[hub]\ndatabase = "state/hub.db"\n', path).hub
+    assert hub.database == "postgres://u:secret@/hub?host=/run/pg"
+    assert redacted(str(hub.database)) == "postgres://u:***@/hub?host=/run/pg"
+    assert redacted("postgresql:///hub?user=u&password=p&sslmode=require") == (
+        "postgresql:///hub?user=u&password=***&sslmode=require")
+    assert redacted("postgresql://db/hub") == "postgresql://db/hub"
+    monkeypatch.setenv("FEEDHUB_DATABASE", "elsewhere.db")
+    assert parse_config("", path).hub.database == tmp_path / "elsewhere.db"
+
+
+def test_a_configured_url_opens_postgresql(pg_database: str, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from feedhub.config import parse_config
+
+    monkeypatch.setenv("FEEDHUB_DATABASE", pg_database)
+    config = parse_config('[hub]\ndatabase = "hub.db"\n', tmp_path / "config.toml")
+    with open_store(config.hub.database) as store:
+        poll(store)
+        assert type(store).__name__ == "PostgresStore"
+    assert not (tmp_path / "hub.db").exists()
+
+
+def test_both_schemas_have_the_same_tables_and_columns(tmp_path: Path, pg_database: str) -> None:
+    """A schema step taken on one backend and forgotten on the other shows here."""
+    import sqlite3
+
+    import psycopg
+
+    with open_store(tmp_path / "hub.db"):
+        pass
+    with closing(sqlite3.connect(tmp_path / "hub.db")) as db:
+        tables = [name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        on_sqlite = {(table, column) for table in tables
+                     for column in (row[1] for row in db.execute(f"PRAGMA table_info({table})"))}
+    with open_store(pg_database), psycopg.connect(pg_database) as conn:
+        on_postgresql = set(conn.execute(
+            "SELECT table_name, column_name FROM information_schema.columns "
+            "WHERE table_schema = 'public' AND table_name <> 'schema_version'").fetchall())
+    assert on_postgresql == on_sqlite
