@@ -78,7 +78,7 @@ def test_a_new_store_is_at_the_schema_version_and_reopens(database: str | Path) 
         assert store.integrity_check() == "ok"
         assert store.source_state("src").last_status == 200
         assert store.size_bytes() > 0
-    assert SCHEMA_VERSION == 12
+    assert SCHEMA_VERSION == 13
 
 
 def test_a_reader_reads_and_never_writes(database: str | Path) -> None:
@@ -458,3 +458,54 @@ def test_both_schemas_have_the_same_tables_and_columns(tmp_path: Path, pg_databa
             "SELECT table_name, column_name FROM information_schema.columns "
             "WHERE table_schema = 'public' AND table_name <> 'schema_version'").fetchall())
     assert on_postgresql == on_sqlite
+
+
+# --- claims and nodes: several daemons on one database ---------------------------
+
+
+def test_a_due_source_is_claimed_by_one_node_until_its_poll_or_lease_ends(store: Store) -> None:
+    url = "https://up.example/src.xml"
+    lease = T0 + timedelta(minutes=5)
+    # never polled: due; the first claim wins, a second node loses
+    assert store.claim("src", url=url, node="a", now=T0, until=lease)
+    assert not store.claim("src", url=url, node="b", now=T0, until=lease)
+    assert store.lease("src") == ("a", lease)
+    assert store.claim("src", url=url, node="a", now=T0, until=lease)  # its own again
+    # the poll ends the claim; the source is not due before its next_poll
+    poll(store)
+    assert store.lease("src") is None
+    assert not store.claim("src", url=url, node="b", now=T0 + timedelta(minutes=29),
+                           until=lease)
+    due = T0 + timedelta(minutes=30)
+    assert store.claim("src", url=url, node="b", now=due, until=due + timedelta(minutes=5))
+    # a lease renewed holds; one expired is free for another node (a dead one's)
+    assert store.renew("src", node="b", until=due + timedelta(minutes=10))
+    assert not store.renew("src", node="a", until=due + timedelta(hours=1))
+    assert not store.claim("src", url=url, node="c", now=due + timedelta(minutes=9),
+                           until=due + timedelta(minutes=20))
+    assert store.claim("src", url=url, node="c", now=due + timedelta(minutes=10),
+                       until=due + timedelta(minutes=20))
+    store.release("src", node="b")  # not b's any more: nothing happens
+    assert store.lease("src") == ("c", due + timedelta(minutes=20))
+    store.release("src", node="c")
+    assert store.lease("src") is None
+    # a config edit of the URL makes the source due at once
+    poll(store, at=due)
+    assert not store.claim("src", url=url, node="a", now=due, until=due + timedelta(minutes=5))
+    assert store.claim("src", url="https://up.example/moved.xml", node="a", now=due,
+                       until=due + timedelta(minutes=5))
+
+
+def test_nodes_beat_and_the_silent_ones_age_out(store: Store) -> None:
+    store.node_seen("a", hostname="h1", pid=1, config_hash="x", started=T0, at=T0)
+    store.node_seen("b", hostname="h2", pid=2, config_hash="y", started=T0 + timedelta(seconds=1),
+                    at=T0 + timedelta(seconds=1))
+    store.node_seen("a", hostname="h1", pid=1, config_hash="z", started=T0,
+                    at=T0 + timedelta(seconds=30))
+    nodes = store.live_nodes(T0 + timedelta(seconds=1))
+    assert [(n.node, n.hostname, n.pid, n.config_hash, n.started) for n in nodes] == [
+        ("a", "h1", 1, "z", T0), ("b", "h2", 2, "y", T0 + timedelta(seconds=1))]
+    assert nodes[0].last_seen == T0 + timedelta(seconds=30)
+    assert [n.node for n in store.live_nodes(T0 + timedelta(seconds=2))] == ["a"]
+    store.node_gone("a")
+    assert store.live_nodes(T0) == []

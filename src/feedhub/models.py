@@ -391,6 +391,19 @@ class SourceState:
 
 
 @dataclass(frozen=True)
+class NodeInfo:
+    """A daemon sharing the database (issue 16): who, since when, last
+    heard of when, and the hash of the config it runs."""
+
+    node: str
+    hostname: str
+    pid: int
+    config_hash: str
+    started: datetime
+    last_seen: datetime
+
+
+@dataclass(frozen=True)
 class PollReport:
     """One poll of one source, for the log line and `feedhub poll`."""
 

@@ -34,6 +34,8 @@ STEPS: tuple[Step, ...] = (
     Step(10, "parse only what changed: the bytes of each source's known items"),
     Step(11, "each item's rendered Atom entry, without its text"),
     Step(12, "/metrics: last success and failing-since per source; withdrawn index"),
+    Step(13, "several daemons on one database: a source's claim (node, lease expiry); "
+             "the nodes, their config hash and heartbeat"),
 )
 SCHEMA_VERSION = STEPS[-1].version
 
@@ -85,7 +87,14 @@ POSTGRES_CREATE: tuple[str, ...] = (
         PRIMARY KEY (item_id, credit_language))""",
 )
 # steps after the baseline, by version: a PostgreSQL body for each
-POSTGRES_STEPS: dict[int, tuple[str, ...]] = {}
+POSTGRES_STEPS: dict[int, tuple[str, ...]] = {
+    13: (
+        f"ALTER TABLE sources ADD COLUMN claimed_by {_TEXT}",
+        f"ALTER TABLE sources ADD COLUMN lease_until {_TEXT}",
+        f"""CREATE TABLE nodes (node {_TEXT} PRIMARY KEY, hostname {_TEXT}, pid bigint,
+            config_hash {_TEXT}, started {_TEXT}, last_seen {_TEXT})""",
+    ),
+}
 
 
 def steps_after(version: int) -> list[Step]:

@@ -22,6 +22,7 @@ from feedhub.models import (
     FeedInfo,
     Item,
     ItemBytes,
+    NodeInfo,
     RenderedEntry,
     SourceFacts,
     SourceState,
@@ -126,6 +127,8 @@ class SqlStore:
         row: dict[str, Any] = {
             "url": url, "last_poll": _iso(at), "last_status": status,
             "last_error": error, "next_poll": _iso(next_poll), **changes,
+            # the poll is over: its claim ends with it (see claim)
+            "claimed_by": None, "lease_until": None,
         }
         if isinstance(row.get("feed_updated"), datetime):
             row["feed_updated"] = _iso(row["feed_updated"])
@@ -218,6 +221,84 @@ class SqlStore:
         row = self._execute(
             "SELECT min(next_poll) FROM sources WHERE retired IS NULL").fetchone()
         return _dt(row[0]) if row and row[0] else None
+
+    # --- claims: several daemons on one database (issue 16) ------------------
+
+    def claim(self, source: str, *, url: str, node: str, now: datetime,
+              until: datetime) -> bool:
+        """Lease `source` to `node` until `until`, if it is due at `now`
+        (next_poll unset or past, or its stored URL is not `url`: a config
+        edit polls at once) and no other node holds an unexpired lease. One
+        conditional statement, so of two daemons claiming at once exactly
+        one wins: PostgreSQL re-checks the WHERE of an UPDATE on the row a
+        concurrent one committed, and SQLite has one writer. record_poll
+        ends the claim. A source never polled gets its row here."""
+        lease, now_text = _iso(until, exact=True), _iso(now, exact=True)
+        with self._write():
+            inserted = self._execute(
+                "INSERT INTO sources (name, error_count, claimed_by, lease_until) "
+                "VALUES (?, 0, ?, ?) ON CONFLICT (name) DO NOTHING RETURNING name",
+                [source, node, lease]).fetchall()
+            if inserted:
+                return True
+            return bool(self._execute(
+                "UPDATE sources SET claimed_by = ?, lease_until = ? WHERE name = ? "
+                "AND (next_poll IS NULL OR next_poll <= ? OR url IS NULL OR url <> ?) "
+                "AND (lease_until IS NULL OR lease_until <= ? OR claimed_by = ?) "
+                "RETURNING name",
+                [node, lease, source, _iso(now), url, now_text, node]).fetchall())
+
+    def renew(self, source: str, *, node: str, until: datetime) -> bool:
+        """Extend `node`'s lease on `source` (a long poll); False if the
+        claim is no longer its own (expired and taken, or ended)."""
+        with self._write():
+            return bool(self._execute(
+                "UPDATE sources SET lease_until = ? WHERE name = ? AND claimed_by = ? "
+                "RETURNING name", [_iso(until, exact=True), source, node]).fetchall())
+
+    def release(self, source: str, *, node: str) -> None:
+        """End `node`'s claim on `source` without a poll recorded (the poll
+        failed unexpectedly or was cancelled): another node may take it."""
+        with self._write():
+            self._execute("UPDATE sources SET claimed_by = NULL, lease_until = NULL "
+                          "WHERE name = ? AND claimed_by = ?", [source, node])
+
+    def lease(self, source: str) -> tuple[str, datetime] | None:
+        """Who holds `source` and until when, or None (expired leases too)."""
+        row = self._execute("SELECT claimed_by, lease_until FROM sources WHERE name = ? "
+                            "AND claimed_by IS NOT NULL", [source]).fetchone()
+        until = _dt(row[1]) if row else None
+        return (row[0], until) if row and until else None
+
+    # --- nodes: who runs, with which config (issue 16) ------------------------
+
+    def node_seen(self, node: str, *, hostname: str, pid: int, config_hash: str,
+                  started: datetime, at: datetime) -> None:
+        """A daemon's heartbeat: it is alive at `at`, running the config
+        whose hash is `config_hash` (a reload changes it)."""
+        with self._write():
+            self._execute(
+                "INSERT INTO nodes (node, hostname, pid, config_hash, started, last_seen) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (node) DO UPDATE SET "
+                "config_hash = excluded.config_hash, last_seen = excluded.last_seen",
+                [node, hostname, pid, config_hash, _iso(started, exact=True),
+                 _iso(at, exact=True)])
+
+    def node_gone(self, node: str) -> None:
+        """A daemon that stops leaves the list (one killed ages out)."""
+        with self._write():
+            self._execute("DELETE FROM nodes WHERE node = ?", [node])
+
+    def live_nodes(self, since: datetime) -> list[NodeInfo]:
+        """Nodes seen at or after `since`, oldest start first; older rows
+        (nodes killed long ago) are deleted."""
+        with self._write():
+            self._execute("DELETE FROM nodes WHERE last_seen < ?", [_iso(since, exact=True)])
+        return [NodeInfo(node, hostname, int(pid), config_hash, _dt(started) or since,
+                         _dt(last_seen) or since)
+                for node, hostname, pid, config_hash, started, last_seen in self._execute(
+                    "SELECT node, hostname, pid, config_hash, started, last_seen FROM nodes "
+                    "ORDER BY started, node")]
 
     def items_per_language(self, sources: Sequence[str]) -> dict[str, int]:
         if not sources:

@@ -242,6 +242,16 @@ def _v12(db: sqlite_utils.Database) -> None:
                "ON items (lang_group) WHERE withdrawn IS NOT NULL")
 
 
+def _v13(db: sqlite_utils.Database) -> None:
+    # one daemon holds a SQLite hub (DaemonLock), so its claims always
+    # succeed; the columns are here so that one code path serves both
+    for column in ("claimed_by", "lease_until"):
+        db.table("sources").add_column(column, str)
+    db.table("nodes").create({
+        "node": str, "hostname": str, "pid": int, "config_hash": str,
+        "started": str, "last_seen": str}, pk="node", not_null={"node"})
+
+
 _STEPS: dict[int, Callable[[sqlite_utils.Database], None]] = {
     1: _v1,
     2: _v2,
@@ -255,5 +265,6 @@ _STEPS: dict[int, Callable[[sqlite_utils.Database], None]] = {
     10: _v10,
     11: _v11,
     12: _v12,
+    13: _v13,
 }
 assert [step.version for step in STEPS] == list(_STEPS), "a step without its SQLite body"
