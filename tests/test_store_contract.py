@@ -463,7 +463,20 @@ def test_both_schemas_have_the_same_tables_and_columns(tmp_path: Path, pg_databa
 # --- claims and nodes: several daemons on one database ---------------------------
 
 
-def test_a_due_source_is_claimed_by_one_node_until_its_poll_or_lease_ends(store: Store) -> None:
+def test_sqlite_claims_always_succeed(tmp_path: Path) -> None:
+    """One daemon holds a SQLite hub: a claim left by one killed mid-poll, or
+    a source polled early, never stops it."""
+    with open_store(tmp_path / "hub.db") as store:
+        url = "https://up.example/src.xml"
+        poll(store)
+        assert store.claim("src", url=url, node="killed", now=T0, until=T0 + timedelta(hours=1))
+        assert store.claim("src", url=url, node="restarted", now=T0, until=T0 + timedelta(hours=1))
+        assert store.lease("src") == ("restarted", T0 + timedelta(hours=1))
+
+
+def test_a_due_source_is_claimed_by_one_node_until_its_poll_or_lease_ends(
+        pg_database: str) -> None:
+    store = open_store(pg_database)
     url = "https://up.example/src.xml"
     lease = T0 + timedelta(minutes=5)
     # never polled: due; the first claim wins, a second node loses
@@ -494,6 +507,33 @@ def test_a_due_source_is_claimed_by_one_node_until_its_poll_or_lease_ends(store:
     assert not store.claim("src", url=url, node="a", now=due, until=due + timedelta(minutes=5))
     assert store.claim("src", url="https://up.example/moved.xml", node="a", now=due,
                        until=due + timedelta(minutes=5))
+    store.close()
+
+
+def test_of_nodes_claiming_at_once_exactly_one_wins(pg_database: str) -> None:
+    """Separate connections racing on the same due sources, as daemons do."""
+    import threading
+
+    with open_store(pg_database) as store:
+        for n in range(60):
+            poll(store, f"s{n}")
+    due, wins = T0 + timedelta(minutes=30), {}
+    start = threading.Barrier(4)
+
+    def claimer(node: str) -> None:
+        with open_store(pg_database) as store:
+            start.wait()
+            wins[node] = {f"s{n}" for n in range(60) if store.claim(
+                f"s{n}", url=f"https://up.example/s{n}.xml", node=node, now=due,
+                until=due + timedelta(minutes=5))}
+
+    threads = [threading.Thread(target=claimer, args=(f"node{i}",)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    won = [name for names in wins.values() for name in names]
+    assert sorted(won) == sorted(f"s{n}" for n in range(60))  # each once, none lost
 
 
 def test_nodes_beat_and_the_silent_ones_age_out(store: Store) -> None:

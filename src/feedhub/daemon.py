@@ -18,9 +18,12 @@ cancels the pings still pending and closes the database.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import logging
 import os
 import random
+import secrets
 import signal
 import socket
 from collections.abc import Callable, Iterable
@@ -53,6 +56,26 @@ PARSER_WORKERS = os.cpu_count() or 1  # parsing is CPU-bound: one process per co
 PING_GRACE_SECONDS = 2.0  # at a stop, how long WebSub pings may run on before they are cancelled
 
 
+HEARTBEAT_SECONDS = 5.0  # how often a daemon tells the database it is alive
+NODE_SILENCE_SECONDS = 30.0  # a node not heard of for this long is gone (killed)
+LOST_CLAIM_JITTER = 1.0  # a daemon that lost a claim looks again this much later, at most
+
+
+def node_id() -> str:
+    """This daemon among those sharing a database: hostname, pid and a
+    random part (a pid is reused; a hostname is shared by containers)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+def config_hash(path: Path) -> str:
+    """The sha256 of the config file's bytes: nodes shipped the same file
+    agree; any edit, even of a comment, shows as a disagreement."""
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return "unreadable"
+
+
 class CannotListen(Exception):
     """--serve or --admin names an address that cannot be bound (in use, not ours)."""
 
@@ -70,6 +93,10 @@ class Daemon:
         self._config_stamp = _stamp(config.path)
         self.metrics = Metrics()  # the admin address's /metrics
         self.metrics.seed_languages(config.languages)
+        self.node = node_id()
+        self.started = datetime.now(UTC)
+        self._config_hash = config_hash(config.path)
+        self._disagreeing: set[str] = set()  # nodes already warned about
 
     async def run(self) -> None:
         with DaemonLock(self.config.hub.local_files):
@@ -97,15 +124,21 @@ class Daemon:
         for source in self.config.sources:
             self._schedule_from_state(source)
         watcher = asyncio.create_task(self._watch_config())
-        log.info("feedhub running: %d sources, config %s, output %s", len(self.config.sources),
-                 self.config.path, self.config.hub.output_dir)
+        self._heartbeat()
+        beat = asyncio.create_task(self._beat())
+        log.info("feedhub running: node %s, %d sources, config %s (sha256 %s), output %s",
+                 self.node, len(self.config.sources), self.config.path,
+                 self._config_hash[:12], self.config.hub.output_dir)
         await self.stopping.wait()
 
         log.info("stopping: %d polls in flight, waiting up to %.0fs", len(self._polls),
                  GRACE_SECONDS)
         self.scheduler.pause()
         watcher.cancel()
+        beat.cancel()
         await self._drain()
+        with contextlib.suppress(Exception):  # the database gone: the row ages out
+            self.hub.store.node_gone(self.node)
         self.scheduler.shutdown(wait=False)
         if self._publisher is not None:
             self._publisher.cancel()
@@ -140,10 +173,23 @@ class Daemon:
             return
         task = asyncio.current_task()
         assert task is not None
-        self._polls.add(task)
         next_poll = None
+        claimed = False
+        try:
+            claimed = self._claim(source)
+            if not claimed:  # another daemon polls it: look again when it can next be due
+                next_poll = self._after_lost_claim(name)
+        except Exception:
+            log.exception("claiming %s failed; trying again later", name)
+        if not claimed:
+            task.add_done_callback(lambda _: self._schedule_next(name, next_poll))
+            return
+        self._polls.add(task)
+        renewer = asyncio.create_task(self._renew(name))
+        recorded = False
         try:
             report = await self.hub.poll(source)
+            recorded = True  # record_poll ended the claim
             next_poll = report.next_poll
             if report.changed:
                 self._request_publish(report.languages, [name])
@@ -153,6 +199,10 @@ class Daemon:
             log.exception("poll %s failed unexpectedly; trying again later", name)
         finally:
             self._polls.discard(task)
+            renewer.cancel()
+            if not recorded:  # failed or cancelled: another daemon may take it now
+                with contextlib.suppress(Exception):
+                    self.hub.store.release(name, node=self.node)
         # Schedule the next poll once this run is over, not from inside it:
         # apscheduler counts this run against the job's max_instances until
         # its task is done, and a next poll already due (a poll that took
@@ -161,6 +211,67 @@ class Daemon:
         # Done callbacks run in the order they were added, the executor's
         # (which ends the run) first.
         task.add_done_callback(lambda _: self._schedule_next(name, next_poll))
+
+    def _claim(self, source: SourceConfig) -> bool:
+        """Lease `source` to this daemon for the poll about to start: on
+        PostgreSQL another daemon may have polled it already, or be polling
+        it; on SQLite (one daemon) the claim always succeeds."""
+        now = datetime.now(UTC)
+        return self.hub.store.claim(source.name, url=source.url, node=self.node, now=now,
+                                    until=now + timedelta(seconds=self.config.hub.claim_lease))
+
+    def _after_lost_claim(self, name: str) -> datetime:
+        """When a source another daemon claimed can next be due: its new
+        next_poll once the winner recorded its poll, else when the winner's
+        lease runs out (the winner died) -- plus a little jitter, so the
+        losers do not all ask again at the same instant."""
+        now = datetime.now(UTC)
+        state = self.hub.store.source_state(name)
+        when = state.next_poll if state.next_poll and state.next_poll > now else now
+        if (held := self.hub.store.lease(name)) is not None and held[0] != self.node:
+            when = max(when, held[1])
+        return when + timedelta(seconds=random.uniform(0.1, LOST_CLAIM_JITTER))
+
+    async def _renew(self, name: str) -> None:
+        """While a poll runs, keep its claim: renewed every third of the lease."""
+        lease = self.config.hub.claim_lease
+        while True:
+            await asyncio.sleep(lease / 3)
+            try:
+                if not self.hub.store.renew(name, node=self.node, until=datetime.now(UTC)
+                                            + timedelta(seconds=lease)):
+                    log.warning("claim on %s lost while polling it (lease %.0fs)", name, lease)
+                    return
+            except Exception:
+                log.exception("renewing the claim on %s failed", name)
+
+    # --- nodes ---------------------------------------------------------------
+
+    async def _beat(self) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+            self._heartbeat()
+
+    def _heartbeat(self) -> None:
+        """Tell the database this node is alive and which config it runs;
+        warn (once per node) of a live node running another config."""
+        now = datetime.now(UTC)
+        try:
+            store = self.hub.store
+            store.node_seen(self.node, hostname=socket.gethostname(), pid=os.getpid(),
+                            config_hash=self._config_hash, started=self.started, at=now)
+            nodes = store.live_nodes(now - timedelta(seconds=NODE_SILENCE_SECONDS))
+        except Exception as exc:  # the database away for a moment: the next beat
+            log.warning("heartbeat failed: %s", exc)
+            return
+        for node in nodes:
+            if node.config_hash == self._config_hash:
+                self._disagreeing.discard(node.node)
+            elif node.node not in self._disagreeing:
+                self._disagreeing.add(node.node)
+                log.warning("node %s (%s, pid %d) runs another config (sha256 %s, ours %s): "
+                            "ship the same config.toml to every node", node.node, node.hostname,
+                            node.pid, node.config_hash[:12], self._config_hash[:12])
 
     def _schedule_next(self, name: str, due: datetime | None) -> None:
         current = self.config.find_source(name)
@@ -259,6 +370,9 @@ class Daemon:
                 self.metrics.reloads.labels("refused").inc()
                 continue
             self._apply(new)
+            self._config_hash = config_hash(self.config.path)
+            self._disagreeing.clear()
+            self._heartbeat()
             self.metrics.reloads.labels("ok").inc()
 
     def _apply(self, new: Config) -> None:

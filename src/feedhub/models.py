@@ -104,6 +104,10 @@ class HubConfig:
     max_connections: int = 10
     max_per_host: int = 2
     host_spacing: float = 1.0  # seconds between request starts to one host
+    # how long a daemon's claim on a source lasts unless renewed (every third
+    # of it, while the poll runs): a killed daemon's sources go to the others
+    # after at most this long (issue 16)
+    claim_lease: float = 120.0
     websub_hubs: tuple[str, ...] = ()  # WebSub hubs pinged after each regeneration
     archive_page_size: int = 20  # RFC 5005 archive pages; 0: no archives
     pages: bool = True  # an HTML page beside every Atom document (pages.py)

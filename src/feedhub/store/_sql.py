@@ -74,6 +74,11 @@ class SqlStore:
     """The queries of both stores. One per thread: neither driver's
     connection is shared across threads (but see the readers)."""
 
+    # several daemons may share this database (PostgreSQL). SQLite is held by
+    # one daemon (DaemonLock): a claim there always succeeds, even over the
+    # lease of a daemon killed before its poll was recorded
+    shared = True
+
     def _execute(self, sql: str, params: Sequence[Any] = ()) -> Rows:
         raise NotImplementedError
 
@@ -232,7 +237,8 @@ class SqlStore:
         conditional statement, so of two daemons claiming at once exactly
         one wins: PostgreSQL re-checks the WHERE of an UPDATE on the row a
         concurrent one committed, and SQLite has one writer. record_poll
-        ends the claim. A source never polled gets its row here."""
+        ends the claim. A source never polled gets its row here. On a store
+        that is not `shared` (SQLite) the claim always succeeds."""
         lease, now_text = _iso(until, exact=True), _iso(now, exact=True)
         with self._write():
             inserted = self._execute(
@@ -243,10 +249,11 @@ class SqlStore:
                 return True
             return bool(self._execute(
                 "UPDATE sources SET claimed_by = ?, lease_until = ? WHERE name = ? "
-                "AND (next_poll IS NULL OR next_poll <= ? OR url IS NULL OR url <> ?) "
-                "AND (lease_until IS NULL OR lease_until <= ? OR claimed_by = ?) "
+                "AND (? = 0 OR ((next_poll IS NULL OR next_poll <= ? OR url IS NULL OR url <> ?) "
+                "AND (lease_until IS NULL OR lease_until <= ? OR claimed_by = ?))) "
                 "RETURNING name",
-                [node, lease, source, _iso(now), url, now_text, node]).fetchall())
+                [node, lease, source, int(self.shared), _iso(now), url, now_text, node]
+            ).fetchall())
 
     def renew(self, source: str, *, node: str, until: datetime) -> bool:
         """Extend `node`'s lease on `source` (a long poll); False if the

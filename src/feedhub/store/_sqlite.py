@@ -43,6 +43,8 @@ class SqliteStore(SqlStore):
     """Open with `SqliteStore(path)` (or feedhub.store.open_store); one per
     thread (sqlite3 connections are not shared across threads)."""
 
+    shared = False  # one daemon holds the file (DaemonLock): its claims always succeed
+
     def __init__(self, path: Path | str):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
