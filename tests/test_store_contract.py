@@ -549,3 +549,12 @@ def test_nodes_beat_and_the_silent_ones_age_out(store: Store) -> None:
     assert [n.node for n in store.live_nodes(T0 + timedelta(seconds=2))] == ["a"]
     store.node_gone("a")
     assert store.live_nodes(T0) == []
+
+
+def test_one_publisher_at_a_time_across_nodes(pg_database: str) -> None:
+    with open_store(pg_database) as one, open_store(pg_database) as other:
+        with one.publish_lock(wait=False), pytest.raises(BlockingIOError), \
+                other.publish_lock(wait=False):
+            pass
+        with other.publish_lock(wait=False):  # freed
+            pass

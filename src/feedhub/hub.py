@@ -485,6 +485,7 @@ class Hub:
         Returns the subscription documents (what a WebSub hub is told of)."""
         database = self.config.hub.local_files  # this node's own (see HubConfig)
         with (locked(database.with_name(database.name + ".publish"), wait=wait),  # *.publish.lock
+              self.store.publish_lock(wait=wait),  # and across nodes, on PostgreSQL
               self.metrics.publish_seconds.time()):
             published = self._publish(languages, sources, release_workers)
         self.metrics.files_written.labels("feed").inc(sum(feed.written for feed in published))

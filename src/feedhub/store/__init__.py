@@ -88,6 +88,9 @@ class Store(Protocol):
                   started: datetime, at: datetime) -> None: ...
     def node_gone(self, node: str) -> None: ...
     def live_nodes(self, since: datetime) -> list[NodeInfo]: ...
+    def publish_lock(self, *, wait: bool = True) -> contextlib.AbstractContextManager[None]:
+        """One publisher at a time across the nodes of a shared database;
+        wait=False raises BlockingIOError when another holds it."""
 
     # --- items: what is new, changed or unchanged; full text; takedowns ----
     def save_items(self, source: str, items: Sequence[Item], *, seen_at: datetime,

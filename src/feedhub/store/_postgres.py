@@ -31,6 +31,8 @@ from feedhub.store._sql import Rows, SqlStore
 # any constant: the key of the advisory lock that serializes two processes
 # creating or migrating the same database at once
 _MIGRATION_LOCK = 0x6665_6564_6875_62  # "feedhub"
+# another: one publisher at a time across every node of the database
+_PUBLISH_LOCK = 0x6665_6564_7075_62  # "feedpub"
 
 
 @functools.lru_cache(maxsize=512)
@@ -105,6 +107,23 @@ class PostgresStore(SqlStore):
                 for statement in POSTGRES_STEPS[step.version]:
                     self.conn.execute(statement)
             self.conn.execute("UPDATE schema_version SET version = %s", [SCHEMA_VERSION])
+
+    @contextlib.contextmanager
+    def publish_lock(self, *, wait: bool = True) -> Iterator[None]:
+        """One publisher at a time across the cluster (the publish lock file
+        beside the config only sees this machine): a session-level advisory
+        lock, which the server frees if this process dies. wait=False:
+        BlockingIOError at once when another node's publish holds it."""
+        if wait:
+            self.conn.execute("SELECT pg_advisory_lock(%s)", [_PUBLISH_LOCK])
+        else:
+            row = self.conn.execute("SELECT pg_try_advisory_lock(%s)", [_PUBLISH_LOCK]).fetchone()
+            if not (row and row[0]):
+                raise BlockingIOError("another node is publishing")
+        try:
+            yield
+        finally:
+            self.conn.execute("SELECT pg_advisory_unlock(%s)", [_PUBLISH_LOCK])
 
     def size_bytes(self) -> int:
         """The whole database on the server (tables, indexes, TOAST)."""
