@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import os
 import random
@@ -42,6 +41,7 @@ from feedhub.metrics import Metrics
 from feedhub.models import Config, SourceConfig
 from feedhub.publish import PublishedFeed
 from feedhub.server import serve_in_process, stop_process
+from feedhub.status import NODE_SILENCE_SECONDS, config_hash
 from feedhub.store import open_store
 from feedhub.websub import Notifier
 
@@ -57,7 +57,6 @@ PING_GRACE_SECONDS = 2.0  # at a stop, how long WebSub pings may run on before t
 
 
 HEARTBEAT_SECONDS = 5.0  # how often a daemon tells the database it is alive
-NODE_SILENCE_SECONDS = 30.0  # a node not heard of for this long is gone (killed)
 LOST_CLAIM_JITTER = 1.0  # a daemon that lost a claim looks again this much later, at most
 
 
@@ -65,15 +64,6 @@ def node_id() -> str:
     """This daemon among those sharing a database: hostname, pid and a
     random part (a pid is reused; a hostname is shared by containers)."""
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
-
-
-def config_hash(path: Path) -> str:
-    """The sha256 of the config file's bytes: nodes shipped the same file
-    agree; any edit, even of a comment, shows as a disagreement."""
-    try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError:
-        return "unreadable"
 
 
 class CannotListen(Exception):
