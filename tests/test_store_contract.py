@@ -558,3 +558,30 @@ def test_one_publisher_at_a_time_across_nodes(pg_database: str) -> None:
             pass
         with other.publish_lock(wait=False):  # freed
             pass
+
+
+def test_the_change_log_tells_every_node_what_changed(store: Store) -> None:
+    assert store.last_change() == 0 and store.changes_after(0) == []
+    first = store.log_change({"en", "de"}, ["a"], T0)
+    second = store.log_change(None, None, T0)
+    assert store.last_change() == second > first
+    assert store.changes_after(0) == [(first, ["de", "en"], ["a"]), (second, None, None)]
+    assert store.changes_after(first) == [(second, None, None)]
+
+
+def test_host_slots_are_leased_and_starts_booked_apart(store: Store) -> None:
+    now = 1_000.0
+    assert store.take_host_slot("h", node="a", slots=2, now=now, until=now + 60) == 0
+    assert store.take_host_slot("h", node="b", slots=2, now=now, until=now + 60) == 1
+    assert store.take_host_slot("h", node="c", slots=2, now=now, until=now + 60) is None
+    assert store.take_host_slot("other", node="c", slots=2, now=now, until=now + 60) == 0
+    store.release_host_slot("h", 0, node="b")  # not b's: still a's
+    assert store.take_host_slot("h", node="c", slots=2, now=now, until=now + 60) is None
+    store.release_host_slot("h", 0, node="a")
+    assert store.take_host_slot("h", node="c", slots=2, now=now, until=now + 600) == 0
+    # b died holding slot 1: its lease runs out and the slot is free again
+    assert store.take_host_slot("h", node="d", slots=2, now=now + 60, until=now + 120) == 1
+    # starts: now, then each `spacing` after the one booked before, then now again
+    assert [store.book_host_start("h", now=now, spacing=2.0) for _ in range(3)] == [
+        now, now + 2, now + 4]
+    assert store.book_host_start("h", now=now + 10, spacing=2.0) == now + 10

@@ -510,7 +510,7 @@ async def _poll_and_publish(config: Config, sources: list[SourceConfig], force: 
             sources = due
         # worker processes pay off only past a handful of sources
         workers = (os.cpu_count() or 1) if len(sources) >= POOL_THRESHOLD else 0
-        async with make_fetcher(config) as fetcher:
+        async with make_fetcher(config, store) as fetcher:  # polite across a cluster too
             hub = Hub(config, store, fetcher, workers=workers)
             try:
                 reports = await _with_progress(hub, sources)

@@ -58,6 +58,8 @@ PING_GRACE_SECONDS = 2.0  # at a stop, how long WebSub pings may run on before t
 
 HEARTBEAT_SECONDS = 5.0  # how often a daemon tells the database it is alive
 LOST_CLAIM_JITTER = 1.0  # a daemon that lost a claim looks again this much later, at most
+CHANGES_CHECK_SECONDS = 1.0  # how often the change log is read (a shared database)
+CHANGES_MARGIN = 200  # ids read again: one handed out earlier may commit after a later one
 
 
 def node_id() -> str:
@@ -92,7 +94,7 @@ class Daemon:
         with DaemonLock(self.config.hub.local_files):
             store = open_store(self.config.hub.database)
             try:
-                async with make_fetcher(self.config) as fetcher:
+                async with make_fetcher(self.config, store, self.node) as fetcher:
                     self.hub = Hub(self.config, store, fetcher, workers=PARSER_WORKERS,
                                    metrics=self.metrics)
                     self.notifier = Notifier(fetcher, metrics=self.metrics)
@@ -106,6 +108,10 @@ class Daemon:
         log.info("stopped")
 
     async def _serve(self) -> None:
+        # what other nodes stored from here on is published by this one too;
+        # what they stored before, the full publish that follows covers
+        self._change_seen = self.hub.store.last_change() if self.hub.store.shared else 0
+        self._changes_handled: set[int] = set()
         self._publish_all = self._all_sources = True
         self._publish_now()  # the index files exist from the start (or the failure is logged)
         self.scheduler = AsyncIOScheduler(timezone=UTC, job_defaults={
@@ -116,6 +122,7 @@ class Daemon:
         watcher = asyncio.create_task(self._watch_config())
         self._heartbeat()
         beat = asyncio.create_task(self._beat())
+        changes = asyncio.create_task(self._watch_changes()) if self.hub.store.shared else None
         log.info("feedhub running: node %s, %d sources, config %s (sha256 %s), output %s",
                  self.node, len(self.config.sources), self.config.path,
                  self._config_hash[:12], self.config.hub.output_dir)
@@ -126,6 +133,8 @@ class Daemon:
         self.scheduler.pause()
         watcher.cancel()
         beat.cancel()
+        if changes is not None:
+            changes.cancel()
         await self._drain()
         with contextlib.suppress(Exception):  # the database gone: the row ages out
             self.hub.store.node_gone(self.node)
@@ -234,6 +243,31 @@ class Daemon:
                     return
             except Exception:
                 log.exception("renewing the claim on %s failed", name)
+
+    async def _watch_changes(self) -> None:
+        """Publish what the other nodes stored, as if this node had polled it:
+        every node's feeds/ then show the same items (several nodes behind a
+        load balancer). The log is read from a little before the highest id
+        seen, and each id is handled once."""
+        while True:
+            await asyncio.sleep(CHANGES_CHECK_SECONDS)
+            try:
+                rows = self.hub.store.changes_after(max(0, self._change_seen - CHANGES_MARGIN))
+            except Exception as exc:
+                log.warning("could not read the change log: %s", exc)
+                continue
+            own, handled = self.hub.own_changes, self._changes_handled
+            for change, languages, sources in rows:
+                if change in handled:
+                    continue
+                handled.add(change)
+                if change not in own:
+                    self._request_publish(languages, sources)
+            if rows:
+                self._change_seen = max(self._change_seen, rows[-1][0])
+                floor = self._change_seen - CHANGES_MARGIN
+                own.difference_update([c for c in own if c <= floor])
+                handled.difference_update([c for c in handled if c <= floor])
 
     # --- nodes ---------------------------------------------------------------
 

@@ -122,7 +122,7 @@ class HubConfig:
         the language model cache. For SQLite, the database file itself, as
         always. For PostgreSQL, `feedhub-postgresql` beside the config file:
         these locks then keep one daemon and one publisher per node only;
-        across nodes, locks held in the database are issue 16's next part."""
+        across nodes, the database's claims and advisory lock do (issue 16)."""
         return self.database if isinstance(self.database, Path) else self.local_base
 
 

@@ -138,6 +138,7 @@ class PostgresStore(SqlStore):
         if not row or row[0] != SCHEMA_VERSION:
             return f"schema version {row[0] if row else None}, expected {SCHEMA_VERSION}"
         for table in ("sources", "items", "archive_rewrites", "source_slugs", "feed_stamps",
-                      "item_bytes", "rendered_entries", "nodes"):
+                      "item_bytes", "rendered_entries", "nodes", "changes",
+                      "host_slots", "host_starts"):
             self.conn.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchall()
         return "ok"

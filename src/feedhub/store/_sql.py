@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any, Protocol, Self
 
@@ -276,6 +276,74 @@ class SqlStore:
                             "AND claimed_by IS NOT NULL", [source]).fetchone()
         until = _dt(row[1]) if row else None
         return (row[0], until) if row and until else None
+
+    # --- the change log: every node publishes what any node stored ----------
+
+    _CHANGES_KEPT = 100_000  # rows; a node further behind than this publishes everything
+
+    def log_change(self, languages: Iterable[str] | None, sources: Iterable[str] | None,
+                   at: datetime) -> int:
+        """Record that `languages` and `sources` (None: all) changed, for
+        the other nodes to publish; returns the change's id. Old rows go."""
+        with self._write():
+            row = self._execute(
+                "INSERT INTO changes (at, languages, sources) VALUES (?, ?, ?) RETURNING id",
+                [_iso(at, exact=True), None if languages is None else json.dumps(sorted(languages)),
+                 None if sources is None else json.dumps(sorted(sources))]).fetchone()
+            self._execute("DELETE FROM changes WHERE id < ?", [row[0] - self._CHANGES_KEPT])
+        return int(row[0])
+
+    def changes_after(self, after: int) -> list[tuple[int, list[str] | None, list[str] | None]]:
+        """The changes logged after id `after`, oldest first. Ids are handed
+        out before commit, so one may appear after a higher one: callers
+        ask again from a little before the highest they saw (see Daemon)."""
+        return [(int(id_), None if languages is None else json.loads(languages),
+                 None if sources is None else json.loads(sources))
+                for id_, languages, sources in self._execute(
+                    "SELECT id, languages, sources FROM changes WHERE id > ? ORDER BY id",
+                    [after])]
+
+    def last_change(self) -> int:
+        """The highest change id so far (0: none)."""
+        row = self._execute("SELECT max(id) FROM changes").fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
+
+    # --- politeness across daemons: per-host slots and start times -----------
+
+    def take_host_slot(self, host: str, *, node: str, slots: int, now: float,
+                       until: float) -> int | None:
+        """One of `host`'s `slots` request slots for `node` until `until`
+        (seconds since the epoch), or None when every one is held by a live
+        lease. Each try is one conditional upsert: of two nodes after the
+        same free slot, one gets it. A dead node's slots free themselves."""
+        for slot in range(slots):
+            with self._write():
+                taken = self._execute(
+                    "INSERT INTO host_slots (host, slot, node, lease_until) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (host, slot) DO UPDATE SET node = excluded.node, "
+                    "lease_until = excluded.lease_until "
+                    "WHERE host_slots.node IS NULL OR host_slots.lease_until <= ? RETURNING slot",
+                    [host, slot, node, until, now]).fetchall()
+            if taken:
+                return slot
+        return None
+
+    def release_host_slot(self, host: str, slot: int, *, node: str) -> None:
+        with self._write():
+            self._execute("UPDATE host_slots SET node = NULL, lease_until = NULL "
+                          "WHERE host = ? AND slot = ? AND node = ?", [host, slot, node])
+
+    def book_host_start(self, host: str, *, now: float, spacing: float) -> float:
+        """When the next request to `host` may start (seconds since the
+        epoch): now, or `spacing` after the last one booked, whichever is
+        later; booked in one atomic upsert, so no two nodes get one time."""
+        with self._write():
+            row = self._execute(
+                "INSERT INTO host_starts (host, next_start) VALUES (?, ?) "
+                "ON CONFLICT (host) DO UPDATE SET next_start = "
+                "CASE WHEN host_starts.next_start > ? THEN host_starts.next_start ELSE ? END + ? "
+                "RETURNING next_start", [host, now + spacing, now, now, spacing]).fetchone()
+        return float(row[0]) - spacing
 
     # --- nodes: who runs, with which config (issue 16) ------------------------
 

@@ -258,6 +258,12 @@ def _v13(db: sqlite_utils.Database) -> None:
     db.table("nodes").create({
         "node": str, "hostname": str, "pid": int, "config_hash": str,
         "started": str, "last_seen": str}, pk="node", not_null={"node"})
+    db.table("changes").create({"id": int, "at": str, "languages": str, "sources": str},
+                               pk="id")
+    # the cluster's politeness (PostgreSQL only; here for one schema on both)
+    db.table("host_slots").create({"host": str, "slot": int, "node": str, "lease_until": float},
+                                  pk=("host", "slot"))
+    db.table("host_starts").create({"host": str, "next_start": float}, pk="host")
 
 
 _STEPS: dict[int, Callable[[sqlite_utils.Database], None]] = {
