@@ -253,17 +253,20 @@ def _v12(db: sqlite_utils.Database) -> None:
 def _v13(db: sqlite_utils.Database) -> None:
     # one daemon holds a SQLite hub (DaemonLock), so its claims always
     # succeed; the columns are here so that one code path serves both
+    columns = db.table("sources").columns_dict
     for column in ("claimed_by", "lease_until"):
-        db.table("sources").add_column(column, str)
+        if column not in columns:  # a database put back to an older version has them
+            db.table("sources").add_column(column, str)
     db.table("nodes").create({
         "node": str, "hostname": str, "pid": int, "config_hash": str,
-        "started": str, "last_seen": str}, pk="node", not_null={"node"})
+        "started": str, "last_seen": str}, pk="node", not_null={"node"}, if_not_exists=True)
     db.table("changes").create({"id": int, "at": str, "languages": str, "sources": str},
-                               pk="id")
+                               pk="id", if_not_exists=True)
     # the cluster's politeness (PostgreSQL only; here for one schema on both)
     db.table("host_slots").create({"host": str, "slot": int, "node": str, "lease_until": float},
-                                  pk=("host", "slot"))
-    db.table("host_starts").create({"host": str, "next_start": float}, pk="host")
+                                  pk=("host", "slot"), if_not_exists=True)
+    db.table("host_starts").create({"host": str, "next_start": float}, pk="host",
+                                   if_not_exists=True)
 
 
 _STEPS: dict[int, Callable[[sqlite_utils.Database], None]] = {
