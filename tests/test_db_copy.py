@@ -178,6 +178,7 @@ def test_copy_refuses_what_would_lose_or_mix_data(
         conn.execute("PRAGMA user_version = 999")
     refused = hub.run("db", "copy", str(newer), str(tmp_path / "other.db"))
     assert refused.returncode == 2 and "schema version 999" in refused.stderr, refused.stderr
+    assert not (tmp_path / "other.db").exists()  # no empty hub left where the copy was to go
 
     with DaemonLock(hub.database):  # a daemon is running on it
         refused = hub.run("db", "copy", source, str(tmp_path / "third.db"))

@@ -20,7 +20,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 from urllib.parse import urlsplit
 
 from feedhub.store._schema import SCHEMA_VERSION
@@ -76,12 +76,8 @@ def _row_counts(store: _Copyable, tables: Sequence[str]) -> dict[str, int]:
             for table in tables}
 
 
-def copy_hub(source: _Copyable, target: _Copyable, *, replace: bool = False,
-             progress: Progress | None = None, batch: int = BATCH_ROWS) -> CopyReport:
-    """Copy every row of every table of `source` into `target`, which must be
-    empty (or `replace`: emptied in the same transaction). Both at
-    SCHEMA_VERSION with the same columns, else CopyRefused; the target's
-    sequences are then moved past the copied ids."""
+def _source_version(source: _Copyable) -> int:
+    """The source's schema version, if a copy can start from it."""
     version = source.schema_version()
     if version == 0:
         raise CopyRefused("the source holds no hub (no feedhub schema in it)")
@@ -90,6 +86,16 @@ def copy_hub(source: _Copyable, target: _Copyable, *, replace: bool = False,
             f"the source is at schema version {version}, this feedhub at {SCHEMA_VERSION}: "
             + ("upgrade feedhub first" if version > SCHEMA_VERSION else
                "migrate it first (any feedhub command on it does, e.g. `feedhub status`)"))
+    return version
+
+
+def copy_hub(source: _Copyable, target: _Copyable, *, replace: bool = False,
+             progress: Progress | None = None, batch: int = BATCH_ROWS) -> CopyReport:
+    """Copy every row of every table of `source` into `target`, which must be
+    empty (or `replace`: emptied in the same transaction). Both at
+    SCHEMA_VERSION with the same columns, else CopyRefused; the target's
+    sequences are then moved past the copied ids."""
+    version = _source_version(source)
     if target.schema_version() != SCHEMA_VERSION:
         raise CopyRefused(f"the target is at schema version {target.schema_version()}, "
                           f"this feedhub at {SCHEMA_VERSION}")
@@ -176,23 +182,31 @@ def copy_database(source: Path | str, target: Path | str, *, replace: bool = Fal
         raise CopyRefused("the source and the target are the same database")
     opened: list[Any] = []
     where = f"cannot read {shown(source)}"  # what failed, should a driver raise
+    # a SQLite TO this copy creates is removed again if the copy fails: no
+    # empty hub is left behind to be mistaken for a copy
+    new_file = None if is_database_url(target) or Path(target).exists() else Path(target)
+    copied = False
     try:
-        reader = open_store(source, reader=True)
+        # both backends have what a copy asks (mypy checks _Copyable against them below)
+        reader = cast(_Copyable, open_store(source, reader=True))
         opened.append(reader)
+        _source_version(reader)  # before TO is created: refused, nothing is made
         where = f"cannot open {shown(target)}"
         if not is_database_url(target) and Path(target).is_file():
             # an existing SQLite file is checked before opening it to write:
             # opening would stamp this feedhub's version on a newer one
-            existing = open_store(target, reader=True)
+            existing = cast(_Copyable, open_store(target, reader=True))
             opened.append(existing)
-            found = existing.schema_version()  # type: ignore[attr-defined]
+            found = existing.schema_version()
             if found > SCHEMA_VERSION:
                 raise CopyRefused(f"the target is at schema version {found}, newer than this "
                                   f"feedhub's {SCHEMA_VERSION}: upgrade feedhub")
-        writer = open_store(target)  # creates or migrates the schema
+        writer = cast(_Copyable, open_store(target))  # creates or migrates the schema
         opened.append(writer)
         where = f"copying {shown(source)} to {shown(target)} failed (the target is unchanged)"
-        return copy_hub(reader, writer, replace=replace, progress=progress)  # type: ignore[arg-type]
+        report = copy_hub(reader, writer, replace=replace, progress=progress)
+        copied = True
+        return report
     except _driver_errors() as exc:
         raise CopyFailed(f"{where}: {_scrubbed(str(exc).strip(), source, target)}") from None
     except RuntimeError as exc:  # PostgresStore: a database newer than this feedhub
@@ -201,3 +215,15 @@ def copy_database(source: Path | str, target: Path | str, *, replace: bool = Fal
         for store in reversed(opened):
             with contextlib.suppress(Exception):
                 store.close()
+        if new_file is not None and not copied:
+            for leftover in (new_file, new_file.with_name(new_file.name + "-wal"),
+                             new_file.with_name(new_file.name + "-shm")):
+                leftover.unlink(missing_ok=True)
+
+
+if TYPE_CHECKING:  # mypy proves both backends give a copy what it asks
+    from feedhub.store._postgres import PostgresStore
+    from feedhub.store._sqlite import SqliteStore
+
+    def _both_copy(sqlite: SqliteStore, postgres: PostgresStore) -> tuple[_Copyable, _Copyable]:
+        return sqlite, postgres
