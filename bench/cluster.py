@@ -172,6 +172,10 @@ def pg_counters(pg: Cluster, url: str) -> tuple[int, int]:
     return int(row[0]), int(row[1] or 0)
 
 
+class Incomplete(Exception):
+    """A configuration could not be measured (a daemon died): said, not hidden."""
+
+
 @dataclass
 class Sample:
     at: float
@@ -214,8 +218,7 @@ def measure(backend: str, daemons: int, urls: list[str], farm: Farm, workdir: Pa
     if pg and database:
         with open_store(database) as store:  # the schema, so that readers find it
             base_bytes = store.size_bytes()
-    run_dir = workdir / f"{backend}-{daemons}"
-    run_dir.mkdir()
+    run_dir = Path(tempfile.mkdtemp(prefix=f"{backend}-{daemons}-", dir=workdir))  # --daemons 3,3
     text = config_text(urls, database, run_dir)
     nodes = []
     for k in range(daemons):
@@ -257,8 +260,11 @@ def measure(backend: str, daemons: int, urls: list[str], farm: Farm, workdir: Pa
         deadline = time.monotonic() + 120 + len(urls) * 0.5
         while polled() < len(urls):
             if time.monotonic() > deadline or any(p.poll() is not None for p in processes):
-                raise SystemExit(f"{backend} x {daemons}: the cold round did not complete; "
-                                 f"see {run_dir}/node*/daemon.log")
+                logs = "".join(f"\n--- node{k} (exit {p.poll()}), its log's end:\n"
+                               + (nodes[k] / "daemon.log").read_text(errors="replace")[-3000:]
+                               for k, p in enumerate(processes))
+                raise Incomplete(f"{backend} x{daemons}: the cold round did not complete"
+                                 f" ({polled()} of {len(urls)} sources polled){logs}")
             meter.sample(leaders)
             time.sleep(0.5)
         cold_end = sample()
@@ -373,8 +379,12 @@ def main() -> None:
             if counts:
                 with cluster() as pg:
                     for daemons in counts:
-                        results.append(measure("postgresql", daemons, urls, farm, workdir,
-                                               args.window, pg))
+                        try:
+                            results.append(measure("postgresql", daemons, urls, farm, workdir,
+                                                   args.window, pg))
+                        except Incomplete as exc:
+                            print(f"NOT MEASURED: {exc}", flush=True)
+                            continue
                         print(f"postgresql x{daemons} done", flush=True)
         finally:
             farm.stop()
