@@ -26,6 +26,10 @@ from urllib.parse import urlsplit
 from feedhub.store._schema import SCHEMA_VERSION
 
 BATCH_ROWS = 1000  # rows read and written at a time: memory stays flat on a million items
+# Tables of a running cluster's own state (leases, node registrations, a
+# backend's bookkeeping), which mean nothing in another database: neither
+# copied nor compared. Every other table is hub data and is copied whole.
+NOT_COPIED: frozenset[str] = frozenset()
 
 
 class CopyRefused(Exception):
@@ -100,8 +104,8 @@ def copy_hub(source: _Copyable, target: _Copyable, *, replace: bool = False,
         raise CopyRefused(f"the target is at schema version {target.schema_version()}, "
                           f"this feedhub at {SCHEMA_VERSION}")
     with source.snapshot():
-        columns = source.table_columns()
-        wanted = target.table_columns()
+        columns = {t: c for t, c in source.table_columns().items() if t not in NOT_COPIED}
+        wanted = {t: c for t, c in target.table_columns().items() if t not in NOT_COPIED}
         if set(columns) != set(wanted):
             raise CopyRefused(f"the two databases hold different tables: source {sorted(columns)}, "
                               f"target {sorted(wanted)}")
