@@ -25,6 +25,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -76,7 +77,8 @@ class Cluster:
     def drop_database(self, url: str) -> None:
         import psycopg
 
-        name = url.split("/")[-1].split("?")[0]
+        # the path, not the last "/": the URL's host= is a path too
+        name = urlsplit(url).path.lstrip("/")
         with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 

@@ -7,6 +7,7 @@ a duplicate), 2 bad usage or a bad config file.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shlex
@@ -733,6 +734,76 @@ def run(ctx: click.Context, serve_address: tuple[str, int] | None,
         _fail(str(exc))
     except ConfigError as exc:
         raise BadConfig(str(exc)) from None
+
+
+@cli.group()
+def db() -> None:
+    """The hub's database as a whole: copy it between SQLite and PostgreSQL."""
+
+
+@db.command("copy")
+@click.argument("source", metavar="FROM")
+@click.argument("target", metavar="TO")
+@click.option("--replace", is_flag=True,
+              help="Overwrite a TO that already holds a hub (by default it is refused).")
+@click.option("--json", "as_json", is_flag=True, help="Print the rows copied per table as JSON.")
+def db_copy(source: str, target: str, replace: bool, as_json: bool) -> None:
+    """Copy a whole hub from FROM to TO, each a SQLite file or a
+    postgresql:// URL: every table and column, ids, archive pages, slugs,
+    schedule, validators and takedowns, so TO publishes the same feeds.
+    FROM is only read; TO is written in one transaction (all or nothing).
+    Stop the daemon first: a SQLite database is locked against it while
+    copying; a PostgreSQL one is read as of one moment.
+
+    \b
+    Examples:
+        feedhub db copy feedhub.db postgresql://feedhub@db.example.org/feedhub
+        feedhub db copy "$FEEDHUB_DATABASE" backup.db --json
+    """
+    from feedhub._files import DaemonLock
+    from feedhub.store import CopyFailed, CopyRefused, copy_database, is_database_url
+
+    def shown(database: str) -> str:
+        return redacted(database) if is_database_url(database) else database
+
+    source_db: Path | str = source if is_database_url(source) else Path(source)
+    target_db: Path | str = target if is_database_url(target) else Path(target)
+    bar: Any = None
+
+    def progress(rows: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = click.progressbar(length=total, label="Copying", file=sys.stderr)
+            bar.__enter__()
+        bar.update(rows)
+
+    try:
+        with contextlib.ExitStack() as locks:
+            files = {database.resolve() for database in (source_db, target_db)
+                     if isinstance(database, Path) and database.is_file()}
+            for database in sorted(files):  # once each: FROM = TO is refused below
+                locks.enter_context(DaemonLock(database))  # no daemon writes meanwhile
+            report = copy_database(source_db, target_db, replace=replace,
+                                   progress=progress if sys.stderr.isatty() else None)
+    except AlreadyRunning as exc:
+        _fail(str(exc))
+    except CopyRefused as exc:
+        raise click.UsageError(str(exc)) from None
+    except CopyFailed as exc:
+        _fail(str(exc))
+    finally:
+        if bar is not None:
+            bar.__exit__(None, None, None)
+    if as_json:
+        click.echo(json.dumps({"from": shown(source), "to": shown(target),
+                               "schema_version": report.schema_version,
+                               "tables": report.tables, "rows": report.rows,
+                               "replaced_rows": report.replaced}, indent=2))
+        return
+    click.echo(tabulate(sorted(report.tables.items()), headers=["table", "rows"]))
+    click.echo(f"Copied {report.rows} rows from {shown(source)} to {shown(target)} "
+               f"(schema version {report.schema_version})"
+               + (f", replacing {report.replaced} rows." if report.replaced else "."))
 
 
 def main() -> None:

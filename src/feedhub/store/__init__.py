@@ -28,10 +28,12 @@ from feedhub.models import (
     StoredItem,
     StoreOutcome,
 )
+from feedhub.store._copy import CopyFailed, CopyRefused, CopyReport, copy_database, copy_hub
 from feedhub.store._rules import PUBLISHED_TEXT, REFETCH
 from feedhub.store._schema import SCHEMA_VERSION
 
-__all__ = ["DATABASE_ENV", "PUBLISHED_TEXT", "REFETCH", "SCHEMA_VERSION", "Store", "is_database_url",
+__all__ = ["DATABASE_ENV", "PUBLISHED_TEXT", "REFETCH", "SCHEMA_VERSION", "CopyFailed",
+           "CopyRefused", "CopyReport", "Store", "copy_database", "copy_hub", "is_database_url",
            "open_store", "redacted"]
 
 DATABASE_ENV = "FEEDHUB_DATABASE"  # wins over [hub] database: a password need not sit in config.toml

@@ -125,6 +125,59 @@ class PostgresStore(SqlStore):
         finally:
             self.conn.execute("SELECT pg_advisory_unlock(%s)", [_PUBLISH_LOCK])
 
+    # --- what `feedhub db copy` asks of a backend (see _copy.py) ----------
+    def schema_version(self) -> int:
+        """The version this database records (0: no hub in it)."""
+        exists = self.conn.execute("SELECT to_regclass('schema_version') IS NOT NULL").fetchone()
+        if not (exists and exists[0]):
+            return 0
+        row = self.conn.execute("SELECT version FROM schema_version").fetchone()
+        return int(row[0]) if row else 0
+
+    def table_columns(self) -> dict[str, list[str]]:
+        """Every table of the hub and its columns (schema_version aside: each
+        database records its own)."""
+        tables: dict[str, list[str]] = {}
+        for table, column in self.conn.execute(
+                "SELECT table_name, column_name FROM information_schema.columns "
+                "WHERE table_schema = current_schema() AND table_name <> 'schema_version' "
+                "ORDER BY table_name, ordinal_position"):
+            tables.setdefault(table, []).append(column)
+        return tables
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """One read-only repeatable-read transaction: every table as of one
+        moment, while a daemon may write (MVCC: it is not blocked)."""
+        if self.conn.info.transaction_status != TransactionStatus.IDLE:
+            yield
+            return
+        with self.conn.transaction():
+            self.conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            yield
+
+    def stream(self, sql: str, size: int) -> Iterator[list[tuple[Any, ...]]]:
+        """The rows of a query, `size` at a time, through a server-side
+        cursor: a million items never sit in memory at once. Inside
+        snapshot() (a named cursor lives in a transaction)."""
+        with self.conn.cursor(name="feedhub_copy") as cursor:
+            cursor.itersize = size
+            cursor.execute(sql)
+            while rows := cursor.fetchmany(size):
+                yield rows
+
+    def after_copy(self) -> None:
+        """Move each identity (or serial) column's sequence past the ids
+        copied in, so the next insert does not collide with one of them."""
+        for table, column in self.conn.execute(
+                "SELECT table_name, column_name FROM information_schema.columns "
+                "WHERE table_schema = current_schema() "
+                "AND (is_identity = 'YES' OR column_default LIKE 'nextval(%')").fetchall():
+            self.conn.execute(
+                f'SELECT setval(pg_get_serial_sequence(%s, %s), '
+                f'coalesce((SELECT max("{column}") FROM "{table}"), 0) + 1, false)',
+                [f'"{table}"', column])
+
     def size_bytes(self) -> int:
         """The whole database on the server (tables, indexes, TOAST)."""
         row = self.conn.execute("SELECT pg_database_size(current_database())").fetchone()

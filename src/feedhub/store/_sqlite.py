@@ -110,6 +110,43 @@ class SqliteStore(SqlStore):
         lock file beside the database serializes its publishers."""
         yield
 
+    # --- what `feedhub db copy` asks of a backend (see _copy.py) ----------
+    def schema_version(self) -> int:
+        """The version this database records (0: no hub in it)."""
+        return int(self.db.execute("PRAGMA user_version").fetchone()[0])
+
+    def table_columns(self) -> dict[str, list[str]]:
+        """Every table of the hub and its columns, as the file holds them
+        (what a copy must carry, whatever steps added them)."""
+        tables = [row[0] for row in self.db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' "
+            "AND name NOT LIKE 'sqlite_%' ORDER BY name")]
+        return {table: [row[1] for row in self.db.execute(f'PRAGMA table_info("{table}")')]
+                for table in tables}
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """One read transaction: every table read as of one moment, even
+        if a command writes meanwhile (WAL readers see a fixed snapshot)."""
+        conn = self.db.conn
+        if conn.in_transaction:
+            yield
+            return
+        conn.execute("BEGIN")
+        try:
+            yield
+        finally:
+            conn.rollback()  # it only read
+
+    def stream(self, sql: str, size: int) -> Iterator[list[tuple[Any, ...]]]:
+        """The rows of a query, `size` at a time (sqlite3 cursors read lazily)."""
+        cursor = self.db.conn.execute(sql)
+        while rows := cursor.fetchmany(size):
+            yield rows
+
+    def after_copy(self) -> None:
+        """Nothing to reset: an INTEGER PRIMARY KEY takes max(id) + 1."""
+
     def size_bytes(self) -> int:
         """The database on disk: the file and its write-ahead log."""
         total = 0
