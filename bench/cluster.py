@@ -27,8 +27,10 @@ capacity, not the schedule).
   except that psycopg pipelines an executemany's rows), and transactions
   (pg_stat_database xact_commit + xact_rollback); both over the polls.
 
-Until daemons claim sources (issue 16, part 2), D daemons each poll every
-source: the farm's request count says how many polls each source got.
+With claims (issue 16, part 2) each due source is polled by one of the D
+daemons; the figures in bench/README.md were measured before claims, when
+each daemon polled every source: the farm's request count says how many
+polls each source got.
 """
 
 from __future__ import annotations

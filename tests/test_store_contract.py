@@ -78,7 +78,7 @@ def test_a_new_store_is_at_the_schema_version_and_reopens(database: str | Path) 
         assert store.integrity_check() == "ok"
         assert store.source_state("src").last_status == 200
         assert store.size_bytes() > 0
-    assert SCHEMA_VERSION == 12
+    assert SCHEMA_VERSION == 13
 
 
 def test_a_reader_reads_and_never_writes(database: str | Path) -> None:
@@ -458,3 +458,130 @@ def test_both_schemas_have_the_same_tables_and_columns(tmp_path: Path, pg_databa
             "SELECT table_name, column_name FROM information_schema.columns "
             "WHERE table_schema = 'public' AND table_name <> 'schema_version'").fetchall())
     assert on_postgresql == on_sqlite
+
+
+# --- claims and nodes: several daemons on one database ---------------------------
+
+
+def test_sqlite_claims_always_succeed(tmp_path: Path) -> None:
+    """One daemon holds a SQLite hub: a claim left by one killed mid-poll, or
+    a source polled early, never stops it."""
+    with open_store(tmp_path / "hub.db") as store:
+        url = "https://up.example/src.xml"
+        poll(store)
+        assert store.claim("src", url=url, node="killed", now=T0, until=T0 + timedelta(hours=1))
+        assert store.claim("src", url=url, node="restarted", now=T0, until=T0 + timedelta(hours=1))
+        assert store.lease("src") == ("restarted", T0 + timedelta(hours=1))
+
+
+def test_a_due_source_is_claimed_by_one_node_until_its_poll_or_lease_ends(
+        pg_database: str) -> None:
+    store = open_store(pg_database)
+    url = "https://up.example/src.xml"
+    lease = T0 + timedelta(minutes=5)
+    # never polled: due; the first claim wins, a second node loses
+    assert store.claim("src", url=url, node="a", now=T0, until=lease)
+    assert not store.claim("src", url=url, node="b", now=T0, until=lease)
+    assert store.lease("src") == ("a", lease)
+    assert store.claim("src", url=url, node="a", now=T0, until=lease)  # its own again
+    # the poll ends the claim; the source is not due before its next_poll
+    poll(store)
+    assert store.lease("src") is None
+    assert not store.claim("src", url=url, node="b", now=T0 + timedelta(minutes=29),
+                           until=lease)
+    due = T0 + timedelta(minutes=30)
+    assert store.claim("src", url=url, node="b", now=due, until=due + timedelta(minutes=5))
+    # a lease renewed holds; one expired is free for another node (a dead one's)
+    assert store.renew("src", node="b", until=due + timedelta(minutes=10))
+    assert not store.renew("src", node="a", until=due + timedelta(hours=1))
+    assert not store.claim("src", url=url, node="c", now=due + timedelta(minutes=9),
+                           until=due + timedelta(minutes=20))
+    assert store.claim("src", url=url, node="c", now=due + timedelta(minutes=10),
+                       until=due + timedelta(minutes=20))
+    store.release("src", node="b")  # not b's any more: nothing happens
+    assert store.lease("src") == ("c", due + timedelta(minutes=20))
+    store.release("src", node="c")
+    assert store.lease("src") is None
+    # a config edit of the URL makes the source due at once
+    poll(store, at=due)
+    assert not store.claim("src", url=url, node="a", now=due, until=due + timedelta(minutes=5))
+    assert store.claim("src", url="https://up.example/moved.xml", node="a", now=due,
+                       until=due + timedelta(minutes=5))
+    store.close()
+
+
+def test_of_nodes_claiming_at_once_exactly_one_wins(pg_database: str) -> None:
+    """Separate connections racing on the same due sources, as daemons do."""
+    import threading
+
+    with open_store(pg_database) as store:
+        for n in range(60):
+            poll(store, f"s{n}")
+    due, wins = T0 + timedelta(minutes=30), {}
+    start = threading.Barrier(4)
+
+    def claimer(node: str) -> None:
+        with open_store(pg_database) as store:
+            start.wait()
+            wins[node] = {f"s{n}" for n in range(60) if store.claim(
+                f"s{n}", url=f"https://up.example/s{n}.xml", node=node, now=due,
+                until=due + timedelta(minutes=5))}
+
+    threads = [threading.Thread(target=claimer, args=(f"node{i}",)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    won = [name for names in wins.values() for name in names]
+    assert sorted(won) == sorted(f"s{n}" for n in range(60))  # each once, none lost
+
+
+def test_nodes_beat_and_the_silent_ones_age_out(store: Store) -> None:
+    store.node_seen("a", hostname="h1", pid=1, config_hash="x", started=T0, at=T0)
+    store.node_seen("b", hostname="h2", pid=2, config_hash="y", started=T0 + timedelta(seconds=1),
+                    at=T0 + timedelta(seconds=1))
+    store.node_seen("a", hostname="h1", pid=1, config_hash="z", started=T0,
+                    at=T0 + timedelta(seconds=30))
+    nodes = store.live_nodes(T0 + timedelta(seconds=1))
+    assert [(n.node, n.hostname, n.pid, n.config_hash, n.started) for n in nodes] == [
+        ("a", "h1", 1, "z", T0), ("b", "h2", 2, "y", T0 + timedelta(seconds=1))]
+    assert nodes[0].last_seen == T0 + timedelta(seconds=30)
+    assert [n.node for n in store.live_nodes(T0 + timedelta(seconds=2))] == ["a"]
+    store.node_gone("a")
+    assert store.live_nodes(T0) == []
+
+
+def test_one_publisher_at_a_time_across_nodes(pg_database: str) -> None:
+    with open_store(pg_database) as one, open_store(pg_database) as other:
+        with one.publish_lock(wait=False), pytest.raises(BlockingIOError), \
+                other.publish_lock(wait=False):
+            pass
+        with other.publish_lock(wait=False):  # freed
+            pass
+
+
+def test_the_change_log_tells_every_node_what_changed(store: Store) -> None:
+    assert store.last_change() == 0 and store.changes_after(0) == []
+    first = store.log_change({"en", "de"}, ["a"], T0)
+    second = store.log_change(None, None, T0)
+    assert store.last_change() == second > first
+    assert store.changes_after(0) == [(first, ["de", "en"], ["a"]), (second, None, None)]
+    assert store.changes_after(first) == [(second, None, None)]
+
+
+def test_host_slots_are_leased_and_starts_booked_apart(store: Store) -> None:
+    now = 1_000.0
+    assert store.take_host_slot("h", node="a", slots=2, now=now, until=now + 60) == 0
+    assert store.take_host_slot("h", node="b", slots=2, now=now, until=now + 60) == 1
+    assert store.take_host_slot("h", node="c", slots=2, now=now, until=now + 60) is None
+    assert store.take_host_slot("other", node="c", slots=2, now=now, until=now + 60) == 0
+    store.release_host_slot("h", 0, node="b")  # not b's: still a's
+    assert store.take_host_slot("h", node="c", slots=2, now=now, until=now + 60) is None
+    store.release_host_slot("h", 0, node="a")
+    assert store.take_host_slot("h", node="c", slots=2, now=now, until=now + 600) == 0
+    # b died holding slot 1: its lease runs out and the slot is free again
+    assert store.take_host_slot("h", node="d", slots=2, now=now + 60, until=now + 120) == 1
+    # starts: now, then each `spacing` after the one booked before, then now again
+    assert [store.book_host_start("h", now=now, spacing=2.0) for _ in range(3)] == [
+        now, now + 2, now + 4]
+    assert store.book_host_start("h", now=now + 10, spacing=2.0) == now + 10

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -112,3 +114,35 @@ def test_the_daemon_runs_on_postgresql_with_its_locks_beside_the_config(
     assert daemon.returncode == 0, log
     assert not (tmp_path / "feedhub.db").exists()
     assert len(hub.feed("en").entries) == 2
+
+
+def test_nodes_on_one_database_say_when_their_configs_differ(
+        tmp_path: Path, pg_database: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two daemons (two config dirs, one database) whose config.toml differ by
+    a comment: status lists both and says they disagree; each daemon logs it."""
+    monkeypatch.setenv("FEEDHUB_DATABASE", pg_database)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    hubs = [HubDir(tmp_path / "a"), HubDir(tmp_path / "b")]
+    hubs[1].config.write_text(hubs[0].config.read_text(encoding="utf-8") + "# edited\n",
+                              encoding="utf-8")
+
+    def nodes() -> list[dict[str, Any]]:
+        shown = hubs[0].run("status", "--json")
+        assert shown.returncode == 0, shown.stderr
+        status = json.loads(shown.stdout)
+        assert status["nodes_disagree"] == (len({n["config_hash"] for n in status["nodes"]}) > 1)
+        return list(status["nodes"])
+
+    daemons = [hub.start("run") for hub in hubs]
+    try:
+        wait_for(lambda: len(nodes()) == 2, timeout=30, step=0.3)
+        assert sorted(node["same_config"] for node in nodes()) == [False, True]
+        text = hubs[0].run("status").stdout
+        assert "run different configs" in text and "not this config.toml" in text
+        time.sleep(6)  # a heartbeat (5 s) after both started: each has seen the other
+    finally:
+        logs = [stop(daemon) for daemon in daemons]
+    assert all(daemon.returncode == 0 for daemon in daemons), logs
+    assert all("runs another config" in log for log in logs), logs
+    assert nodes() == []  # both left the list when they stopped

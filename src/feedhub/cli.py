@@ -36,7 +36,7 @@ from feedhub.fetch import Fetcher, FetchError
 from feedhub.hub import Hub, make_fetcher
 from feedhub.models import Config, HubConfig, PollReport, SourceConfig
 from feedhub.publish import PublishedFeed
-from feedhub.status import ago, source_reason
+from feedhub.status import ago, nodes_json, source_reason
 from feedhub.status import report as status_report
 from feedhub.store import open_store, redacted
 
@@ -401,13 +401,16 @@ def status(ctx: click.Context, as_json: bool) -> None:
     """
     config = _load(ctx)
     names = [s.name for s in config.sources]
+    now = datetime.now(UTC)
     with open_store(config.hub.database) as store:
         found = status_report(config, store)
+        nodes = nodes_json(config, store, now)
     states, health, summary = found.states, found.health, found.summary
     per_language, fulltext, withdrawn = found.per_language, found.fulltext, found.withdrawn
-    now = datetime.now(UTC)
+    disagree = len({node["config_hash"] for node in nodes}) > 1
     if as_json:
-        click.echo(json.dumps({"sources": found.sources_json(), "summary": summary}, indent=2,
+        click.echo(json.dumps({"sources": found.sources_json(), "summary": summary,
+                               "nodes": nodes, "nodes_disagree": disagree}, indent=2,
                               ensure_ascii=False, default=_json_default))
         return
     if states:
@@ -429,6 +432,14 @@ def status(ctx: click.Context, as_json: bool) -> None:
                f"{summary['empty']} empty, {summary['failing']} failing, "
                f"{summary['retired']} retired, {summary['new']} not polled yet. "
                f"Items per language: {languages}.")
+    for node in nodes:
+        click.echo(f"node {node['node']} (pid {node['pid']} on {node['hostname']}): started "
+                   f"{ago(node['started'], now)}, seen {ago(node['last_seen'], now)}, config "
+                   f"{node['config_hash'][:12]}"
+                   f"{'' if node['same_config'] else ' (not this config.toml)'}")
+    if disagree:
+        click.echo("warning: the running nodes run different configs: ship the same "
+                   "config.toml to every node")
 
 
 def _shorten(text: str, width: int) -> str:
@@ -500,7 +511,7 @@ async def _poll_and_publish(config: Config, sources: list[SourceConfig], force: 
             sources = due
         # worker processes pay off only past a handful of sources
         workers = (os.cpu_count() or 1) if len(sources) >= POOL_THRESHOLD else 0
-        async with make_fetcher(config) as fetcher:
+        async with make_fetcher(config, store) as fetcher:  # polite across a cluster too
             hub = Hub(config, store, fetcher, workers=workers)
             try:
                 reports = await _with_progress(hub, sources)

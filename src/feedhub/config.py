@@ -244,6 +244,7 @@ class _Reader:
             max_connections=get("max_connections", _positive_int, "a whole number above 0"),
             max_per_host=get("max_per_host", _positive_int, "a whole number above 0"),
             host_spacing=get("host_spacing", parse_delay, "a duration like '1s' (0 for none)"),
+            claim_lease=get("claim_lease", parse_duration, "a duration like '2m'"),
             websub_hubs=get("websub_hubs", _hub_urls,
                             'a list of absolute http(s) URLs, like ["https://pubsubhubbub.appspot.com/"]'),
             pages=get("pages", _bool, "true or false"),

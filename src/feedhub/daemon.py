@@ -18,9 +18,11 @@ cancels the pings still pending and closes the database.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
+import secrets
 import signal
 import socket
 from collections.abc import Callable, Iterable
@@ -39,6 +41,7 @@ from feedhub.metrics import Metrics
 from feedhub.models import Config, SourceConfig
 from feedhub.publish import PublishedFeed
 from feedhub.server import serve_in_process, stop_process
+from feedhub.status import NODE_SILENCE_SECONDS, config_hash
 from feedhub.store import open_store
 from feedhub.websub import Notifier
 
@@ -51,6 +54,18 @@ PUBLISH_RETRY_SECONDS = 5.0  # after a failed publish (disk full, read-only)
 FIRST_POLL_SPREAD = 5.0  # never-polled sources start within this many seconds
 PARSER_WORKERS = os.cpu_count() or 1  # parsing is CPU-bound: one process per core
 PING_GRACE_SECONDS = 2.0  # at a stop, how long WebSub pings may run on before they are cancelled
+
+
+HEARTBEAT_SECONDS = 5.0  # how often a daemon tells the database it is alive
+LOST_CLAIM_JITTER = 1.0  # a daemon that lost a claim looks again this much later, at most
+CHANGES_CHECK_SECONDS = 1.0  # how often the change log is read (a shared database)
+CHANGES_MARGIN = 200  # ids read again: one handed out earlier may commit after a later one
+
+
+def node_id() -> str:
+    """This daemon among those sharing a database: hostname, pid and a
+    random part (a pid is reused; a hostname is shared by containers)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
 class CannotListen(Exception):
@@ -70,12 +85,16 @@ class Daemon:
         self._config_stamp = _stamp(config.path)
         self.metrics = Metrics()  # the admin address's /metrics
         self.metrics.seed_languages(config.languages)
+        self.node = node_id()
+        self.started = datetime.now(UTC)
+        self._config_hash = config_hash(config.path)
+        self._disagreeing: set[str] = set()  # nodes already warned about
 
     async def run(self) -> None:
         with DaemonLock(self.config.hub.local_files):
             store = open_store(self.config.hub.database)
             try:
-                async with make_fetcher(self.config) as fetcher:
+                async with make_fetcher(self.config, store, self.node) as fetcher:
                     self.hub = Hub(self.config, store, fetcher, workers=PARSER_WORKERS,
                                    metrics=self.metrics)
                     self.notifier = Notifier(fetcher, metrics=self.metrics)
@@ -89,6 +108,10 @@ class Daemon:
         log.info("stopped")
 
     async def _serve(self) -> None:
+        # what other nodes stored from here on is published by this one too;
+        # what they stored before, the full publish that follows covers
+        self._change_seen = self.hub.store.last_change() if self.hub.store.shared else 0
+        self._changes_handled: set[int] = set()
         self._publish_all = self._all_sources = True
         self._publish_now()  # the index files exist from the start (or the failure is logged)
         self.scheduler = AsyncIOScheduler(timezone=UTC, job_defaults={
@@ -97,15 +120,24 @@ class Daemon:
         for source in self.config.sources:
             self._schedule_from_state(source)
         watcher = asyncio.create_task(self._watch_config())
-        log.info("feedhub running: %d sources, config %s, output %s", len(self.config.sources),
-                 self.config.path, self.config.hub.output_dir)
+        self._heartbeat()
+        beat = asyncio.create_task(self._beat())
+        changes = asyncio.create_task(self._watch_changes()) if self.hub.store.shared else None
+        log.info("feedhub running: node %s, %d sources, config %s (sha256 %s), output %s",
+                 self.node, len(self.config.sources), self.config.path,
+                 self._config_hash[:12], self.config.hub.output_dir)
         await self.stopping.wait()
 
         log.info("stopping: %d polls in flight, waiting up to %.0fs", len(self._polls),
                  GRACE_SECONDS)
         self.scheduler.pause()
         watcher.cancel()
+        beat.cancel()
+        if changes is not None:
+            changes.cancel()
         await self._drain()
+        with contextlib.suppress(Exception):  # the database gone: the row ages out
+            self.hub.store.node_gone(self.node)
         self.scheduler.shutdown(wait=False)
         if self._publisher is not None:
             self._publisher.cancel()
@@ -140,10 +172,23 @@ class Daemon:
             return
         task = asyncio.current_task()
         assert task is not None
-        self._polls.add(task)
         next_poll = None
+        claimed = False
+        try:
+            claimed = self._claim(source)
+            if not claimed:  # another daemon polls it: look again when it can next be due
+                next_poll = self._after_lost_claim(name)
+        except Exception:
+            log.exception("claiming %s failed; trying again later", name)
+        if not claimed:
+            task.add_done_callback(lambda _: self._schedule_next(name, next_poll))
+            return
+        self._polls.add(task)
+        renewer = asyncio.create_task(self._renew(name))
+        recorded = False
         try:
             report = await self.hub.poll(source)
+            recorded = True  # record_poll ended the claim
             next_poll = report.next_poll
             if report.changed:
                 self._request_publish(report.languages, [name])
@@ -153,6 +198,10 @@ class Daemon:
             log.exception("poll %s failed unexpectedly; trying again later", name)
         finally:
             self._polls.discard(task)
+            renewer.cancel()
+            if not recorded:  # failed or cancelled: another daemon may take it now
+                with contextlib.suppress(Exception):
+                    self.hub.store.release(name, node=self.node)
         # Schedule the next poll once this run is over, not from inside it:
         # apscheduler counts this run against the job's max_instances until
         # its task is done, and a next poll already due (a poll that took
@@ -161,6 +210,92 @@ class Daemon:
         # Done callbacks run in the order they were added, the executor's
         # (which ends the run) first.
         task.add_done_callback(lambda _: self._schedule_next(name, next_poll))
+
+    def _claim(self, source: SourceConfig) -> bool:
+        """Lease `source` to this daemon for the poll about to start: on
+        PostgreSQL another daemon may have polled it already, or be polling
+        it; on SQLite (one daemon) the claim always succeeds."""
+        now = datetime.now(UTC)
+        return self.hub.store.claim(source.name, url=source.url, node=self.node, now=now,
+                                    until=now + timedelta(seconds=self.config.hub.claim_lease))
+
+    def _after_lost_claim(self, name: str) -> datetime:
+        """When a source another daemon claimed can next be due: its new
+        next_poll once the winner recorded its poll, else when the winner's
+        lease runs out (the winner died) -- plus a little jitter, so the
+        losers do not all ask again at the same instant."""
+        now = datetime.now(UTC)
+        state = self.hub.store.source_state(name)
+        when = state.next_poll if state.next_poll and state.next_poll > now else now
+        if (held := self.hub.store.lease(name)) is not None and held[0] != self.node:
+            when = max(when, held[1])
+        return when + timedelta(seconds=random.uniform(0.1, LOST_CLAIM_JITTER))
+
+    async def _renew(self, name: str) -> None:
+        """While a poll runs, keep its claim: renewed every third of the lease."""
+        lease = self.config.hub.claim_lease
+        while True:
+            await asyncio.sleep(lease / 3)
+            try:
+                if not self.hub.store.renew(name, node=self.node, until=datetime.now(UTC)
+                                            + timedelta(seconds=lease)):
+                    log.warning("claim on %s lost while polling it (lease %.0fs)", name, lease)
+                    return
+            except Exception:
+                log.exception("renewing the claim on %s failed", name)
+
+    async def _watch_changes(self) -> None:
+        """Publish what the other nodes stored, as if this node had polled it:
+        every node's feeds/ then show the same items (several nodes behind a
+        load balancer). The log is read from a little before the highest id
+        seen, and each id is handled once."""
+        while True:
+            await asyncio.sleep(CHANGES_CHECK_SECONDS)
+            try:
+                rows = self.hub.store.changes_after(max(0, self._change_seen - CHANGES_MARGIN))
+            except Exception as exc:
+                log.warning("could not read the change log: %s", exc)
+                continue
+            own, handled = self.hub.own_changes, self._changes_handled
+            for change, languages, sources in rows:
+                if change in handled:
+                    continue
+                handled.add(change)
+                if change not in own:
+                    self._request_publish(languages, sources)
+            if rows:
+                self._change_seen = max(self._change_seen, rows[-1][0])
+                floor = self._change_seen - CHANGES_MARGIN
+                own.difference_update([c for c in own if c <= floor])
+                handled.difference_update([c for c in handled if c <= floor])
+
+    # --- nodes ---------------------------------------------------------------
+
+    async def _beat(self) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+            self._heartbeat()
+
+    def _heartbeat(self) -> None:
+        """Tell the database this node is alive and which config it runs;
+        warn (once per node) of a live node running another config."""
+        now = datetime.now(UTC)
+        try:
+            store = self.hub.store
+            store.node_seen(self.node, hostname=socket.gethostname(), pid=os.getpid(),
+                            config_hash=self._config_hash, started=self.started, at=now)
+            nodes = store.live_nodes(now - timedelta(seconds=NODE_SILENCE_SECONDS))
+        except Exception as exc:  # the database away for a moment: the next beat
+            log.warning("heartbeat failed: %s", exc)
+            return
+        for node in nodes:
+            if node.config_hash == self._config_hash:
+                self._disagreeing.discard(node.node)
+            elif node.node not in self._disagreeing:
+                self._disagreeing.add(node.node)
+                log.warning("node %s (%s, pid %d) runs another config (sha256 %s, ours %s): "
+                            "ship the same config.toml to every node", node.node, node.hostname,
+                            node.pid, node.config_hash[:12], self._config_hash[:12])
 
     def _schedule_next(self, name: str, due: datetime | None) -> None:
         current = self.config.find_source(name)
@@ -259,6 +394,9 @@ class Daemon:
                 self.metrics.reloads.labels("refused").inc()
                 continue
             self._apply(new)
+            self._config_hash = config_hash(self.config.path)
+            self._disagreeing.clear()
+            self._heartbeat()
             self.metrics.reloads.labels("ok").inc()
 
     def _apply(self, new: Config) -> None:

@@ -13,6 +13,7 @@ is mostly bookkeeping, and anyio's was the larger part of it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import ipaddress
 import re
@@ -21,11 +22,11 @@ import ssl
 import time
 import zlib
 from collections import OrderedDict, defaultdict
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from http import HTTPStatus
 from types import TracebackType
-from typing import Any, cast
+from typing import Any, Protocol, cast
 from urllib.parse import quote, urlsplit
 
 import httpcore
@@ -435,22 +436,63 @@ class _Cookies(httpx.Cookies):
             super().extract_cookies(response)
 
 
+class HostGate(Protocol):
+    """What a GET waits for before it starts: one of the host's
+    `max_per_host` slots, held until the response is read, and its turn
+    `host_spacing` after the previous start to that host. LocalGate keeps
+    them in this process; a cluster's gate (feedhub.hub.ClusterGate) keeps
+    them in the shared database, so they hold whichever daemons poll."""
+
+    def slot(self, host: str) -> contextlib.AbstractAsyncContextManager[None]: ...
+
+
+class LocalGate:
+    """The gate of one process: a semaphore per host, and each request's
+    start booked `host_spacing` after the host's previous one."""
+
+    def __init__(self, max_per_host: int = 2, host_spacing: float = 0.0):
+        self._per_host: defaultdict[str, asyncio.Semaphore] = defaultdict(
+            lambda: asyncio.Semaphore(max_per_host))
+        self.host_spacing = host_spacing
+        self._host_next_start: dict[str, float] = {}
+
+    @contextlib.asynccontextmanager
+    async def slot(self, host: str) -> AsyncIterator[None]:
+        async with self._per_host[host]:
+            await self._space(host)
+            yield
+
+    async def _space(self, host: str) -> None:
+        """Start requests to one host at least `host_spacing` apart: each
+        caller books the next free slot, then sleeps until it."""
+        if self.host_spacing <= 0:
+            return
+        now = time.monotonic()
+        slot = max(now, self._host_next_start.get(host, now))
+        self._host_next_start[host] = slot + self.host_spacing
+        if slot > now:
+            await asyncio.sleep(slot - now)
+
+
 class Fetcher:
-    """Use as `async with Fetcher(...) as fetcher: await fetcher.fetch(url)`."""
+    """Use as `async with Fetcher(...) as fetcher: await fetcher.fetch(url)`.
+    `gate`: what a GET waits for per host (default: a LocalGate of
+    max_per_host and host_spacing)."""
 
     def __init__(self, *, user_agent: str, timeout: float = 30.0,
                  max_bytes: int = 10 * 1024 * 1024, allow_private: bool = False,
-                 max_connections: int = 10, max_per_host: int = 2, host_spacing: float = 0.0):
+                 max_connections: int = 10, max_per_host: int = 2, host_spacing: float = 0.0,
+                 gate: HostGate | None = None):
         self.user_agent = header_safe(user_agent)
         self.timeout = timeout
         self.max_bytes = max_bytes
         self._allow_private = allow_private
         self._overall = asyncio.Semaphore(max_connections)
+        # WebSub pings' own slots (post_form), always this process's
         self._per_host: defaultdict[str, asyncio.Semaphore] = defaultdict(
             lambda: asyncio.Semaphore(max_per_host)
         )
-        self.host_spacing = host_spacing
-        self._host_next_start: dict[str, float] = {}
+        self.gate: HostGate = gate or LocalGate(max_per_host, host_spacing)
         self._closing: set[asyncio.Future[None]] = set()
         self._active: defaultdict[str, int] = defaultdict(int)  # requests in flight per host
         self._ssl_context = httpx.create_ssl_context()
@@ -517,16 +559,14 @@ class Fetcher:
         if validators and validators.last_modified:
             headers["If-Modified-Since"] = validators.last_modified
         host = check_url(url).host
-        async with self._per_host[host]:
-            await self._space(host)
-            async with self._overall:
-                self._active[host] += 1
-                try:
-                    return await self._fetch(url, host, headers)
-                finally:
-                    self._active[host] -= 1
-                    if not self._active[host]:
-                        del self._active[host]
+        async with self.gate.slot(host), self._overall:
+            self._active[host] += 1
+            try:
+                return await self._fetch(url, host, headers)
+            finally:
+                self._active[host] -= 1
+                if not self._active[host]:
+                    del self._active[host]
 
     async def post_form(self, url: str, form: Mapping[str, str]) -> FetchResult:
         """POST `form` url-encoded to `url` (a WebSub publish ping). The
@@ -556,17 +596,6 @@ class Fetcher:
             return FetchResult(url=url, final_url=str(response.url), status=response.status_code,
                                content=body, headers={k.lower(): v for k, v in response.headers.items()},
                                fetched_at=datetime.now(UTC), elapsed=time.monotonic() - started)
-
-    async def _space(self, host: str) -> None:
-        """Start requests to one host at least `host_spacing` apart: each
-        caller books the next free slot, then sleeps until it."""
-        if self.host_spacing <= 0:
-            return
-        now = time.monotonic()
-        slot = max(now, self._host_next_start.get(host, now))
-        self._host_next_start[host] = slot + self.host_spacing
-        if slot > now:
-            await asyncio.sleep(slot - now)
 
     async def _fetch(self, url: str, host: str, headers: dict[str, str], *,
                      send: Callable[[float], Awaitable[FetchResult]] | None = None) -> FetchResult:

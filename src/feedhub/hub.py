@@ -8,11 +8,16 @@ schedule live in the store, intent in the config.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import hashlib
 import logging
+import os
+import random
+import socket
 import time
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from concurrent.futures import BrokenExecutor, Executor, Future
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -104,8 +109,16 @@ PAGE_ACCEPT = "text/html, application/xhtml+xml;q=0.9, */*;q=0.1"
 REDIRECTS_TO_MOVE = 3  # permanent redirects seen in a row before a source's URL is changed
 
 
-def make_fetcher(config: Config) -> Fetcher:
+def make_fetcher(config: Config, store: Store | None = None, node: str | None = None) -> Fetcher:
+    """The hub's fetcher. Given a shared `store` (PostgreSQL), its per-host
+    limits hold across every daemon on the database (ClusterGate); else
+    across this process's requests only (fetch.LocalGate)."""
     hub = config.hub
+    gate = None
+    if store is not None and store.shared:
+        gate = ClusterGate(store, node or f"{socket.gethostname()}:{os.getpid()}",
+                           max_per_host=hub.max_per_host, host_spacing=hub.host_spacing,
+                           timeout=hub.timeout)
     return Fetcher(
         user_agent=hub.user_agent or default_user_agent(hub),
         timeout=hub.timeout,
@@ -114,7 +127,49 @@ def make_fetcher(config: Config) -> Fetcher:
         max_connections=hub.max_connections,
         max_per_host=hub.max_per_host,
         host_spacing=hub.host_spacing,
+        gate=gate,
     )
+
+
+SLOT_RETRY_SECONDS = (0.05, 0.25)  # a full host is asked again after a random pause in this range
+SLOT_LEASE_MARGIN = 30.0  # a slot's lease: the request's deadline, the spacing wait, and this
+
+
+class ClusterGate:
+    """fetch.HostGate for daemons sharing a database: a request takes one of
+    its host's `max_per_host` slots in the database (a row with a lease, so
+    a killed daemon's slots free themselves) and books its start
+    `host_spacing` after the host's previous one, whichever daemon made it.
+    The lease covers the request's whole deadline (`timeout`), so it needs
+    no renewal."""
+
+    def __init__(self, store: Store, node: str, *, max_per_host: int, host_spacing: float,
+                 timeout: float):
+        self.store, self.node = store, node
+        self.max_per_host, self.host_spacing = max_per_host, host_spacing
+        self.lease = timeout + max_per_host * host_spacing + SLOT_LEASE_MARGIN
+
+    @contextlib.asynccontextmanager
+    async def slot(self, host: str) -> AsyncIterator[None]:
+        while True:
+            now = time.time()
+            slot = self.store.take_host_slot(host, node=self.node, slots=self.max_per_host,
+                                             now=now, until=now + self.lease)
+            if slot is not None:
+                break
+            await asyncio.sleep(random.uniform(*SLOT_RETRY_SECONDS))
+        try:
+            if self.host_spacing > 0:
+                start = self.store.book_host_start(host, now=time.time(),
+                                                   spacing=self.host_spacing)
+                if (wait := start - time.time()) > 0:
+                    await asyncio.sleep(wait)
+            yield
+        finally:
+            try:
+                self.store.release_host_slot(host, slot, node=self.node)
+            except Exception as exc:  # the lease frees it
+                log.warning("could not release a request slot of %s: %s", host, exc)
 
 
 class Hub:
@@ -154,6 +209,15 @@ class Hub:
         # the templates and each source's file name, for one publish
         self._templates: Templates | None = None
         self._slugs: dict[str, str] = {}
+        # per language, the last archive page this process has on disk
+        self._archived: dict[str, int] = {}
+        # the change log ids of this process's own polls: not published twice
+        self.own_changes: set[int] = set()
+        # on a shared database every node keeps its own per-source feed
+        # stamps (each writes its own feeds/): keyed by host and output dir
+        self._stamp_prefix = "" if not store.shared else hashlib.sha256(
+            f"{socket.gethostname()}\0{config.hub.output_dir.resolve()}".encode()
+        ).hexdigest()[:16] + ":"
 
     def close(self) -> None:
         if self.executor is not None:
@@ -205,6 +269,16 @@ class Hub:
                    "updated": report.updated, "duration": round(report.duration, 3),
                    "error": report.error, "degraded": report.degraded},
         )
+        if report.changed and self.store.shared:
+            # the other nodes publish it too (Daemon._watch_changes); never
+            # fatal: this node publishes it anyway, and the next change
+            # or a full publish catches the others up
+            try:
+                self.own_changes.add(self.store.log_change(
+                    report.languages, [source.name], datetime.now(UTC)))
+            except Exception as exc:
+                log.warning("could not log the change of %s for the other nodes: %s",
+                            source.name, exc)
         return report
 
     def _unexpected(self, source: SourceConfig, exc: Exception) -> PollReport:
@@ -485,6 +559,7 @@ class Hub:
         Returns the subscription documents (what a WebSub hub is told of)."""
         database = self.config.hub.local_files  # this node's own (see HubConfig)
         with (locked(database.with_name(database.name + ".publish"), wait=wait),  # *.publish.lock
+              self.store.publish_lock(wait=wait),  # and across nodes, on PostgreSQL
               self.metrics.publish_seconds.time()):
             published = self._publish(languages, sources, release_workers)
         self.metrics.files_written.labels("feed").inc(sum(feed.written for feed in published))
@@ -516,10 +591,12 @@ class Hub:
                         language, names, keep=hub.items_per_feed, page_size=hub.archive_page_size)
                     pages[language] = self.store.last_archive_page(language)
                     # a full publish also restores pages lost from disk; an
-                    # incremental one writes just the new pages (no directory scan)
-                    for page in (missing_archive_pages(self.config, language, pages[language])
-                                 if everything else new_pages):
+                    # incremental one writes just the new pages (no directory scan);
+                    # on a shared database, the pages other nodes closed as well
+                    for page in self._archive_pages_to_write(language, pages[language],
+                                                             new_pages, everything):
                         self._write_archive(language, page, pages[language])
+                    self._archived[language] = pages[language]
                     feeds[language] = self._entries(
                         self.store.current_entries(language, names), language)
                 else:
@@ -567,7 +644,7 @@ class Hub:
                 stamp = source_feed_stamp(self.config, name, inputs) + templates
                 on_disk = has_copies(present, f"{slugs[name]}.atom") and (
                     not pages or has_copies(present, f"{slugs[name]}.html"))
-                if on_disk and known.get(name) == stamp:  # the files already show exactly this
+                if on_disk and known.get(self._stamp_prefix + name) == stamp:  # the files show it
                     results.append(unchanged_source_feed(self.config, name, slugs[name],
                                                          len(inputs) - 1))
                     continue
@@ -578,10 +655,23 @@ class Hub:
                         results.append(published)
                         if self._write_page(source_page(self.config, name, slugs[name]),
                                             items, None):
-                            stamps[name] = stamp
+                            stamps[self._stamp_prefix + name] = stamp
         remove_stale_source_feeds(self.config, slugs)
         self.store.set_feed_stamps(stamps)
         return results
+
+    def _archive_pages_to_write(self, language: str, last: int, new_pages: list[int],
+                                everything: bool) -> Iterable[int]:
+        """The archive pages a publish writes: on a full one, those missing
+        on disk; else the ones it just closed, and on a shared database every
+        page after the last this process wrote (other nodes closed them: this
+        node's feeds/ must hold them too, before its feed links to them)."""
+        known = self._archived.get(language)
+        if everything or (self.store.shared and known is None):
+            return missing_archive_pages(self.config, language, last)
+        if self.store.shared and known is not None:
+            return range(known + 1, last + 1)
+        return new_pages
 
     def _write_archive(self, language: str, page: int, last: int) -> bool:
         """Archive page `page` of `last`, and its HTML page."""

@@ -104,6 +104,10 @@ class HubConfig:
     max_connections: int = 10
     max_per_host: int = 2
     host_spacing: float = 1.0  # seconds between request starts to one host
+    # how long a daemon's claim on a source lasts unless renewed (every third
+    # of it, while the poll runs): a killed daemon's sources go to the others
+    # after at most this long (issue 16)
+    claim_lease: float = 120.0
     websub_hubs: tuple[str, ...] = ()  # WebSub hubs pinged after each regeneration
     archive_page_size: int = 20  # RFC 5005 archive pages; 0: no archives
     pages: bool = True  # an HTML page beside every Atom document (pages.py)
@@ -118,7 +122,7 @@ class HubConfig:
         the language model cache. For SQLite, the database file itself, as
         always. For PostgreSQL, `feedhub-postgresql` beside the config file:
         these locks then keep one daemon and one publisher per node only;
-        across nodes, locks held in the database are issue 16's next part."""
+        across nodes, the database's claims and advisory lock do (issue 16)."""
         return self.database if isinstance(self.database, Path) else self.local_base
 
 
@@ -388,6 +392,19 @@ class SourceState:
         if self.url != url:
             return Validators()
         return Validators(self.etag, self.last_modified)
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """A daemon sharing the database (issue 16): who, since when, last
+    heard of when, and the hash of the config it runs."""
+
+    node: str
+    hostname: str
+    pid: int
+    config_hash: str
+    started: datetime
+    last_seen: datetime
 
 
 @dataclass(frozen=True)

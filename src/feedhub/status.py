@@ -4,8 +4,10 @@ about the sources: one function decides a source's state, all of them use it.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any, Protocol
 
 from feedhub._files import DaemonLock
@@ -13,6 +15,27 @@ from feedhub.models import Config, SourceState
 from feedhub.store import Store, open_store
 
 STATES = ("ok", "degraded", "empty", "failing", "retired", "new")
+NODE_SILENCE_SECONDS = 30.0  # a daemon not heard of for this long is gone (killed)
+
+
+def config_hash(path: Path) -> str:
+    """The sha256 of the config file's bytes, which each daemon records in
+    the database: nodes shipped the same file agree; any edit, even of a
+    comment, shows as a disagreement (the simple rule is the safe one)."""
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return "unreadable"
+
+
+def nodes_json(config: Config, store: Store, now: datetime) -> list[dict[str, Any]]:
+    """The daemons running on the database (heard of lately), and whether
+    each runs the config `config` is read from."""
+    ours = config_hash(config.path)
+    return [{"node": node.node, "hostname": node.hostname, "pid": node.pid,
+             "config_hash": node.config_hash, "same_config": node.config_hash == ours,
+             "started": node.started, "last_seen": node.last_seen}
+            for node in store.live_nodes(now - timedelta(seconds=NODE_SILENCE_SECONDS))]
 CHART_DAYS = 30  # the status page's charts: items per day over this many days
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, Self
@@ -21,6 +21,7 @@ from feedhub.models import (
     FeedInfo,
     Item,
     ItemBytes,
+    NodeInfo,
     RenderedEntry,
     SourceFacts,
     SourceState,
@@ -50,10 +51,13 @@ class Store(Protocol):
     a hub's feeds are byte-identical whichever backend holds it. One store
     per thread; writes outside transaction() commit one by one.
 
-    Future methods (issue 16, part 2) join here, e.g.
-    `claim_due(node, limit, lease)`: sources due now, leased to one daemon
-    (FOR UPDATE SKIP LOCKED on PostgreSQL; trivial on SQLite, which one
-    daemon holds under its DaemonLock)."""
+    Several daemons share a PostgreSQL database (issue 16): each claims a
+    source before polling it (claim; a conditional UPDATE, so one wins) and
+    record_poll ends the claim. On SQLite one daemon holds the database
+    (DaemonLock), so its claims always succeed, through the same code."""
+
+    # several daemons may share it (PostgreSQL), or one holds it (SQLite)
+    shared: bool
 
     # --- the connection --------------------------------------------------
     def close(self) -> None: ...
@@ -78,6 +82,29 @@ class Store(Protocol):
     def set_item_bytes(self, source: str, known: ItemBytes | None) -> None: ...
     def source_slugs(self, names: Sequence[str], make: Callable[[str], str]) -> dict[str, str]: ...
     def feeds(self) -> dict[str, FeedInfo]: ...
+
+    # --- claims and nodes: several daemons on one database -----------------
+    def claim(self, source: str, *, url: str, node: str, now: datetime,
+              until: datetime) -> bool: ...
+    def renew(self, source: str, *, node: str, until: datetime) -> bool: ...
+    def release(self, source: str, *, node: str) -> None: ...
+    def lease(self, source: str) -> tuple[str, datetime] | None: ...
+    def node_seen(self, node: str, *, hostname: str, pid: int, config_hash: str,
+                  started: datetime, at: datetime) -> None: ...
+    def node_gone(self, node: str) -> None: ...
+    def live_nodes(self, since: datetime) -> list[NodeInfo]: ...
+    def log_change(self, languages: Iterable[str] | None, sources: Iterable[str] | None,
+                   at: datetime) -> int: ...
+    def changes_after(self, after: int
+                      ) -> list[tuple[int, list[str] | None, list[str] | None]]: ...
+    def last_change(self) -> int: ...
+    def take_host_slot(self, host: str, *, node: str, slots: int, now: float,
+                       until: float) -> int | None: ...
+    def release_host_slot(self, host: str, slot: int, *, node: str) -> None: ...
+    def book_host_start(self, host: str, *, now: float, spacing: float) -> float: ...
+    def publish_lock(self, *, wait: bool = True) -> contextlib.AbstractContextManager[None]:
+        """One publisher at a time across the nodes of a shared database;
+        wait=False raises BlockingIOError when another holds it."""
 
     # --- items: what is new, changed or unchanged; full text; takedowns ----
     def save_items(self, source: str, items: Sequence[Item], *, seen_at: datetime,

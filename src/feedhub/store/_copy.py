@@ -29,7 +29,11 @@ BATCH_ROWS = 1000  # rows read and written at a time: memory stays flat on a mil
 # Tables of a running cluster's own state (leases, node registrations, a
 # backend's bookkeeping), which mean nothing in another database: neither
 # copied nor compared. Every other table is hub data and is copied whole.
-NOT_COPIED: frozenset[str] = frozenset()
+NOT_COPIED: frozenset[str] = frozenset({
+    "nodes",  # daemons' heartbeats and config hashes
+    "changes",  # the change log each node publishes from
+    "host_slots", "host_starts",  # politeness across daemons: request slots, next starts
+})
 
 
 class CopyRefused(Exception):

@@ -31,6 +31,8 @@ from feedhub.store._sql import Rows, SqlStore
 # any constant: the key of the advisory lock that serializes two processes
 # creating or migrating the same database at once
 _MIGRATION_LOCK = 0x6665_6564_6875_62  # "feedhub"
+# another: one publisher at a time across every node of the database
+_PUBLISH_LOCK = 0x6665_6564_7075_62  # "feedpub"
 
 
 @functools.lru_cache(maxsize=512)
@@ -106,6 +108,23 @@ class PostgresStore(SqlStore):
                     self.conn.execute(statement)
             self.conn.execute("UPDATE schema_version SET version = %s", [SCHEMA_VERSION])
 
+    @contextlib.contextmanager
+    def publish_lock(self, *, wait: bool = True) -> Iterator[None]:
+        """One publisher at a time across the cluster (the publish lock file
+        beside the config only sees this machine): a session-level advisory
+        lock, which the server frees if this process dies. wait=False:
+        BlockingIOError at once when another node's publish holds it."""
+        if wait:
+            self.conn.execute("SELECT pg_advisory_lock(%s)", [_PUBLISH_LOCK])
+        else:
+            row = self.conn.execute("SELECT pg_try_advisory_lock(%s)", [_PUBLISH_LOCK]).fetchone()
+            if not (row and row[0]):
+                raise BlockingIOError("another node is publishing")
+        try:
+            yield
+        finally:
+            self.conn.execute("SELECT pg_advisory_unlock(%s)", [_PUBLISH_LOCK])
+
     # --- what `feedhub db copy` asks of a backend (see _copy.py) ----------
     def schema_version(self) -> int:
         """The version this database records (0: no hub in it)."""
@@ -172,6 +191,7 @@ class PostgresStore(SqlStore):
         if not row or row[0] != SCHEMA_VERSION:
             return f"schema version {row[0] if row else None}, expected {SCHEMA_VERSION}"
         for table in ("sources", "items", "archive_rewrites", "source_slugs", "feed_stamps",
-                      "item_bytes", "rendered_entries"):
+                      "item_bytes", "rendered_entries", "nodes", "changes",
+                      "host_slots", "host_starts"):
             self.conn.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchall()
         return "ok"

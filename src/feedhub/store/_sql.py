@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any, Protocol, Self
 
@@ -22,6 +22,7 @@ from feedhub.models import (
     FeedInfo,
     Item,
     ItemBytes,
+    NodeInfo,
     RenderedEntry,
     SourceFacts,
     SourceState,
@@ -72,6 +73,11 @@ class Rows(Protocol):
 class SqlStore:
     """The queries of both stores. One per thread: neither driver's
     connection is shared across threads (but see the readers)."""
+
+    # several daemons may share this database (PostgreSQL). SQLite is held by
+    # one daemon (DaemonLock): a claim there always succeeds, even over the
+    # lease of a daemon killed before its poll was recorded
+    shared = True
 
     def _execute(self, sql: str, params: Sequence[Any] = ()) -> Rows:
         raise NotImplementedError
@@ -126,6 +132,8 @@ class SqlStore:
         row: dict[str, Any] = {
             "url": url, "last_poll": _iso(at), "last_status": status,
             "last_error": error, "next_poll": _iso(next_poll), **changes,
+            # the poll is over: its claim ends with it (see claim)
+            "claimed_by": None, "lease_until": None,
         }
         if isinstance(row.get("feed_updated"), datetime):
             row["feed_updated"] = _iso(row["feed_updated"])
@@ -218,6 +226,154 @@ class SqlStore:
         row = self._execute(
             "SELECT min(next_poll) FROM sources WHERE retired IS NULL").fetchone()
         return _dt(row[0]) if row and row[0] else None
+
+    # --- claims: several daemons on one database (issue 16) ------------------
+
+    def claim(self, source: str, *, url: str, node: str, now: datetime,
+              until: datetime) -> bool:
+        """Lease `source` to `node` until `until`, if it is due at `now`
+        (next_poll unset or past, or its stored URL is not `url`: a config
+        edit polls at once) and no other node holds an unexpired lease. One
+        conditional statement, so of two daemons claiming at once exactly
+        one wins: PostgreSQL re-checks the WHERE of an UPDATE on the row a
+        concurrent one committed, and SQLite has one writer. record_poll
+        ends the claim. A source never polled gets its row here. On a store
+        that is not `shared` (SQLite) the claim always succeeds."""
+        lease, now_text = _iso(until, exact=True), _iso(now, exact=True)
+        with self._write():
+            inserted = self._execute(
+                "INSERT INTO sources (name, error_count, claimed_by, lease_until) "
+                "VALUES (?, 0, ?, ?) ON CONFLICT (name) DO NOTHING RETURNING name",
+                [source, node, lease]).fetchall()
+            if inserted:
+                return True
+            return bool(self._execute(
+                "UPDATE sources SET claimed_by = ?, lease_until = ? WHERE name = ? "
+                "AND (? = 0 OR ((next_poll IS NULL OR next_poll <= ? OR url IS NULL OR url <> ?) "
+                "AND (lease_until IS NULL OR lease_until <= ? OR claimed_by = ?))) "
+                "RETURNING name",
+                [node, lease, source, int(self.shared), _iso(now), url, now_text, node]
+            ).fetchall())
+
+    def renew(self, source: str, *, node: str, until: datetime) -> bool:
+        """Extend `node`'s lease on `source` (a long poll); False if the
+        claim is no longer its own (expired and taken, or ended)."""
+        with self._write():
+            return bool(self._execute(
+                "UPDATE sources SET lease_until = ? WHERE name = ? AND claimed_by = ? "
+                "RETURNING name", [_iso(until, exact=True), source, node]).fetchall())
+
+    def release(self, source: str, *, node: str) -> None:
+        """End `node`'s claim on `source` without a poll recorded (the poll
+        failed unexpectedly or was cancelled): another node may take it."""
+        with self._write():
+            self._execute("UPDATE sources SET claimed_by = NULL, lease_until = NULL "
+                          "WHERE name = ? AND claimed_by = ?", [source, node])
+
+    def lease(self, source: str) -> tuple[str, datetime] | None:
+        """Who holds `source` and until when, or None (expired leases too)."""
+        row = self._execute("SELECT claimed_by, lease_until FROM sources WHERE name = ? "
+                            "AND claimed_by IS NOT NULL", [source]).fetchone()
+        until = _dt(row[1]) if row else None
+        return (row[0], until) if row and until else None
+
+    # --- the change log: every node publishes what any node stored ----------
+
+    _CHANGES_KEPT = 100_000  # rows; a node further behind than this publishes everything
+
+    def log_change(self, languages: Iterable[str] | None, sources: Iterable[str] | None,
+                   at: datetime) -> int:
+        """Record that `languages` and `sources` (None: all) changed, for
+        the other nodes to publish; returns the change's id. Old rows go."""
+        with self._write():
+            row = self._execute(
+                "INSERT INTO changes (at, languages, sources) VALUES (?, ?, ?) RETURNING id",
+                [_iso(at, exact=True), None if languages is None else json.dumps(sorted(languages)),
+                 None if sources is None else json.dumps(sorted(sources))]).fetchone()
+            self._execute("DELETE FROM changes WHERE id < ?", [row[0] - self._CHANGES_KEPT])
+        return int(row[0])
+
+    def changes_after(self, after: int) -> list[tuple[int, list[str] | None, list[str] | None]]:
+        """The changes logged after id `after`, oldest first. Ids are handed
+        out before commit, so one may appear after a higher one: callers
+        ask again from a little before the highest they saw (see Daemon)."""
+        return [(int(id_), None if languages is None else json.loads(languages),
+                 None if sources is None else json.loads(sources))
+                for id_, languages, sources in self._execute(
+                    "SELECT id, languages, sources FROM changes WHERE id > ? ORDER BY id",
+                    [after])]
+
+    def last_change(self) -> int:
+        """The highest change id so far (0: none)."""
+        row = self._execute("SELECT max(id) FROM changes").fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
+
+    # --- politeness across daemons: per-host slots and start times -----------
+
+    def take_host_slot(self, host: str, *, node: str, slots: int, now: float,
+                       until: float) -> int | None:
+        """One of `host`'s `slots` request slots for `node` until `until`
+        (seconds since the epoch), or None when every one is held by a live
+        lease. Each try is one conditional upsert: of two nodes after the
+        same free slot, one gets it. A dead node's slots free themselves."""
+        for slot in range(slots):
+            with self._write():
+                taken = self._execute(
+                    "INSERT INTO host_slots (host, slot, node, lease_until) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (host, slot) DO UPDATE SET node = excluded.node, "
+                    "lease_until = excluded.lease_until "
+                    "WHERE host_slots.node IS NULL OR host_slots.lease_until <= ? RETURNING slot",
+                    [host, slot, node, until, now]).fetchall()
+            if taken:
+                return slot
+        return None
+
+    def release_host_slot(self, host: str, slot: int, *, node: str) -> None:
+        with self._write():
+            self._execute("UPDATE host_slots SET node = NULL, lease_until = NULL "
+                          "WHERE host = ? AND slot = ? AND node = ?", [host, slot, node])
+
+    def book_host_start(self, host: str, *, now: float, spacing: float) -> float:
+        """When the next request to `host` may start (seconds since the
+        epoch): now, or `spacing` after the last one booked, whichever is
+        later; booked in one atomic upsert, so no two nodes get one time."""
+        with self._write():
+            row = self._execute(
+                "INSERT INTO host_starts (host, next_start) VALUES (?, ?) "
+                "ON CONFLICT (host) DO UPDATE SET next_start = "
+                "CASE WHEN host_starts.next_start > ? THEN host_starts.next_start ELSE ? END + ? "
+                "RETURNING next_start", [host, now + spacing, now, now, spacing]).fetchone()
+        return float(row[0]) - spacing
+
+    # --- nodes: who runs, with which config (issue 16) ------------------------
+
+    def node_seen(self, node: str, *, hostname: str, pid: int, config_hash: str,
+                  started: datetime, at: datetime) -> None:
+        """A daemon's heartbeat: it is alive at `at`, running the config
+        whose hash is `config_hash` (a reload changes it)."""
+        with self._write():
+            self._execute(
+                "INSERT INTO nodes (node, hostname, pid, config_hash, started, last_seen) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (node) DO UPDATE SET "
+                "config_hash = excluded.config_hash, last_seen = excluded.last_seen",
+                [node, hostname, pid, config_hash, _iso(started, exact=True),
+                 _iso(at, exact=True)])
+
+    def node_gone(self, node: str) -> None:
+        """A daemon that stops leaves the list (one killed ages out)."""
+        with self._write():
+            self._execute("DELETE FROM nodes WHERE node = ?", [node])
+
+    def live_nodes(self, since: datetime) -> list[NodeInfo]:
+        """Nodes seen at or after `since`, oldest start first; older rows
+        (nodes killed long ago) are deleted."""
+        with self._write():
+            self._execute("DELETE FROM nodes WHERE last_seen < ?", [_iso(since, exact=True)])
+        return [NodeInfo(node, hostname, int(pid), config_hash, _dt(started) or since,
+                         _dt(last_seen) or since)
+                for node, hostname, pid, config_hash, started, last_seen in self._execute(
+                    "SELECT node, hostname, pid, config_hash, started, last_seen FROM nodes "
+                    "ORDER BY started, node")]
 
     def items_per_language(self, sources: Sequence[str]) -> dict[str, int]:
         if not sources:

@@ -43,6 +43,8 @@ class SqliteStore(SqlStore):
     """Open with `SqliteStore(path)` (or feedhub.store.open_store); one per
     thread (sqlite3 connections are not shared across threads)."""
 
+    shared = False  # one daemon holds the file (DaemonLock): its claims always succeed
+
     def __init__(self, path: Path | str):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -101,6 +103,12 @@ class SqliteStore(SqlStore):
             for step in steps_after(version):
                 _STEPS[step.version](self.db)
             self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    @contextlib.contextmanager
+    def publish_lock(self, *, wait: bool = True) -> Iterator[None]:
+        """Nothing to lock: one machine holds a SQLite hub, and the publish
+        lock file beside the database serializes its publishers."""
+        yield
 
     # --- what `feedhub db copy` asks of a backend (see _copy.py) ----------
     def schema_version(self) -> int:
@@ -279,6 +287,25 @@ def _v12(db: sqlite_utils.Database) -> None:
                "ON items (lang_group) WHERE withdrawn IS NOT NULL")
 
 
+def _v13(db: sqlite_utils.Database) -> None:
+    # one daemon holds a SQLite hub (DaemonLock), so its claims always
+    # succeed; the columns are here so that one code path serves both
+    columns = db.table("sources").columns_dict
+    for column in ("claimed_by", "lease_until"):
+        if column not in columns:  # a database put back to an older version has them
+            db.table("sources").add_column(column, str)
+    db.table("nodes").create({
+        "node": str, "hostname": str, "pid": int, "config_hash": str,
+        "started": str, "last_seen": str}, pk="node", not_null={"node"}, if_not_exists=True)
+    db.table("changes").create({"id": int, "at": str, "languages": str, "sources": str},
+                               pk="id", if_not_exists=True)
+    # the cluster's politeness (PostgreSQL only; here for one schema on both)
+    db.table("host_slots").create({"host": str, "slot": int, "node": str, "lease_until": float},
+                                  pk=("host", "slot"), if_not_exists=True)
+    db.table("host_starts").create({"host": str, "next_start": float}, pk="host",
+                                   if_not_exists=True)
+
+
 _STEPS: dict[int, Callable[[sqlite_utils.Database], None]] = {
     1: _v1,
     2: _v2,
@@ -292,5 +319,6 @@ _STEPS: dict[int, Callable[[sqlite_utils.Database], None]] = {
     10: _v10,
     11: _v11,
     12: _v12,
+    13: _v13,
 }
 assert [step.version for step in STEPS] == list(_STEPS), "a step without its SQLite body"
