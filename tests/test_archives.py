@@ -5,6 +5,7 @@ pages, once written, never change (but a takedown reaches into them)."""
 from __future__ import annotations
 
 import fcntl
+import sqlite3
 import subprocess
 import time
 from datetime import UTC, datetime, timedelta
@@ -328,3 +329,61 @@ def test_a_takedown_that_empties_every_document_dates_them_when_they_became_empt
     again = hub.run("publish")
     assert again.returncode == 0 and "written" not in again.stdout
     assert emptied_documents(hub) == documents  # same bytes
+
+
+def renamed_rss(title: str, built: datetime, numbers: range) -> str:
+    """rss(), with the channel's own title and date (lastBuildDate)."""
+    return rss("alpha", numbers).replace(
+        "<title>alpha</title>",
+        f"<title>{title}</title><lastBuildDate>{format_datetime(built)}</lastBuildDate>", 1)
+
+
+def test_a_restored_archive_page_keeps_its_sources_feed_info_as_it_was_when_closed(
+        hub: HubDir, feed_server) -> None:
+    """A page written after upstream changed its feed (here restored by a
+    full publish; on a shared database, also a node catching up) carries
+    the atom:source it was closed with: its bytes do not depend on when,
+    or by whom, it is written."""
+    archived_hub(hub, feed_server)
+    feed_server.serve("/alpha.rss", renamed_rss("Alpha", START + timedelta(hours=20),
+                                                range(1, 15)), content_type="application/rss+xml")
+    assert hub.run("poll").returncode == 0
+    before = {str(p.relative_to(hub.feeds)): p.read_bytes()
+              for p in sorted((hub.feeds / "archive").rglob("*")) if p.is_file()}
+    assert [name for name in before if name.endswith(".atom")] == [
+        f"archive/en/{n}.atom" for n in (1, 2, 3)]
+    assert b"<title>Alpha</title>" in before["archive/en/1.atom"]
+    # upstream renames its feed and dates it later, same items: the source's info changes
+    later = START + timedelta(days=40)
+    feed_server.serve("/alpha.rss", renamed_rss("Alpha, renamed", later, range(1, 15)),
+                      content_type="application/rss+xml")
+    assert hub.run("poll", "--all").returncode == 0  # due or not
+    with open_store(hub.database) as store:
+        assert store.feeds()["alpha"].title == "Alpha, renamed"
+        assert store.feeds()["alpha"].updated == later
+    current = (hub.feeds / "en.atom").read_bytes()
+    assert b"<title>Alpha, renamed</title>" in current and later.isoformat().encode() in current
+    for path in (hub.feeds / "archive").rglob("*"):
+        if path.is_file():
+            path.unlink()
+    assert hub.run("publish").returncode == 0
+    after = {str(p.relative_to(hub.feeds)): p.read_bytes()
+             for p in sorted((hub.feeds / "archive").rglob("*")) if p.is_file()}
+    assert after == before
+
+
+def test_a_page_closed_before_feed_info_was_frozen_shows_the_current_feed_info(
+        hub: HubDir, feed_server) -> None:
+    """Pages closed before schema 14 have no frozen feed info: they are
+    written with their sources' current info, as they always were."""
+    archived_hub(hub, feed_server)
+    feed_server.serve("/alpha.rss", rss("alpha", range(1, 15)), content_type="application/rss+xml")
+    assert hub.run("poll").returncode == 0
+    before = archive_files(hub)
+    with sqlite3.connect(hub.database) as db:  # as a hub upgraded from schema 13 has it
+        assert db.execute("DELETE FROM archive_sources").rowcount == len(before)  # one source
+    db.close()
+    for path in (hub.feeds / "archive").rglob("*.atom"):
+        path.unlink()
+    assert hub.run("publish").returncode == 0
+    assert archive_files(hub) == before

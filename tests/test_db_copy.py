@@ -104,6 +104,7 @@ def test_a_hub_copied_to_postgresql_and_back_keeps_every_row_and_publishes_the_s
     withdrawn, archived = (columns["items"].index(name) for name in ("withdrawn", "archive_page"))
     assert any(row[withdrawn] for row in rows["items"])  # the takedown came along
     assert any(row[archived] is not None for row in rows["items"])  # and the archive pages
+    assert rows["archive_sources"]  # with their sources' feed info, frozen when closed
     assert rows["source_slugs"] and rows["feed_stamps"] and rows["rendered_entries"]
 
     # each publishes the same files, file for file: over the original's feeds/

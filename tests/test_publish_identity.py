@@ -256,12 +256,15 @@ def build_hub(root: Path) -> Config:
     return config
 
 
-def _items_for_the_old_renderer(hub: Hub, rows: Sequence[EntryRow],
-                                _language: str | None) -> list[StoredItem]:
+def _items_for_the_old_renderer(hub: Hub, rows: Sequence[EntryRow], _language: str | None,
+                                frozen: dict[str, FeedInfo] | None = None) -> list[StoredItem]:
     """The reference run: the same documents, each given its items to
-    render whole (old_render_document) instead of rendered entries."""
+    render whole (old_render_document) instead of rendered entries (an
+    archive page's with its sources' feeds as they were when it was closed)."""
     items = hub.store.items_by_id([row.item_id for row in rows])
-    return [items[row.item_id] for row in rows]
+    frozen = frozen or {}
+    return [replace(items[row.item_id], feed=frozen[row.source]) if row.source in frozen
+            else items[row.item_id] for row in rows]
 
 
 def publish_twice(config: Config, monkeypatch: pytest.MonkeyPatch) -> None:

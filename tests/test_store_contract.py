@@ -78,7 +78,7 @@ def test_a_new_store_is_at_the_schema_version_and_reopens(database: str | Path) 
         assert store.integrity_check() == "ok"
         assert store.source_state("src").last_status == 200
         assert store.size_bytes() > 0
-    assert SCHEMA_VERSION == 13
+    assert SCHEMA_VERSION == 14
 
 
 def test_a_reader_reads_and_never_writes(database: str | Path) -> None:
@@ -326,6 +326,29 @@ def test_archive_pages_are_filed_by_date_and_never_change(store: Store) -> None:
         store, ["Title 8", "Title 7", "Title 6"])
     assert store.close_archive_pages("en", ["src"], keep=3, page_size=0) == []
     assert store.close_archive_pages("en", [], keep=3, page_size=2) == []
+
+
+def test_a_closed_archive_page_keeps_its_sources_feed_info_as_it_was(store: Store) -> None:
+    first = replace(FEED, updated=T0, links=(*FEED.links, Link("https://up.example/")))
+    other = FeedInfo(id="urn:other", title="Other", updated=T0 + timedelta(hours=1))
+    poll(store, feed=first)
+    poll(store, "other", feed=other)
+    save(store, [item(n) for n in (1, 2, 3, 5)])
+    save(store, [item(4)], source="other")
+    assert store.archive_feeds("en", 1) == {}  # not closed yet
+    assert store.close_archive_pages("en", ["src", "other"], keep=1, page_size=2) == [1, 2]
+    # upstream changes its title and date afterwards: the pages keep what they were closed with
+    later = replace(first, title="Renamed", updated=T0 + timedelta(days=3))
+    poll(store, at=T0 + timedelta(days=3), feed=later)
+    assert store.feeds()["src"] == later
+    assert store.archive_feeds("en", 1) == {"src": first}  # items 1 and 2
+    assert store.archive_feeds("en", 2) == {"src": first, "other": other}  # items 3 and 4
+    assert store.archive_feeds("en", 3) == {} and store.archive_feeds("fr", 1) == {}
+    # a page closed now freezes the feed info of now
+    save(store, [item(6), item(7)], at=T0 + timedelta(days=3))
+    assert store.close_archive_pages("en", ["src", "other"], keep=1, page_size=2) == [3]
+    assert store.archive_feeds("en", 3) == {"src": later}
+    assert store.archive_feeds("en", 1) == {"src": first}
 
 
 def _ids(store: Store, titles: list[str]) -> list[int]:

@@ -675,13 +675,17 @@ class Hub:
 
     def _write_archive(self, language: str, page: int, last: int) -> bool:
         """Archive page `page` of `last`, and its HTML page."""
-        entries = self._entries(self.store.archive_entries(language, page), language)
+        # its sources' upstream feeds as they were when it was closed: the
+        # same bytes whenever, and on whichever node, it is written
+        frozen = self.store.archive_feeds(language, page)
+        entries = self._entries(self.store.archive_entries(language, page), language, frozen)
         archived = publish_archive(self.config, language, page, entries)
         if archived and archived.written:
             log.info("archived %s (%d entries)", archived.path, archived.entries)
             self.metrics.files_written.labels("archive").inc()
         if archived is not None:
-            self._write_page(archive_page(self.config, language, page, last), entries, language)
+            self._write_page(archive_page(self.config, language, page, last), entries, language,
+                             frozen)
         return archived is not None
 
     def _load_templates(self) -> Templates | None:
@@ -694,10 +698,12 @@ class Hub:
             log.error("HTML pages not written, previous pages kept: %s", exc)
             return None
 
-    def _write_page(self, page: Page, entries: Entries, credit_language: str | None) -> bool:
+    def _write_page(self, page: Page, entries: Entries, credit_language: str | None,
+                    frozen: dict[str, FeedInfo] | None = None) -> bool:
         """The HTML page beside an Atom document, with the same entries
-        (`credit_language`: the document's; None: each item's own). False
-        when it could not be rendered (logged; the previous page stays)."""
+        (`credit_language`: the document's; None: each item's own; `frozen`:
+        an archive page's sources' feeds as they were when it was closed).
+        False when it could not be rendered (logged; the previous page stays)."""
         config = self.config
         if not config.hub.pages:
             return True
@@ -707,6 +713,9 @@ class Hub:
             if entries.error:  # the Atom document was not written either (logged)
                 return False
             items = self.store.page_items(entries.ids)
+            if frozen:
+                items = [replace(item, feed=frozen[item.source]) if item.source in frozen
+                         else item for item in items]
             updated = entries.updated
         else:
             items, updated = list(entries), max((i.updated for i in entries), default=None)
@@ -815,10 +824,14 @@ class Hub:
             (item_id, entry) for item_id, entry in zip(ids, rendered, strict=True)
             if not isinstance(entry, str)])  # an entry XML cannot carry: its documents say so
 
-    def _entries(self, rows: Sequence[EntryRow], language: str | None) -> DocumentEntries:
+    def _entries(self, rows: Sequence[EntryRow], language: str | None,
+                 frozen: dict[str, FeedInfo] | None = None) -> DocumentEntries:
         """A document's entries (`language`: the document's; None: a mixed
         one) from the entries the store keeps, rendering (and keeping) only
-        those of items it has no entry for in this version."""
+        those of items it has no entry for in this version. `frozen`: an
+        archive page's sources' upstream feeds as they were when it was
+        closed, for their atom:source (else, a page closed before schema
+        step 14, the source's current feed)."""
         wanted: list[tuple[EntryRow, str, str]] = []
         missing: list[tuple[int, str, str]] = []
         for row in rows:
@@ -842,12 +855,18 @@ class Hub:
             if errors:
                 return DocumentEntries((), None, error="; ".join(errors[:3]))
         entries = []
+        frozen_xml: dict[str, bytes] = {}
         for row, credit, stamp in wanted:
             entry = row.cached if row.cached and row.cached.stamp == stamp else rendered.get(
                 (row.item_id, credit))
             if entry is None:  # gone since it was listed (cannot happen: items stay)
                 return DocumentEntries((), None, error=f"item {row.item_id} vanished")
-            entries.append((entry, row.text, self._source_xml(row.source)))
+            if frozen and row.source in frozen:
+                if (xml := frozen_xml.get(row.source)) is None:
+                    xml = frozen_xml[row.source] = source_xml(frozen[row.source])
+            else:
+                xml = self._source_xml(row.source)
+            entries.append((entry, row.text, xml))
         return DocumentEntries(entries, max((row.updated for row in rows), default=None),
                                ids=[row.item_id for row in rows])
 

@@ -38,6 +38,9 @@ STEPS: tuple[Step, ...] = (
              "the nodes, their config hash and heartbeat; a log of what changed, "
              "so that every node publishes it; per-host request slots and start times, "
              "so that politeness holds across daemons"),
+    Step(14, "archive pages freeze their sources' upstream feed info when closed, so "
+             "that a page written later (a node catching up, a page restored) carries "
+             "the same atom:source as the one written at close time"),
 )
 SCHEMA_VERSION = STEPS[-1].version
 
@@ -101,6 +104,13 @@ POSTGRES_STEPS: dict[int, tuple[str, ...]] = {
         f"""CREATE TABLE host_slots (host {_TEXT}, slot bigint, node {_TEXT},
             lease_until double precision, PRIMARY KEY (host, slot))""",
         f"CREATE TABLE host_starts (host {_TEXT} PRIMARY KEY, next_start double precision)",
+    ),
+    14: (
+        # the sources table's feed_* columns, as they were when the page was closed
+        f"""CREATE TABLE archive_sources (lang {_TEXT}, page bigint, source {_TEXT},
+            feed_id {_TEXT}, feed_title {_TEXT}, feed_subtitle {_TEXT}, feed_links {_TEXT},
+            feed_updated {_TEXT}, feed_language {_TEXT}, feed_rights {_TEXT},
+            PRIMARY KEY (lang, page, source))""",
     ),
 }
 

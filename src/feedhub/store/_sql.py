@@ -57,6 +57,11 @@ from feedhub.store._rules import (
     _stored_item,
 )
 
+# a source's upstream feed info (FeedInfo, read by _feed_info): the same
+# columns in sources and in archive_sources
+_FEED_COLUMNS = ("feed_id, feed_title, feed_subtitle, feed_links, feed_updated, feed_language, "
+                 "feed_rights")
+
 
 class Rows(Protocol):
     """What both drivers' cursors give (sqlite3's and psycopg's)."""
@@ -665,7 +670,24 @@ class SqlStore:
                 self._execute(f"UPDATE items SET archive_lang = ?, archive_page = ? WHERE id IN ("
                               f"SELECT id FROM items WHERE {where} ORDER BY published, id LIMIT ?)",
                               [lang_group, page, *params, page_size])
+                # its sources' upstream feed info as it is now, in the same
+                # transaction: the page's atom:source whenever it is written
+                self._execute(f"INSERT INTO archive_sources (lang, page, source, {_FEED_COLUMNS}) "
+                              f"SELECT ?, ?, name, {_FEED_COLUMNS} FROM sources WHERE name IN ("
+                              "SELECT source FROM items WHERE archive_lang = ? AND archive_page = ?) "
+                              "ON CONFLICT (lang, page, source) DO NOTHING",
+                              [lang_group, page, lang_group, page])
         return pages
+
+    def archive_feeds(self, lang_group: str, page: int) -> dict[str, FeedInfo]:
+        """The upstream feed info of an archive page's sources, frozen when
+        it was closed (what its atom:source elements show), by source; a
+        page closed before schema step 14 has none (its sources' current
+        info is used then)."""
+        cursor = self._execute(f"SELECT source, {_FEED_COLUMNS} FROM archive_sources "
+                               "WHERE lang = ? AND page = ?", [lang_group, page])
+        names = [d[0] for d in cursor.description]
+        return {row[0]: _feed_info(dict(zip(names, row, strict=True))) for row in cursor}
 
     def last_archive_page(self, lang_group: str) -> int:
         """The newest archive page of a language; 0 when it has none."""
@@ -813,9 +835,7 @@ class SqlStore:
 
     def feeds(self) -> dict[str, FeedInfo]:
         """Each source's upstream feed, as its items' atom:source shows it."""
-        cursor = self._execute(
-            "SELECT name, feed_id, feed_title, feed_subtitle, feed_links, feed_updated, "
-            "feed_language, feed_rights FROM sources")
+        cursor = self._execute(f"SELECT name, {_FEED_COLUMNS} FROM sources")
         names = [d[0] for d in cursor.description]
         return {row[0]: _feed_info(dict(zip(names, row, strict=True))) for row in cursor}
 

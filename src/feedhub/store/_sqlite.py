@@ -306,6 +306,18 @@ def _v13(db: sqlite_utils.Database) -> None:
                                    if_not_exists=True)
 
 
+def _v14(db: sqlite_utils.Database) -> None:
+    # each archive page's sources' upstream feed info (the sources
+    # table's feed_* columns) as it was when the page was closed: the
+    # page's atom:source elements, whenever and by whichever node it is
+    # written. Pages closed before this step have none (their sources'
+    # current info is used, as before)
+    db.table("archive_sources").create({
+        "lang": str, "page": int, "source": str, "feed_id": str, "feed_title": str,
+        "feed_subtitle": str, "feed_links": str, "feed_updated": str, "feed_language": str,
+        "feed_rights": str}, pk=("lang", "page", "source"), if_not_exists=True)
+
+
 _STEPS: dict[int, Callable[[sqlite_utils.Database], None]] = {
     1: _v1,
     2: _v2,
@@ -320,5 +332,6 @@ _STEPS: dict[int, Callable[[sqlite_utils.Database], None]] = {
     11: _v11,
     12: _v12,
     13: _v13,
+    14: _v14,
 }
 assert [step.version for step in STEPS] == list(_STEPS), "a step without its SQLite body"
