@@ -174,13 +174,13 @@ def test_a_takedown_during_a_rewrite_is_not_forgotten(tmp_path: Path) -> None:
     store = stored(tmp_path, {"a": 2, "b": 2, "c": 4})
     assert store.close_archive_pages("en", ["a", "b", "c"], keep=2, page_size=6) == [1]
     store.withdraw("a", START)
-    [(lang, page, requested)] = store.archive_rewrites()  # a publish starts writing page 1...
+    [(lang, page, requested)] = store.archive_rewrites("")  # a publish starts writing page 1...
     store.withdraw("b", START)  # ... and another takedown touches page 1 meanwhile
-    store.archive_rewritten(lang, page, requested)  # the first publish finishes
-    assert [(lang, page)] == [row[:2] for row in store.archive_rewrites()]  # still to do
+    store.archive_rewritten("", lang, page, requested)  # the first publish finishes
+    assert [(lang, page)] == [row[:2] for row in store.archive_rewrites("")]  # still to do
     assert {i.source for i in store.archive_items("en", 1)} == {"c"}
-    store.archive_rewritten(*store.archive_rewrites()[0])
-    assert store.archive_rewrites() == []
+    store.archive_rewritten("", *store.archive_rewrites("")[0])
+    assert store.archive_rewrites("") == []
     store.close()
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,9 @@ import psycopg
 import pytest
 
 from feedhub._files import DaemonLock
-from feedhub.store._copy import NOT_COPIED
+from feedhub.models import Item
+from feedhub.store import open_store
+from feedhub.store._copy import CLEARED, NOT_COPIED
 from hubdir import HubDir, rss
 from test_store_postgres_cli import DATED, ITEM, published, run_hub, serve_fixtures, without_clock
 
@@ -196,3 +199,49 @@ def test_copy_refuses_what_would_lose_or_mix_data(
         assert failed.returncode == 1, failed.stderr
         assert "Traceback" not in failed.stderr and "SECRET" not in failed.stderr, failed.stderr
         assert "cannot open postgresql://feedhub:***@" in failed.stderr, failed.stderr
+
+
+def test_a_copied_hub_keeps_its_pending_takedown_rewrites(
+        tmp_path: Path, pg_database: str, pg_cluster,  # type: ignore[no-untyped-def]
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Which queued archive rewrites each node has done (archive_rewrites_done)
+    is NOT_COPIED: the copy's nodes are new publishers, and each rewrites
+    every queued page once. The queue itself is copied, and a replaced
+    target's own progress is emptied (CLEARED), so it hides none of them."""
+    assert CLEARED <= NOT_COPIED and "archive_rewrites_done" in CLEARED
+    monkeypatch.delenv("FEEDHUB_DATABASE", raising=False)
+    hub = HubDir(tmp_path)
+    start = datetime(2024, 5, 1, tzinfo=UTC)
+    with open_store(pg_database) as store:
+        for source in ("gone", "kept"):
+            store.save_items(source, [Item(
+                upstream_id=f"{source}-{n}", title=f"{source} {n}",
+                link=f"https://{source}.example/{n}", author=None,
+                published=start + timedelta(hours=n), published_estimated=False, updated=None,
+                content="<p>text</p>", content_is_full=True, language="en")
+                for n in range(3)], seen_at=start, id_authority="hub.example.org")
+        assert store.close_archive_pages("en", ["gone", "kept"], keep=2, page_size=4) == [1]
+        store.withdraw("gone", start)
+        store.archive_rewritten("node-a", "en", 1, 1)  # node A rewrote it; node B not yet
+        assert store.archive_rewrites("node-a") == []
+        assert store.archive_rewrites("node-b") == [("en", 1, 1)]
+
+    target = pg_cluster.create_database()
+    try:
+        assert copy(hub, pg_database, target)["tables"]["archive_rewrites"] == 1
+        with open_store(target) as store:  # every node of the copy rewrites the page once
+            assert store.archive_rewrites("node-a") == store.archive_rewrites("node-b") == [
+                ("en", 1, 1)]
+            store.archive_rewritten("node-a", "en", 1, 1)
+        # copied over again (--replace): the target's own progress goes too
+        copy(hub, pg_database, target, "--replace")
+        with open_store(target) as store:
+            assert store.archive_rewrites("node-a") == [("en", 1, 1)]
+        # and to SQLite (one node): still to do there, then gone once done
+        copy(hub, target, str(tmp_path / "copy.db"))
+        with open_store(tmp_path / "copy.db") as store:
+            assert store.archive_rewrites("") == [("en", 1, 1)]
+            store.archive_rewritten("", "en", 1, 1)
+            assert store.archive_rewrites("") == []
+    finally:
+        pg_cluster.drop_database(target)

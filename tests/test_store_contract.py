@@ -78,7 +78,7 @@ def test_a_new_store_is_at_the_schema_version_and_reopens(database: str | Path) 
         assert store.integrity_check() == "ok"
         assert store.source_state("src").last_status == 200
         assert store.size_bytes() > 0
-    assert SCHEMA_VERSION == 14
+    assert SCHEMA_VERSION == 15
 
 
 def test_a_reader_reads_and_never_writes(database: str | Path) -> None:
@@ -297,10 +297,41 @@ def test_a_withdrawal_hides_items_and_queues_their_archive_pages(store: Store) -
     assert store.withdrawn_per_language() == {"en": 7}
     assert [i.source for i in store.latest_items("en", ["src", "other"], 10)] == ["other"]
     assert store.archive_items("en", 1) == [] and store.archive_entries("en", 2) == []
-    assert store.archive_rewrites() == [("en", 1, 1), ("en", 2, 1)]
-    store.archive_rewritten("en", 1, 1)
-    store.archive_rewritten("en", 2, 0)  # a takedown came meanwhile: still to do
-    assert store.archive_rewrites() == [("en", 2, 1)]
+    assert store.archive_rewrites("") == [("en", 1, 1), ("en", 2, 1)]
+    store.archive_rewritten("", "en", 1, 1)
+    store.archive_rewritten("", "en", 2, 0)  # a takedown came meanwhile: still to do
+    assert store.archive_rewrites("") == [("en", 2, 1)]
+
+
+def test_on_a_shared_store_each_publisher_rewrites_the_pages_a_takedown_changed(
+        store: Store) -> None:
+    """Several nodes on one database each write their own feeds/: a page a
+    takedown changed is rewritten by each publisher, not by the first one
+    only. SQLite (one node) deletes the queued row instead (above); its
+    `shared` is forced here, for the SQL is one text that both must run."""
+    store.shared = True
+    save(store, [item(0, upstream_id="old")], source="other")
+    save(store, [item(n) for n in range(1, 7)])
+    assert store.close_archive_pages("en", ["src", "other"], keep=4, page_size=3) == [1]
+    assert store.withdraw("src", T0 + timedelta(days=1)) == 6
+    queued = [("en", 1, 1)]
+    assert store.archive_rewrites("node-a") == store.archive_rewrites("node-b") == queued
+    store.archive_rewritten("node-a", "en", 1, 1)
+    assert store.archive_rewrites("node-a") == []
+    assert store.archive_rewrites("node-b") == queued  # node B has still to do it
+    store.archive_rewritten("node-a", "en", 1, 1)  # twice: the same
+    assert store.archive_rewrites("node-a") == []
+
+    assert store.withdraw("other", T0 + timedelta(days=2)) == 1  # page 1 again
+    again = [("en", 1, 2)]
+    assert store.archive_rewrites("node-a") == store.archive_rewrites("node-b") == again
+    assert store.archive_rewrites("a node that was down") == again
+    store.archive_rewritten("node-b", "en", 1, 1)  # a publish begun before the second
+    assert store.archive_rewrites("node-b") == again  # still to do
+    store.archive_rewritten("node-b", "en", 1, 2)
+    store.archive_rewritten("node-b", "en", 1, 1)  # a late, older one does not undo it
+    assert store.archive_rewrites("node-b") == []
+    assert store.archive_rewrites("node-a") == again
 
 
 # --- archives (RFC 5005) --------------------------------------------------------

@@ -631,7 +631,17 @@ def withdraw(ctx: click.Context, name_or_url: str) -> None:
         raise click.BadParameter(f"no source named {name_or_url!r} (see `feedhub list`)",
                                  param_hint="NAME_OR_URL")
     with open_store(config.hub.database) as store:
+        languages = store.language_groups([source.name])  # the feeds that held its items
         count = store.withdraw(source.name, datetime.now(UTC))
+        if store.shared:
+            # every daemon on this database publishes the source's language
+            # feeds and its own feed, and (Hub._publish) rewrites the queued
+            # archive pages in its own feeds/: the takedown reaches every node
+            try:
+                store.log_change(languages, [source.name], datetime.now(UTC))
+            except Exception as exc:
+                _fail(f"withdrew {count} items, but could not tell the other nodes (run "
+                      f"`feedhub publish` on each, or `feedhub withdraw` again): {exc}")
         try:
             published = Hub(config, store, None).publish()  # type: ignore[arg-type]
         except OSError as exc:

@@ -213,11 +213,14 @@ class Hub:
         self._archived: dict[str, int] = {}
         # the change log ids of this process's own polls: not published twice
         self.own_changes: set[int] = set()
-        # on a shared database every node keeps its own per-source feed
-        # stamps (each writes its own feeds/): keyed by host and output dir
-        self._stamp_prefix = "" if not store.shared else hashlib.sha256(
+        # this node as a publisher: on a shared database every node writes its
+        # own feeds/, so keeps its own per-source feed stamps and does its own
+        # archive rewrites after a takedown; keyed by host and output dir.
+        # One node on SQLite: "" (its stamps and rewrites are the hub's)
+        self.publisher = "" if not store.shared else hashlib.sha256(
             f"{socket.gethostname()}\0{config.hub.output_dir.resolve()}".encode()
-        ).hexdigest()[:16] + ":"
+        ).hexdigest()[:16]
+        self._stamp_prefix = self.publisher + ":" if self.publisher else ""
 
     def close(self) -> None:
         if self.executor is not None:
@@ -602,11 +605,12 @@ class Hub:
                 else:
                     feeds[language] = self._entries(self.store.latest_entries(
                         language, names, hub.items_per_feed), language)
-            for language, page, requested in self.store.archive_rewrites():  # after a takedown
+            # after a takedown: the pages this node's feeds/ has not rewritten yet
+            for language, page, requested in self.store.archive_rewrites(self.publisher):
                 if self._write_archive(language, page, self.store.last_archive_page(language)):
                     rewritten.append((language, page, requested))
         for language, page, requested in rewritten:  # done once the page is on disk
-            self.store.archive_rewritten(language, page, requested)
+            self.store.archive_rewritten(self.publisher, language, page, requested)
         if feeds:  # any language changed: the all-languages feed did too
             feeds[ALL] = self._entries(
                 self.store.latest_entries(None, names, hub.items_per_feed), None)

@@ -33,7 +33,15 @@ NOT_COPIED: frozenset[str] = frozenset({
     "nodes",  # daemons' heartbeats and config hashes
     "changes",  # the change log each node publishes from
     "host_slots", "host_starts",  # politeness across daemons: request slots, next starts
+    # each publisher's (a node's feeds/) progress through the takedown queue,
+    # archive_rewrites, which is copied: the copied hub's nodes are new
+    # publishers, and each rewrites every queued page once (the same bytes).
+    # Emptied on the target (CLEARED), or a replaced hub's progress would
+    # hide rewrites the copy brought: no pending rewrite is lost
+    "archive_rewrites_done",
 })
+# NOT_COPIED tables the copy empties on the target, in its transaction
+CLEARED: frozenset[str] = frozenset({"archive_rewrites_done"})
 
 
 class CopyRefused(Exception):
@@ -109,7 +117,8 @@ def copy_hub(source: _Copyable, target: _Copyable, *, replace: bool = False,
                           f"this feedhub at {SCHEMA_VERSION}")
     with source.snapshot():
         columns = {t: c for t, c in source.table_columns().items() if t not in NOT_COPIED}
-        wanted = {t: c for t, c in target.table_columns().items() if t not in NOT_COPIED}
+        held_tables = target.table_columns()
+        wanted = {t: c for t, c in held_tables.items() if t not in NOT_COPIED}
         if set(columns) != set(wanted):
             raise CopyRefused(f"the two databases hold different tables: source {sorted(columns)}, "
                               f"target {sorted(wanted)}")
@@ -126,7 +135,7 @@ def copy_hub(source: _Copyable, target: _Copyable, *, replace: bool = False,
             if held and not replace:
                 raise CopyRefused(f"the target already holds a hub ({held} rows); "
                                   "pass --replace to overwrite it")
-            for table in tables:
+            for table in [*tables, *sorted(CLEARED & set(held_tables))]:
                 target._execute(f"DELETE FROM {_quoted(table)}")
             report.replaced = held
             for table in tables:

@@ -192,6 +192,6 @@ class PostgresStore(SqlStore):
             return f"schema version {row[0] if row else None}, expected {SCHEMA_VERSION}"
         for table in ("sources", "items", "archive_rewrites", "source_slugs", "feed_stamps",
                       "item_bytes", "rendered_entries", "nodes", "changes",
-                      "host_slots", "host_starts", "archive_sources"):
+                      "host_slots", "host_starts", "archive_sources", "archive_rewrites_done"):
             self.conn.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchall()
         return "ok"

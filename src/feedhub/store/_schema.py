@@ -41,6 +41,9 @@ STEPS: tuple[Step, ...] = (
     Step(14, "archive pages freeze their sources' upstream feed info when closed, so "
              "that a page written later (a node catching up, a page restored) carries "
              "the same atom:source as the one written at close time"),
+    Step(15, "takedowns reach every node: which archive rewrites each publisher (a "
+             "node's feeds/) has done, so that every node rewrites the pages a "
+             "takedown changed in its own output, not just the first to publish"),
 )
 SCHEMA_VERSION = STEPS[-1].version
 
@@ -111,6 +114,12 @@ POSTGRES_STEPS: dict[int, tuple[str, ...]] = {
             feed_id {_TEXT}, feed_title {_TEXT}, feed_subtitle {_TEXT}, feed_links {_TEXT},
             feed_updated {_TEXT}, feed_language {_TEXT}, feed_rights {_TEXT},
             PRIMARY KEY (lang, page, source))""",
+    ),
+    15: (
+        # per publisher (Hub: host and output dir), the takedown count up to
+        # which it rewrote a queued archive page (archive_rewrites.requested)
+        f"""CREATE TABLE archive_rewrites_done (publisher {_TEXT}, lang {_TEXT}, page bigint,
+            requested bigint, PRIMARY KEY (publisher, lang, page))""",
     ),
 }
 

@@ -710,18 +710,37 @@ class SqlStore:
     def current_entries(self, lang_group: str, sources: Sequence[str]) -> list[EntryRow]:
         return self._entries(*_current(lang_group, sources), lang_group) if sources else []
 
-    def archive_rewrites(self) -> list[tuple[str, int, int]]:
-        """Archive pages a takedown changed, still to be written again:
-        (language, page, takedowns so far)."""
+    def archive_rewrites(self, publisher: str) -> list[tuple[str, int, int]]:
+        """Archive pages a takedown changed that `publisher` (a node's
+        feeds/, see Hub) has still to write again: (language, page,
+        takedowns so far). On a shared database every node writes its own
+        copy of each page, so the queue is kept per publisher (a node that
+        was down rewrites them at its next publish)."""
         return [tuple(row) for row in self._execute(
-            "SELECT lang, page, requested FROM archive_rewrites ORDER BY lang, page")]
+            "SELECT lang, page, requested FROM archive_rewrites AS queued WHERE NOT EXISTS ("
+            "  SELECT 1 FROM archive_rewrites_done AS done WHERE done.publisher = ? "
+            "  AND done.lang = queued.lang AND done.page = queued.page "
+            "  AND done.requested >= queued.requested) "
+            "ORDER BY lang, page", [publisher])]
 
-    def archive_rewritten(self, lang: str, page: int, requested: int) -> None:
-        """The page was written: done, unless another takedown touched it
-        meanwhile (then it is written again at the next publish)."""
+    def archive_rewritten(self, publisher: str, lang: str, page: int, requested: int) -> None:
+        """`publisher` wrote the page: done for it, unless another takedown
+        touched the page meanwhile (then it is written again at its next
+        publish). On a store that is not `shared` (SQLite: one node, one
+        feeds/) the queued row goes, as nobody else has to write it; on a
+        shared one it stays (one row per page ever taken down), for the
+        other nodes, and this publisher's progress is recorded."""
         with self._write():
-            self._execute("DELETE FROM archive_rewrites WHERE lang = ? AND page = ? AND requested = ?",
-                          [lang, page, requested])
+            if not self.shared:
+                self._execute("DELETE FROM archive_rewrites WHERE lang = ? AND page = ? "
+                              "AND requested = ?", [lang, page, requested])
+                return
+            self._execute(
+                "INSERT INTO archive_rewrites_done (publisher, lang, page, requested) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (publisher, lang, page) DO UPDATE "
+                "SET requested = excluded.requested "
+                "WHERE archive_rewrites_done.requested < excluded.requested",
+                [publisher, lang, page, requested])
 
     def source_slugs(self, names: Sequence[str], make: Callable[[str], str]) -> dict[str, str]:
         """Each source's feed file name: the one it was given first, else

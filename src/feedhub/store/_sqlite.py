@@ -318,6 +318,16 @@ def _v14(db: sqlite_utils.Database) -> None:
         "feed_rights": str}, pk=("lang", "page", "source"), if_not_exists=True)
 
 
+def _v15(db: sqlite_utils.Database) -> None:
+    # which queued archive rewrites each publisher (a node's feeds/) has
+    # done. One daemon writes a SQLite hub, whose archive_rewritten
+    # deletes the queued row as before: the table stays empty here, and
+    # is here for one schema (and one SQL text) on both backends
+    db.table("archive_rewrites_done").create({
+        "publisher": str, "lang": str, "page": int, "requested": int},
+        pk=("publisher", "lang", "page"), if_not_exists=True)
+
+
 _STEPS: dict[int, Callable[[sqlite_utils.Database], None]] = {
     1: _v1,
     2: _v2,
@@ -333,5 +343,6 @@ _STEPS: dict[int, Callable[[sqlite_utils.Database], None]] = {
     12: _v12,
     13: _v13,
     14: _v14,
+    15: _v15,
 }
 assert [step.version for step in STEPS] == list(_STEPS), "a step without its SQLite body"
