@@ -28,8 +28,8 @@ capacity, not the schedule).
   (pg_stat_database xact_commit + xact_rollback); both over the polls.
 
 With claims (issue 16, part 2) each due source is polled by one of the D
-daemons; the figures in bench/README.md were measured before claims, when
-each daemon polled every source: the farm's request count says how many
+daemons (bench/README.md has runs from before claims, when each daemon
+polled every source, and after): the farm's request count says how many
 polls each source got.
 """
 

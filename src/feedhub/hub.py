@@ -16,7 +16,7 @@ import os
 import random
 import socket
 import time
-from collections import deque
+from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Iterable, Sequence
 from concurrent.futures import BrokenExecutor, Executor, Future
 from dataclasses import replace
@@ -148,9 +148,20 @@ class ClusterGate:
         self.store, self.node = store, node
         self.max_per_host, self.host_spacing = max_per_host, host_spacing
         self.lease = timeout + max_per_host * host_spacing + SLOT_LEASE_MARGIN
+        # this node's own requests to a host wait here first, so that no more
+        # than max_per_host of them ask the database for a slot at once (on a
+        # host with hundreds of due sources, all of them asking again every
+        # few milliseconds was most of the database's work: bench/cluster.py)
+        self._local: defaultdict[str, asyncio.Semaphore] = defaultdict(
+            lambda: asyncio.Semaphore(max_per_host))
 
     @contextlib.asynccontextmanager
     async def slot(self, host: str) -> AsyncIterator[None]:
+        async with self._local[host], self._cluster_slot(host):
+            yield
+
+    @contextlib.asynccontextmanager
+    async def _cluster_slot(self, host: str) -> AsyncIterator[None]:
         while True:
             now = time.time()
             slot = self.store.take_host_slot(host, node=self.node, slots=self.max_per_host,
