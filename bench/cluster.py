@@ -38,8 +38,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import pwd
-import shutil
 import signal
 import subprocess
 import sys
@@ -58,7 +56,7 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 from phase import feedhub_config  # noqa: E402  (the config the other benchmarks use)
 from run import Farm, process_family  # noqa: E402
 
-from pg import pg_bindir  # noqa: E402  (where Debian keeps initdb and pg_ctl)
+from pg import ClusterUnavailable, Server, running_cluster  # noqa: E402
 
 TICKS = os.sysconf("SC_CLK_TCK")
 FEEDHUB = Path(sys.executable).with_name("feedhub")
@@ -95,17 +93,10 @@ class CpuMeter:
 
 
 @dataclass
-class Cluster:
+class Cluster(Server):
     """A throwaway PostgreSQL cluster on a unix socket, pg_stat_statements loaded."""
 
-    root: Path
-    bindir: Path
-    as_user: list[str]
-    user: str
     count: int = 0
-
-    def url(self, dbname: str) -> str:
-        return f"postgresql://{self.user}@/{dbname}?host={self.root}"
 
     def postmaster(self) -> int:
         return int((self.root / "data" / "postmaster.pid").read_text().split()[0])
@@ -122,40 +113,20 @@ class Cluster:
 
 @contextlib.contextmanager
 def cluster() -> Iterator[Cluster]:
-    """initdb + pg_ctl start in a temporary directory (as `postgres` when
-    run as root), stopped and removed at the end. Unlike the tests' cluster,
-    fsync stays on (the default): its cost is part of a poll's."""
-    bindir = pg_bindir()
-    if bindir is None:
-        raise SystemExit("PostgreSQL is not installed (Debian: apt-get install postgresql)")
-    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    root = Path(tempfile.mkdtemp(prefix="feedhub-bench-pg-", dir="/tmp"))
-    if as_user:
-        shutil.chown(root, "postgres", "postgres")
-    user = "postgres" if as_user else pwd.getpwuid(os.geteuid()).pw_name
-
-    def run(*command: str | Path) -> None:
-        subprocess.run([*as_user, *map(str, command)], check=True, capture_output=True,
-                       timeout=120)
-
+    """The tests' throwaway cluster (tests/pg.py), but fsync stays on (the
+    default): its cost is part of a poll's."""
     try:
-        run(bindir / "initdb", "-D", root / "data", "-U", user, "--auth=trust",
-            "--encoding=UTF8", "--locale=C")
-        options = (f"-c listen_addresses='' -c unix_socket_directories='{root}' "
-                   "-c max_connections=100 -c shared_preload_libraries=pg_stat_statements "
-                   "-c pg_stat_statements.track=top")
-        run(bindir / "pg_ctl", "-D", root / "data", "-l", root / "server.log", "-o", options,
-            "-w", "-t", "60", "start")
-        made = Cluster(root, bindir, as_user, user)
-        import psycopg
+        with running_cluster(prefix="feedhub-bench-pg-", stop="fast", settings=(
+                "-c max_connections=100 -c shared_preload_libraries=pg_stat_statements "
+                "-c pg_stat_statements.track=top")) as server:
+            made = Cluster(server.root, server.bindir, server.as_user, server.user)
+            import psycopg
 
-        with psycopg.connect(made.url("postgres"), autocommit=True) as conn:
-            conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
-        yield made
-    finally:
-        subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(root / "data"), "-m", "fast",
-                        "-w", "stop"], capture_output=True, check=False, timeout=60)
-        shutil.rmtree(root, ignore_errors=True)
+            with psycopg.connect(made.url("postgres"), autocommit=True) as conn:
+                conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            yield made
+    except (ClusterUnavailable, RuntimeError) as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def pg_counters(pg: Cluster, url: str) -> tuple[int, int]:

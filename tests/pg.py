@@ -15,6 +15,7 @@ does for chromium).
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import itertools
 import os
@@ -22,7 +23,7 @@ import pwd
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -83,22 +84,46 @@ class Cluster:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-@pytest.fixture(scope="session")
-def pg_cluster() -> Iterator[Cluster]:
+class ClusterUnavailable(Exception):
+    """PostgreSQL cannot be run here (not installed, or root with no `postgres` user)."""
+
+
+@dataclass
+class Server:
+    """A running cluster started by `running_cluster`."""
+
+    root: Path  # its directory: data/, server.log and the unix socket
+    bindir: Path
+    as_user: list[str]  # the command prefix that runs a program as the server's user
+    user: str
+
+    def url(self, dbname: str) -> str:
+        return f"postgresql://{self.user}@/{dbname}?host={self.root}"
+
+
+@contextlib.contextmanager
+def running_cluster(*, prefix: str, settings: str = "", initdb_args: Sequence[str] = (),
+                    stop: str = "immediate") -> Iterator[Server]:
+    """initdb + pg_ctl start in a new temporary directory, listening only on
+    a unix socket in it; stopped (`stop`: pg_ctl's shutdown mode) and
+    removed at the end. As root the server runs as `postgres`. `settings`:
+    more `-c name=value` server options. Raises ClusterUnavailable, or
+    RuntimeError (with the server's log) when the cluster would not start.
+    Used by the tests' fixture and by bench/cluster.py."""
     bindir = pg_bindir()
     if bindir is None:
-        _unavailable("PostgreSQL is not installed (Debian: apt-get install postgresql)")
-        raise AssertionError  # unreachable: skip and fail raise
+        raise ClusterUnavailable("PostgreSQL is not installed (Debian: apt-get install postgresql)")
     as_user: list[str] = []
     if os.geteuid() == 0:  # the server refuses to run as root
         try:
             pwd.getpwnam("postgres")
         except KeyError:
-            _unavailable("running as root and there is no `postgres` user to run the server as")
+            raise ClusterUnavailable("running as root and there is no `postgres` user to run "
+                                     "the server as") from None
         as_user = ["runuser", "-u", "postgres", "--"]
     # as root, in /tmp itself: the postgres user must reach it (a TMPDIR under
     # /root would not do), and a unix socket's path must stay short
-    root = Path(tempfile.mkdtemp(prefix="feedhub-pg-", dir="/tmp" if as_user else None))
+    root = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp" if as_user else None))
     data, log = root / "data", root / "server.log"
     if as_user:
         shutil.chown(root, "postgres", "postgres")
@@ -109,26 +134,39 @@ def pg_cluster() -> Iterator[Cluster]:
                        timeout=120)
 
     try:
-        run(bindir / "initdb", "-D", data, "-U", user, "--auth=trust", "--no-sync",
-            "--encoding=UTF8", "--locale=C")
-        # listen on no TCP address, only on the socket in `root`; fsync off:
-        # a test cluster that a crash loses costs nothing
-        options = (f"-c listen_addresses='' -c unix_socket_directories='{root}' "
-                   "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
-                   "-c max_connections=200")
-        run(bindir / "pg_ctl", "-D", data, "-l", log, "-o", options, "-w", "-t", "60", "start")
-    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
-        detail = getattr(exc, "stderr", b"") or b""
-        server_log = log.read_text(errors="replace") if log.exists() else ""
-        shutil.rmtree(root, ignore_errors=True)
-        pytest.fail(f"could not start a PostgreSQL cluster: {exc}\n{detail.decode(errors='replace')}"
-                    f"\n{server_log}")
-    try:
-        yield Cluster(root, user, itertools.count())
+        try:
+            run(bindir / "initdb", "-D", data, "-U", user, "--auth=trust", "--encoding=UTF8",
+                "--locale=C", *initdb_args)
+            options = (f"-c listen_addresses='' -c unix_socket_directories='{root}' "
+                       + settings)
+            run(bindir / "pg_ctl", "-D", data, "-l", log, "-o", options, "-w", "-t", "60",
+                "start")
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+            detail = getattr(exc, "stderr", b"") or b""
+            server_log = log.read_text(errors="replace") if log.exists() else ""
+            raise RuntimeError(f"could not start a PostgreSQL cluster: {exc}\n"
+                               f"{detail.decode(errors='replace')}\n{server_log}") from None
+        try:
+            yield Server(root, bindir, as_user, user)
+        finally:
+            subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", stop,
+                            "-w", "stop"], capture_output=True, check=False, timeout=60)
     finally:
-        subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate",
-                        "-w", "stop"], capture_output=True, check=False, timeout=60)
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Cluster]:
+    try:
+        # fsync off: a test cluster that a crash loses costs nothing
+        with running_cluster(prefix="feedhub-pg-", initdb_args=["--no-sync"], settings=(
+                "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
+                "-c max_connections=200")) as server:
+            yield Cluster(server.root, server.user, itertools.count())
+    except ClusterUnavailable as exc:
+        _unavailable(str(exc))
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
 
 
 @pytest.fixture
