@@ -99,6 +99,14 @@ def identifier() -> LanguageIdentifier:
     return _identifier
 
 
+def release_pages() -> None:
+    """Unmap the model's pages from this process until it detects again
+    (they stay in the page cache, and a detection maps them back): parser
+    workers call it before they render entries, which never detects."""
+    if _mapping is not None and hasattr(mmap, "MADV_DONTNEED"):
+        _mapping.madvise(mmap.MADV_DONTNEED)
+
+
 def loaded() -> bool:
     """True once this process has the model (tests: a hub that never
     detects must never load it)."""

@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Sequence
 from collections.abc import Set as AbstractSet
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import replace
@@ -35,13 +36,16 @@ from feedhub.enrich import (
     sanitize_html,
 )
 from feedhub.models import (
+    Config,
     FetchResult,
     Item,
     ItemBytes,
     LanguageContext,
     ParsedFeed,
     ParsedPoll,
+    RenderedEntry,
     SourceConfig,
+    StoredItem,
 )
 from feedhub.parse import ItemSplit, item_split, parse_changed, parse_feed
 
@@ -104,6 +108,18 @@ def _read_poll(result: FetchResult, source: SourceConfig, languages: LanguageCon
     return ParsedPoll(parsed, layout.skeleton, _digests(layout, parsed.ahead), None,
                       _declared(source) if _all_declared(raw, source)
                       else context_key(source, decided))
+
+
+def render_entries_in_worker(config: Config, jobs: Sequence[tuple[StoredItem, str, str]],
+                   ) -> list[RenderedEntry | str]:
+    """publish.render_entries, in a parser worker: first the language
+    model's pages leave the worker (rendering never detects; a detection
+    maps them back), so that a publish right after a poll does not hold
+    the model mapped in every worker while they render (~25 MB of PSS)."""
+    from feedhub.publish import render_entries as render
+
+    langmodel.release_pages()
+    return render(config, jobs)
 
 
 def context_key(source: SourceConfig, languages: LanguageContext) -> str:
@@ -232,6 +248,23 @@ def _preloaded_by_forkserver() -> bool:
     return False
 
 
+def _skip_main_in_workers() -> None:
+    """A forkserver worker runs its owner's main script again, as
+    __mp_main__, before its first task (multiprocessing does it so that
+    functions defined in __main__ can be sent): for the `feedhub` command
+    that imports the whole CLI (HTTP client, templates, metrics), 8 MB more
+    in every worker. Workers only ever run functions of feedhub's modules,
+    so the forkserver, which has no other use, drops that step for every
+    worker it forks."""
+    import multiprocessing.spawn
+
+    def leave_main_alone(main: str) -> None:
+        pass
+
+    multiprocessing.spawn._fixup_main_from_path = leave_main_alone  # type: ignore[attr-defined]
+    multiprocessing.spawn._fixup_main_from_name = leave_main_alone  # type: ignore[attr-defined]
+
+
 def parser_pool(workers: int, model_cache: Path | None = None) -> Executor:
     """Worker processes for parse_poll. forkserver, not fork: the
     parent has an event loop and threads that must not be copied. Nothing
@@ -338,6 +371,7 @@ if _preloaded_by_forkserver():
     # its owner lives takes the workers along: the hub sees a BrokenExecutor
     # and its new pool starts a new forkserver.
     _die_with_parent()
+    _skip_main_in_workers()
     # Every object imported so far goes to the collector's permanent
     # generation: a worker's collections then never write to the pages it
     # shares with the forkserver, which stay shared (see gc.freeze)
