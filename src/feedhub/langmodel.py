@@ -107,6 +107,12 @@ def release_pages() -> None:
         _mapping.madvise(mmap.MADV_DONTNEED)
 
 
+def import_code() -> None:
+    """Import what detecting needs (numpy, py3langid) without loading the
+    model: the forkserver does, so that its workers share those pages."""
+    _identifier_class()
+
+
 def loaded() -> bool:
     """True once this process has the model (tests: a hub that never
     detects must never load it)."""

@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from collections.abc import Set as AbstractSet
 from concurrent.futures import Executor, ProcessPoolExecutor
@@ -67,10 +68,14 @@ def parse_poll(result: FetchResult, source: SourceConfig, languages: LanguageCon
     context_key), else of all; `split`: cut the document into items, for the
     next poll to know them. Read in part, the items must read as in the whole
     document: else it is read whole."""
+    if _idle is not None:
+        _idle.busy()
     try:
         return _read_poll(result, source, languages, known, split)
     finally:
         _give_back_memory()
+        if _idle is not None:
+            _idle.done()
 
 
 def _read_poll(result: FetchResult, source: SourceConfig, languages: LanguageContext,
@@ -116,9 +121,9 @@ def render_entries_in_worker(config: Config, jobs: Sequence[tuple[StoredItem, st
     model's pages leave the worker (rendering never detects; a detection
     maps them back), so that a publish right after a poll does not hold
     the model mapped in every worker while they render (~25 MB of PSS)."""
+    langmodel.release_pages()  # first: the renderer's first import takes a while
     from feedhub.publish import render_entries as render
 
-    langmodel.release_pages()
     return render(config, jobs)
 
 
@@ -147,28 +152,31 @@ def _digests(layout: ItemSplit, ahead: AbstractSet[int]) -> tuple[str | None, ..
 
 
 _libc: Any = None  # set in a worker by _keep_heap_small (glibc only)
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # <malloc.h>
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8  # <malloc.h>
 
 
-def _keep_heap_small() -> None:
+def _keep_heap_small(arenas: int | None = None) -> Any:
     """A worker's heap grows to what its largest feed needed and stays
     there: glibc raises its mmap threshold after freeing a big block (up to
     32 MB), so later big buffers come from the heap, and freed heap pages
     stay with the process. A fixed threshold keeps big buffers in their own
-    mappings, returned when freed; _give_back_memory trims after each task."""
-    global _libc
+    mappings, returned when freed; _give_back_memory trims after each task.
+    `arenas`: at most so many malloc arenas (glibc gives each thread that
+    allocates one of its own, up to 8 per core). Returns glibc, or None."""
     if not sys.platform.startswith("linux"):
-        return
+        return None
     import ctypes
 
     try:
         libc = ctypes.CDLL(None)
         libc.mallopt(_M_MMAP_THRESHOLD, 128 * 1024)
         libc.mallopt(_M_TRIM_THRESHOLD, 128 * 1024)
+        if arenas:
+            libc.mallopt(_M_ARENA_MAX, arenas)
         libc.malloc_trim  # noqa: B018  # glibc, or AttributeError
     except (OSError, AttributeError):  # no libc, or not glibc
-        return
-    _libc = libc
+        return None
+    return libc
 
 
 def _give_back_memory() -> None:
@@ -177,14 +185,56 @@ def _give_back_memory() -> None:
         _libc.malloc_trim(0)
 
 
+IDLE_RELEASE = 0.5  # seconds without a parse before a worker unmaps the language model
+
+
+class _IdleRelease:
+    """Unmaps the language model's pages (langmodel.release_pages) once the
+    worker has had no parse to do for IDLE_RELEASE seconds: at the end of a
+    poll, and between a daemon's polls, no worker holds the model (~25 MB
+    of PSS between them); while a poll keeps them busy they keep it mapped,
+    sharing its pages, rather than fault them back at every task."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._due: float | None = None
+        threading.Thread(target=self._run, name="feedhub-idle-release", daemon=True).start()
+
+    def busy(self) -> None:
+        with self._changed:
+            self._due = None
+
+    def done(self) -> None:
+        if langmodel.loaded():
+            with self._changed:
+                self._due = time.monotonic() + IDLE_RELEASE
+                self._changed.notify()
+
+    def _run(self) -> None:
+        with self._changed:
+            while True:
+                if self._due is None:
+                    self._changed.wait()
+                elif (left := self._due - time.monotonic()) > 0:
+                    self._changed.wait(left)
+                else:
+                    self._due = None
+                    langmodel.release_pages()
+
+
+_idle: _IdleRelease | None = None  # a parser worker's (see _prepare_worker)
+
+
 def _prepare_worker(model_cache: Path | None = None) -> None:
     """Workers leave stopping to the parent: a Ctrl-C or a service manager's
     SIGTERM to the whole group must not break the pool mid-drain. Ignoring
     SIGTERM makes a worker outlive a parent that cannot shut the pool down
     (SIGKILL, the OOM killer), so each worker also ties its life to it.
     `model_cache`: where the shared language model file is (langmodel)."""
+    global _idle, _libc
     langmodel.set_cache_dir(model_cache)
-    _keep_heap_small()
+    _libc = _keep_heap_small()
+    _idle = _IdleRelease()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _die_with_parent()  # the forkserver, which dies with the owner (see the end)
@@ -265,6 +315,18 @@ def _skip_main_in_workers() -> None:
     multiprocessing.spawn._fixup_main_from_name = leave_main_alone  # type: ignore[attr-defined]
 
 
+def _import_for_workers() -> None:
+    """Import in the forkserver what workers would otherwise each import
+    for themselves, into private pages, while they parse: numpy and
+    py3langid, for any item that declares no language. (Not the renderer:
+    workers render after the poll, without the model mapped, far from the
+    family's peak; imported here it would add to that peak.) OpenBLAS gets
+    one thread: a worker multiplies a few hundred numbers per detection, and
+    each idle BLAS thread costs a stack."""
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    langmodel.import_code()
+
+
 def parser_pool(workers: int, model_cache: Path | None = None) -> Executor:
     """Worker processes for parse_poll. forkserver, not fork: the
     parent has an event loop and threads that must not be copied. Nothing
@@ -273,6 +335,10 @@ def parser_pool(workers: int, model_cache: Path | None = None) -> Executor:
     owner themselves, and the resource tracker exits once none of them
     holds its pipe any more. Workers that detect languages share one
     mapped model, kept in `model_cache` (langmodel)."""
+    # the owner too: fetched bodies of over 128 KB, each its own mapping,
+    # go back to the kernel once parsed, and the threads that hand bodies and
+    # results to and from the workers share two arenas (peak PSS -2 to -3 MB)
+    _keep_heap_small(arenas=2)
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["feedhub.worker"])
     return ProcessPoolExecutor(max_workers=workers, mp_context=context,
@@ -372,6 +438,7 @@ if _preloaded_by_forkserver():
     # and its new pool starts a new forkserver.
     _die_with_parent()
     _skip_main_in_workers()
+    _import_for_workers()
     # Every object imported so far goes to the collector's permanent
     # generation: a worker's collections then never write to the pages it
     # shares with the forkserver, which stay shared (see gc.freeze)
