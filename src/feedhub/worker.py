@@ -152,17 +152,18 @@ def _digests(layout: ItemSplit, ahead: AbstractSet[int]) -> tuple[str | None, ..
 
 
 _libc: Any = None  # set in a worker by _keep_heap_small (glibc only)
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8  # <malloc.h>
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # <malloc.h>
 
 
-def _keep_heap_small(arenas: int | None = None) -> Any:
+def _keep_heap_small() -> Any:
     """A worker's heap grows to what its largest feed needed and stays
     there: glibc raises its mmap threshold after freeing a big block (up to
     32 MB), so later big buffers come from the heap, and freed heap pages
     stay with the process. A fixed threshold keeps big buffers in their own
     mappings, returned when freed; _give_back_memory trims after each task.
-    `arenas`: at most so many malloc arenas (glibc gives each thread that
-    allocates one of its own, up to 8 per core). Returns glibc, or None."""
+    Not for the owner: it publishes, and each of its documents of several
+    hundred KB would get fresh pages (a publish's CPU 21 -> 29 s, its system
+    time doubled). Returns glibc, or None."""
     if not sys.platform.startswith("linux"):
         return None
     import ctypes
@@ -171,8 +172,6 @@ def _keep_heap_small(arenas: int | None = None) -> Any:
         libc = ctypes.CDLL(None)
         libc.mallopt(_M_MMAP_THRESHOLD, 128 * 1024)
         libc.mallopt(_M_TRIM_THRESHOLD, 128 * 1024)
-        if arenas:
-            libc.mallopt(_M_ARENA_MAX, arenas)
         libc.malloc_trim  # noqa: B018  # glibc, or AttributeError
     except (OSError, AttributeError):  # no libc, or not glibc
         return None
@@ -341,10 +340,6 @@ def parser_pool(workers: int, model_cache: Path | None = None) -> Executor:
     owner themselves, and the resource tracker exits once none of them
     holds its pipe any more. Workers that detect languages share one
     mapped model, kept in `model_cache` (langmodel)."""
-    # the owner too: fetched bodies of over 128 KB, each its own mapping,
-    # go back to the kernel once parsed, and the threads that hand bodies and
-    # results to and from the workers share two arenas (peak PSS -2 to -3 MB)
-    _keep_heap_small(arenas=2)
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["feedhub.worker"])
     return ProcessPoolExecutor(max_workers=workers, mp_context=context,
