@@ -82,6 +82,7 @@ def run_phase(system: str, phase: str, workdir: Path, farm: Farm) -> dict[str, o
     process = subprocess.Popen([sys.executable, str(HERE / "phase.py"), system, phase,
                                 str(workdir), str(urls_file)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    timeline = os.environ.get("BENCH_TIMELINE")
     peak = [0.0, 0.0]  # MB, and seconds into the phase when it was seen
     at_peak: list[str] = []
     done = threading.Event()
@@ -94,6 +95,11 @@ def run_phase(system: str, phase: str, workdir: Path, farm: Farm) -> dict[str, o
                 family = family[1:]
             rollups = [(p, smaps_rollup(p)) for p in family]
             total = sum(r.get("Pss", 0) for _, r in rollups) / 1024
+            if timeline:  # every sample, for where the memory sits over time
+                with open(timeline, "a", encoding="utf-8") as out:
+                    out.write(f"{system} {phase} {time.perf_counter() - started:.1f}s "
+                              f"{total:.0f} MB | " + " | ".join(
+                                  describe(p, r) for p, r in rollups if r) + "\n")
             if total > peak[0]:
                 peak[:] = [total, time.perf_counter() - started]
                 at_peak[:] = [describe(p, r) for p, r in rollups if r]

@@ -118,3 +118,33 @@ def test_two_workers_that_detect_share_one_copy_of_the_model(tmp_path: Path) -> 
         assert worker["Private_Dirty"] == 0 and worker["Anonymous"] == 0
         # shared with the other worker: PSS well under RSS
         assert worker["Pss"] < 0.75 * worker["Rss"]
+
+
+def _model_pages_kb() -> int:
+    """In a worker: this process's resident pages of the model file (kB)."""
+    found, in_model = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        if not line.split()[0].endswith(":"):  # a mapping's header line
+            in_model = line.endswith(".bin") and "langid-model-" in line
+        elif in_model and line.startswith("Rss:"):
+            found += int(line.split()[1])
+    return found
+
+
+@linux_only
+def test_a_worker_that_gave_back_the_models_pages_detects_as_before(tmp_path: Path) -> None:
+    """A worker unmaps the model after a parse that detected nothing (and
+    when idle, and before rendering): its next detection maps it back and
+    files every item as the first one did."""
+    source, context = SourceConfig(name="s", url="https://example.org/feed.xml"), LanguageContext()
+    pool = parser_pool(1, tmp_path)
+    try:
+        first = pool.submit(parse_and_enrich, _feed(None), source, context).result()
+        assert pool.submit(_model_pages_kb).result() > 0
+        pool.submit(parse_and_enrich, _feed("de"), source, context).result()  # detects nothing
+        assert pool.submit(_model_pages_kb).result() == 0
+        again = pool.submit(parse_and_enrich, _feed(None), source, context).result()
+        assert again == first
+        assert {item.detected_language for item in again.items} == {"de"}
+    finally:
+        pool.shutdown()

@@ -99,7 +99,13 @@ from feedhub.publish import (
     unchanged_source_feed,
 )
 from feedhub.store import Store
-from feedhub.worker import detect_item_language, extract_article, parse_poll, parser_pool
+from feedhub.worker import (
+    detect_item_language,
+    extract_article,
+    parse_poll,
+    parser_pool,
+    render_entries_in_worker,
+)
 
 log = logging.getLogger("feedhub")
 RENDER_CHUNK = 250  # entries a parser worker renders at a time (~25 ms)
@@ -811,7 +817,8 @@ class Hub:
                         for _, version, item in found
                         for group in (primary_subtag(item.language),)]
                 pending.append(([item_id for item_id, _, _ in found],
-                                executor.submit(render_entries, self._config_for(jobs), jobs)))
+                                executor.submit(render_entries_in_worker, self._config_for(jobs),
+                                                jobs)))
                 while len(pending) > 2 * self.workers:
                     self._keep_rendered(*pending.popleft())
             while pending:

@@ -67,6 +67,8 @@ _LOW = bytes(b & 15 for b in range(256))  # and which next state in that block
 _fallback_dir: Path | None = None
 _identifier: LanguageIdentifier | None = None
 _mapping: mmap.mmap | None = None  # kept open for as long as the identifier lives
+_asks = 0  # calls of identifier(), ever
+_mapped_since_release = False  # identifier() called since the last release_pages()
 
 
 def set_cache_dir(directory: Path | None) -> None:
@@ -81,7 +83,9 @@ def identifier() -> LanguageIdentifier:
     """The identifier, loaded on first use: mapped from the cache file
     (written first if missing) in the user's cache directory, else in the
     database's; failing both, loaded into this process as py3langid does."""
-    global _identifier
+    global _identifier, _asks, _mapped_since_release
+    _asks += 1
+    _mapped_since_release = True
     if _identifier is None:
         problems = []
         for directory in _cache_dirs():
@@ -97,6 +101,29 @@ def identifier() -> LanguageIdentifier:
 
             _identifier = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
     return _identifier
+
+
+def release_pages() -> None:
+    """Unmap the model's pages from this process until it detects again
+    (they stay in the page cache, and a detection maps them back): parser
+    workers call it before they render entries, which never detects, and
+    when idle or done with a task that did not detect."""
+    global _mapped_since_release
+    if _mapped_since_release and _mapping is not None and hasattr(mmap, "MADV_DONTNEED"):
+        _mapping.madvise(mmap.MADV_DONTNEED)
+    _mapped_since_release = False
+
+
+def asks() -> int:
+    """How many times identifier() was called (a task's detections: the
+    difference before and after)."""
+    return _asks
+
+
+def import_code() -> None:
+    """Import what detecting needs (numpy, py3langid) without loading the
+    model: the forkserver does, so that its workers share those pages."""
+    _identifier_class()
 
 
 def loaded() -> bool:

@@ -16,6 +16,8 @@ import os
 import signal
 import sys
 import threading
+import time
+from collections.abc import Sequence
 from collections.abc import Set as AbstractSet
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import replace
@@ -35,13 +37,16 @@ from feedhub.enrich import (
     sanitize_html,
 )
 from feedhub.models import (
+    Config,
     FetchResult,
     Item,
     ItemBytes,
     LanguageContext,
     ParsedFeed,
     ParsedPoll,
+    RenderedEntry,
     SourceConfig,
+    StoredItem,
 )
 from feedhub.parse import ItemSplit, item_split, parse_changed, parse_feed
 
@@ -63,10 +68,14 @@ def parse_poll(result: FetchResult, source: SourceConfig, languages: LanguageCon
     context_key), else of all; `split`: cut the document into items, for the
     next poll to know them. Read in part, the items must read as in the whole
     document: else it is read whole."""
+    if _idle is not None:
+        _idle.busy()
     try:
         return _read_poll(result, source, languages, known, split)
     finally:
         _give_back_memory()
+        if _idle is not None:
+            _idle.done()
 
 
 def _read_poll(result: FetchResult, source: SourceConfig, languages: LanguageContext,
@@ -106,6 +115,18 @@ def _read_poll(result: FetchResult, source: SourceConfig, languages: LanguageCon
                       else context_key(source, decided))
 
 
+def render_entries_in_worker(config: Config, jobs: Sequence[tuple[StoredItem, str, str]],
+                   ) -> list[RenderedEntry | str]:
+    """publish.render_entries, in a parser worker: first the language
+    model's pages leave the worker (rendering never detects; a detection
+    maps them back), so that a publish right after a poll does not hold
+    the model mapped in every worker while they render (~25 MB of PSS)."""
+    langmodel.release_pages()  # first: the renderer's first import takes a while
+    from feedhub.publish import render_entries as render
+
+    return render(config, jobs)
+
+
 def context_key(source: SourceConfig, languages: LanguageContext) -> str:
     """What an item's reading depends on besides its bytes and its feed's:
     what decides the language of an item that declares none. With no usual
@@ -134,15 +155,17 @@ _libc: Any = None  # set in a worker by _keep_heap_small (glibc only)
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # <malloc.h>
 
 
-def _keep_heap_small() -> None:
+def _keep_heap_small() -> Any:
     """A worker's heap grows to what its largest feed needed and stays
     there: glibc raises its mmap threshold after freeing a big block (up to
     32 MB), so later big buffers come from the heap, and freed heap pages
     stay with the process. A fixed threshold keeps big buffers in their own
-    mappings, returned when freed; _give_back_memory trims after each task."""
-    global _libc
+    mappings, returned when freed; _give_back_memory trims after each task.
+    Not for the owner: it publishes, and each of its documents of several
+    hundred KB would get fresh pages (a publish's CPU 21 -> 29 s, its system
+    time doubled). Returns glibc, or None."""
     if not sys.platform.startswith("linux"):
-        return
+        return None
     import ctypes
 
     try:
@@ -151,8 +174,8 @@ def _keep_heap_small() -> None:
         libc.mallopt(_M_TRIM_THRESHOLD, 128 * 1024)
         libc.malloc_trim  # noqa: B018  # glibc, or AttributeError
     except (OSError, AttributeError):  # no libc, or not glibc
-        return
-    _libc = libc
+        return None
+    return libc
 
 
 def _give_back_memory() -> None:
@@ -161,14 +184,62 @@ def _give_back_memory() -> None:
         _libc.malloc_trim(0)
 
 
+IDLE_RELEASE = 0.5  # seconds without a parse before a worker unmaps the language model
+
+
+class _IdleRelease:
+    """Unmaps the language model's pages (langmodel.release_pages) from a
+    worker that does not need them: at once after a parse that detected
+    nothing (its items declare their language), else once the worker has
+    had no parse to do for IDLE_RELEASE seconds. So the end of a poll, and
+    a daemon's workers between polls, hold none of the model (~25 MB of PSS
+    between them); workers busy detecting keep it mapped, sharing its
+    pages, rather than fault them back at every task."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._due: float | None = None
+        self._asks = 0
+        threading.Thread(target=self._run, name="feedhub-idle-release", daemon=True).start()
+
+    def busy(self) -> None:
+        with self._changed:
+            self._due = None
+            self._asks = langmodel.asks()
+
+    def done(self) -> None:
+        with self._changed:
+            if langmodel.asks() == self._asks:  # this task detected nothing
+                langmodel.release_pages()  # (a no-op if nothing is mapped)
+            else:
+                self._due = time.monotonic() + IDLE_RELEASE
+                self._changed.notify()
+
+    def _run(self) -> None:
+        with self._changed:
+            while True:
+                if self._due is None:
+                    self._changed.wait()
+                elif (left := self._due - time.monotonic()) > 0:
+                    self._changed.wait(left)
+                else:
+                    self._due = None
+                    langmodel.release_pages()
+
+
+_idle: _IdleRelease | None = None  # a parser worker's (see _prepare_worker)
+
+
 def _prepare_worker(model_cache: Path | None = None) -> None:
     """Workers leave stopping to the parent: a Ctrl-C or a service manager's
     SIGTERM to the whole group must not break the pool mid-drain. Ignoring
     SIGTERM makes a worker outlive a parent that cannot shut the pool down
     (SIGKILL, the OOM killer), so each worker also ties its life to it.
     `model_cache`: where the shared language model file is (langmodel)."""
+    global _idle, _libc
     langmodel.set_cache_dir(model_cache)
-    _keep_heap_small()
+    _libc = _keep_heap_small()
+    _idle = _IdleRelease()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _die_with_parent()  # the forkserver, which dies with the owner (see the end)
@@ -230,6 +301,35 @@ def _preloaded_by_forkserver() -> bool:
             return True
         frame = frame.f_back
     return False
+
+
+def _skip_main_in_workers() -> None:
+    """A forkserver worker runs its owner's main script again, as
+    __mp_main__, before its first task (multiprocessing does it so that
+    functions defined in __main__ can be sent): for the `feedhub` command
+    that imports the whole CLI (HTTP client, templates, metrics), 8 MB more
+    in every worker. Workers only ever run functions of feedhub's modules,
+    so the forkserver, which has no other use, drops that step for every
+    worker it forks."""
+    import multiprocessing.spawn
+
+    def leave_main_alone(main: str) -> None:
+        pass
+
+    multiprocessing.spawn._fixup_main_from_path = leave_main_alone  # type: ignore[attr-defined]
+    multiprocessing.spawn._fixup_main_from_name = leave_main_alone  # type: ignore[attr-defined]
+
+
+def _import_for_workers() -> None:
+    """Import in the forkserver what workers would otherwise each import
+    for themselves, into private pages, while they parse: numpy and
+    py3langid, for any item that declares no language. (Not the renderer:
+    workers render after the poll, without the model mapped, far from the
+    family's peak; imported here it would add to that peak.) OpenBLAS gets
+    one thread: a worker multiplies a few hundred numbers per detection, and
+    each idle BLAS thread costs a stack."""
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    langmodel.import_code()
 
 
 def parser_pool(workers: int, model_cache: Path | None = None) -> Executor:
@@ -338,6 +438,8 @@ if _preloaded_by_forkserver():
     # its owner lives takes the workers along: the hub sees a BrokenExecutor
     # and its new pool starts a new forkserver.
     _die_with_parent()
+    _skip_main_in_workers()
+    _import_for_workers()
     # Every object imported so far goes to the collector's permanent
     # generation: a worker's collections then never write to the pages it
     # shares with the forkserver, which stay shared (see gc.freeze)
