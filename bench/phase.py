@@ -65,7 +65,7 @@ def run_feedhub(phase: str, workdir: Path, urls: list[str]) -> dict[str, object]
         with open_store(config.hub.database) as store:
             async with make_fetcher(config) as fetcher:
                 hub = Hub(config, store, fetcher, workers=os.cpu_count() or 1)
-                meter = WorkerMeter(hub.executor)
+                meter = WorkerMeter()
                 try:
                     reports = await hub.poll_many(config.sources)
                     if phase == "cold":  # "until the feeds exist": the first publish too,
@@ -82,8 +82,12 @@ def run_feedhub(phase: str, workdir: Path, urls: list[str]) -> dict[str, object]
         result["db_bytes"] = db_bytes(config.hub.database)
 
     def publish() -> None:
+        meter = WorkerMeter()
         with open_store(config.hub.database) as store:
-            feeds = Hub(config, store, None).publish()  # type: ignore[arg-type]
+            try:
+                feeds = Hub(config, store, None).publish()  # type: ignore[arg-type]
+            finally:
+                result.update(meter.stop())
         result["languages"] = len(feeds)
         result["written"] = sum(f.written for f in feeds)
         result["entries"] = sum(f.entries for f in feeds)
@@ -145,13 +149,14 @@ def delete_output(aside: Path, marker: Path) -> None:
 
 
 class WorkerMeter:
-    """CPU time and peak RSS of the hub's parser workers, read from /proc
-    every 0.1 s while the phase runs: forkserver workers are not our
-    children, and a publish that releases them ends them before the phase
-    does (the last tenth of a second of a worker's CPU may be missed)."""
+    """CPU time and peak RSS of feedhub's worker processes (the parser
+    workers, a publish's document workers, their forkserver), read from
+    /proc every 0.1 s while the phase runs: forkserver workers are not our
+    children, so their CPU time is not in RUSAGE_CHILDREN, and a publish
+    ends them before the phase does (the last tenth of a second of a
+    worker's CPU may be missed)."""
 
-    def __init__(self, executor: object) -> None:
-        self.executor = executor
+    def __init__(self) -> None:
         self.cpu: dict[int, float] = {}
         self.peak = 0.0
         self.done = threading.Event()
@@ -161,10 +166,23 @@ class WorkerMeter:
     def _run(self) -> None:
         ticks = os.sysconf("SC_CLK_TCK")
         while True:
-            for pid in list(getattr(self.executor, "_processes", None) or {}):
+            parents: dict[int, int] = {}
+            stats: dict[int, list[str]] = {}
+            for entry in os.scandir("/proc"):
+                if entry.name.isdigit():
+                    try:
+                        fields = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()
+                    except OSError:
+                        continue
+                    parents[int(entry.name)], stats[int(entry.name)] = int(fields[1]), fields
+            for pid, fields in stats.items():
+                ancestor = parents.get(pid)
+                while ancestor and ancestor != os.getpid():  # our descendants
+                    ancestor = parents.get(ancestor)
+                if not ancestor:
+                    continue
+                self.cpu[pid] = (int(fields[11]) + int(fields[12])) / ticks
                 try:
-                    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-                    self.cpu[pid] = (int(fields[11]) + int(fields[12])) / ticks
                     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                         if line.startswith("VmHWM:"):
                             self.peak = max(self.peak, int(line.split()[1]) / 1024)
