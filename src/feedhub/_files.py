@@ -203,7 +203,13 @@ class WriteBatch:
 
 
 def _write_temp(path: Path, data: bytes, mode: int | None, suffix: str = ".tmp") -> str:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    """A temp file beside `path` holding `data`; its folder is made if
+    missing (here, in a writer thread, not by the caller before each write)."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as out:
             out.write(data)

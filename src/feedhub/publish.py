@@ -758,8 +758,7 @@ def _publish(document: FeedDocument, path: Path, items: Entries, config: Config,
     except ValueError as exc:  # feedgen refuses what XML cannot carry
         log.error("cannot render %s, previous file kept: %s", path, exc)
         return None
-    path.parent.mkdir(parents=True, exist_ok=True)
-    written = write_if_changed(path, data)
+    written = write_if_changed(path, data)  # its folder made if missing (WriteBatch)
     count = len(items.entries) if isinstance(items, DocumentEntries) else len(items)
     return PublishedFeed(label, path, count, written, document.url)
 
@@ -804,8 +803,7 @@ def publish_index(config: Config, slugs: Mapping[str, str],
 
 def publish_page(path: Path, data: bytes) -> bool:
     """Write an HTML page (pages.py renders it) if its bytes changed."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return write_if_changed(path, data)
+    return write_if_changed(path, data)  # its folder made if missing (WriteBatch)
 
 
 def feed_title(config: Config, language: str) -> str:
