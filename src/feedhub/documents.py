@@ -2,8 +2,10 @@
 
 Rendering a document (feedgen, Jinja) and compressing its copies hold the
 GIL, and a publish into an empty directory makes thousands of them: in one
-process it used one core of two. Here the jobs of Hub._documents go to
-worker processes in chunks; each worker has its own read-only store and a
+process it used one core of two. Here the jobs of Hub._documents are cut
+in chunks, which worker processes make (a core's worth fewer than the cores:
+the publishing process makes every few chunks itself meanwhile, and a
+worker costs memory); each worker has its own read-only store and a
 Hub of its own (_DocumentHub) that does exactly what the publishing process
 would, writing temp files that it does not rename but hands back. The
 publishing process adopts them into its batch in the order of the jobs, so
@@ -53,11 +55,14 @@ _publishes = itertools.count()
 def make_in_workers(hub: Hub, jobs: Sequence[Job]) -> list[Any]:
     """Hub._documents on every core: the results in order, the files
     adopted into the current batch in order."""
-    workers = max(hub.workers, os.cpu_count() or 1)
-    pool = hub.executor or hub._document_pool  # the parser workers, or this publish's own
+    # the parser workers, or this publish's own: one core fewer, as this
+    # process makes every (workers + 1)th chunk itself meanwhile (a worker
+    # of its own costs ~45 MB of PSS: the family's peak at 1,000 sources)
+    workers = hub.workers or max((os.cpu_count() or 1) - 1, 1)
+    pool = hub.executor or hub._document_pool
     if pool is None:
         pool = hub._document_pool = parser_pool(workers, hub.model_cache)
-    size = max(8, math.ceil(len(jobs) / (workers * CHUNKS_PER_WORKER)))
+    size = max(8, math.ceil(len(jobs) / ((workers + 1) * CHUNKS_PER_WORKER)))
     chunks = [list(jobs[start:start + size]) for start in range(0, len(jobs), size)]
     key = (os.getpid(), next(_publishes))  # a worker's Hub serves one publish
     pages = hub._templates is not None
@@ -66,14 +71,15 @@ def make_in_workers(hub: Hub, jobs: Sequence[Job]) -> list[Any]:
     broken = False
     futures: list[Future[Made] | None] = []
     try:
-        for chunk in chunks:
+        for index, chunk in enumerate(chunks):
             try:
-                futures.append(pool.submit(make_documents, key, hub.config, hub._slugs, pages,
-                                           chunk))
+                futures.append(None if index % (workers + 1) == 0 else pool.submit(
+                    make_documents, key, hub.config, hub._slugs, pages, chunk))
             except BrokenExecutor:
                 futures.append(None)
+                broken = True
         for index, (chunk, future) in enumerate(zip(chunks, futures, strict=True)):
-            made, failed = _result(future)
+            made, failed = _result(future) if future is not None else (None, False)
             futures[index] = None  # its temp files are adopted, or there are none
             broken = broken or failed
             if made is None:  # this process makes them (and reports them itself)
@@ -99,11 +105,9 @@ def make_in_workers(hub: Hub, jobs: Sequence[Job]) -> list[Any]:
     return results
 
 
-def _result(future: Future[Made] | None) -> tuple[Made | None, bool]:
+def _result(future: Future[Made]) -> tuple[Made | None, bool]:
     """A chunk's result, or None if it failed; and whether a worker died
     or stalled (it may have left temp files)."""
-    if future is None:  # the pool was broken already
-        return None, True
     try:
         return future.result(timeout=DOCUMENT_TIMEOUT), False
     except Exception as exc:
