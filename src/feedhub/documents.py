@@ -58,8 +58,8 @@ def make_in_workers(hub: Hub, jobs: Sequence[Job]) -> list[Any]:
     # the parser workers, or this publish's own: one core fewer, as this
     # process makes every (workers + 1)th chunk itself meanwhile (a worker
     # of its own costs ~45 MB of PSS: the family's peak at 1,000 sources)
-    workers = hub.workers or max((os.cpu_count() or 1) - 1, 1)
     pool = hub.executor or hub._document_pool
+    workers = hub.workers if hub.executor is not None else max((os.cpu_count() or 1) - 1, 1)
     if pool is None:
         pool = hub._document_pool = parser_pool(workers, hub.model_cache)
     size = max(8, math.ceil(len(jobs) / ((workers + 1) * CHUNKS_PER_WORKER)))
