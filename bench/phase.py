@@ -65,7 +65,7 @@ def run_feedhub(phase: str, workdir: Path, urls: list[str]) -> dict[str, object]
         with open_store(config.hub.database) as store:
             async with make_fetcher(config) as fetcher:
                 hub = Hub(config, store, fetcher, workers=os.cpu_count() or 1)
-                meter = WorkerMeter(hub.executor)
+                meter = WorkerMeter()
                 try:
                     reports = await hub.poll_many(config.sources)
                     if phase == "cold":  # "until the feeds exist": the first publish too,
@@ -82,33 +82,81 @@ def run_feedhub(phase: str, workdir: Path, urls: list[str]) -> dict[str, object]
         result["db_bytes"] = db_bytes(config.hub.database)
 
     def publish() -> None:
+        meter = WorkerMeter()
         with open_store(config.hub.database) as store:
-            feeds = Hub(config, store, None).publish()  # type: ignore[arg-type]
+            try:
+                feeds = Hub(config, store, None).publish()  # type: ignore[arg-type]
+            finally:
+                result.update(meter.stop())
         result["languages"] = len(feeds)
         result["written"] = sum(f.written for f in feeds)
         result["entries"] = sum(f.entries for f in feeds)
 
     if phase == "publish-feeds":  # the feeds alone, no HTML pages (issue 13's measure)
         config = replace(config, hub=replace(config.hub, pages=False))
+    aside = None
     if phase in ("publish", "publish-feeds"):
-        shutil.rmtree(config.hub.output_dir, ignore_errors=True)
-    started = time.perf_counter()
+        aside = clear_output(config.hub.output_dir, workdir / ".output-deleted")
+    started, before = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
     if phase.startswith("publish"):
         publish()
     else:
         asyncio.run(poll())
     result["wall"] = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_SELF)  # this process's, the timed part only
+    result["user"] = round(after.ru_utime - before.ru_utime, 2)
+    result["sys"] = round(after.ru_stime - before.ru_stime, 2)
+    if aside is not None:
+        result["waited"] = aside[1]
+        delete_output(aside[0], workdir / ".output-deleted")
     return result
 
 
-class WorkerMeter:
-    """CPU time and peak RSS of the hub's parser workers, read from /proc
-    every 0.1 s while the phase runs: forkserver workers are not our
-    children, and a publish that releases them ends them before the phase
-    does (the last tenth of a second of a worker's CPU may be missed)."""
+# ext4 without a journal (this VM's /) does not reuse an inode freed less than
+# 60 s ago (300 s more while its inode table block is dirty): creating a file
+# then looks up the buffer of every such inode it passes over, and creating
+# thousands of files right after deleting thousands cost publishing 30% of its
+# samples (perf record -g: ext4_create -> find_inode_bit -> recently_deleted).
+# A journaled ext4, XFS or tmpfs does not do this, so the publish phases time
+# what a production output directory costs: the old output is moved aside
+# (a rename frees no inode), deleted after the timed part and synced, and the
+# next publish phase waits until its inodes are old enough (bench/README.md).
+RECENTLY_DELETED = 65.0  # seconds
 
-    def __init__(self, executor: object) -> None:
-        self.executor = executor
+
+def clear_output(output: Path, marker: Path) -> tuple[Path, float]:
+    """Move the output directory aside, first waiting until the inodes of the
+    last one deleted are free for reuse; returns the aside path and the wait."""
+    aside = output.with_name(output.name + ".old")
+    if aside.exists():  # left by a run that was stopped
+        delete_output(aside, marker)
+    waited = 0.0
+    with contextlib.suppress(FileNotFoundError):
+        waited = max(0.0, marker.stat().st_mtime + RECENTLY_DELETED - time.time())
+    if waited:
+        print(f"waiting {waited:.0f} s for the last output's inodes to age", file=sys.stderr)
+        time.sleep(waited)
+    with contextlib.suppress(FileNotFoundError):
+        output.rename(aside)
+    return aside, waited
+
+
+def delete_output(aside: Path, marker: Path) -> None:
+    if aside.exists():
+        shutil.rmtree(aside)
+        os.sync()  # clean inode table blocks: 60 s until their inodes are reused, not 360
+        marker.touch()
+
+
+class WorkerMeter:
+    """CPU time and peak RSS of feedhub's worker processes (the parser
+    workers, a publish's document workers, their forkserver), read from
+    /proc every 0.1 s while the phase runs: forkserver workers are not our
+    children, so their CPU time is not in RUSAGE_CHILDREN, and a publish
+    ends them before the phase does (the last tenth of a second of a
+    worker's CPU may be missed)."""
+
+    def __init__(self) -> None:
         self.cpu: dict[int, float] = {}
         self.peak = 0.0
         self.done = threading.Event()
@@ -118,10 +166,23 @@ class WorkerMeter:
     def _run(self) -> None:
         ticks = os.sysconf("SC_CLK_TCK")
         while True:
-            for pid in list(getattr(self.executor, "_processes", None) or {}):
+            parents: dict[int, int] = {}
+            stats: dict[int, list[str]] = {}
+            for entry in os.scandir("/proc"):
+                if entry.name.isdigit():
+                    try:
+                        fields = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()
+                    except OSError:
+                        continue
+                    parents[int(entry.name)], stats[int(entry.name)] = int(fields[1]), fields
+            for pid, fields in stats.items():
+                ancestor = parents.get(pid)
+                while ancestor and ancestor != os.getpid():  # our descendants
+                    ancestor = parents.get(ancestor)
+                if not ancestor:
+                    continue
+                self.cpu[pid] = (int(fields[11]) + int(fields[12])) / ticks
                 try:
-                    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-                    self.cpu[pid] = (int(fields[11]) + int(fields[12])) / ticks
                     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                         if line.startswith("VmHWM:"):
                             self.peak = max(self.peak, int(line.split()[1]) / 1024)

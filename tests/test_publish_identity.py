@@ -503,3 +503,95 @@ def test_a_feed_that_only_redates_itself_renders_no_entry_again(
     new, old = _files(config.hub.output_dir), _files(old_config.hub.output_dir)
     assert [name for name in new if new[name] != old[name]] == []
     assert later.isoformat().encode() in new["sources/farm-0.atom"]
+
+
+def _publish_everything(config: Config, monkeypatch: pytest.MonkeyPatch, *,
+                        workers_from: int) -> list[str]:
+    """One full publish; documents made in worker processes once a publish
+    has `workers_from` archive pages or source feeds to make. Returns what
+    it logged about its workers failing (else it makes their documents
+    itself: the same bytes, so the bytes alone do not show the workers did)."""
+    import logging
+
+    import feedhub.hub as hub_module
+
+    failures: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: failures.append(record.getMessage())  # type: ignore[method-assign]
+    logging.getLogger("feedhub").addHandler(handler)
+    try:
+        with monkeypatch.context() as patched, open_store(config.hub.database) as store:
+            patched.setattr(publish_module, "_now", lambda: NOW)
+            patched.setattr(hub_module, "DOCUMENT_WORKERS_FROM", workers_from)
+            Hub(config, store, None).publish()  # type: ignore[arg-type]
+            assert store.items_without_entries(0, 10_000) == []  # what workers rendered is kept
+    finally:
+        logging.getLogger("feedhub").removeHandler(handler)
+    return [message for message in failures if "document worker failed" in message]
+
+
+def _leftovers(root: Path) -> list[Path]:
+    return [path for path in root.rglob(".*") if path.name.endswith(".tmp")]
+
+
+def test_documents_made_in_worker_processes_give_the_same_bytes(
+        built: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full publish makes its archive pages and source feeds (and their
+    pages and compressed copies) in worker processes: every file is what
+    this process alone writes, and no temp file is left."""
+    here, there = _copy(built, tmp_path / "here"), _copy(built, tmp_path / "workers")
+    _publish_everything(here, monkeypatch, workers_from=10**9)
+    assert _publish_everything(there, monkeypatch, workers_from=1) == []
+    new, old = _files(there.hub.output_dir), _files(here.hub.output_dir)
+    assert len(new) > 20 and any("/archive/" in f"/{name}" for name in new)
+    assert sorted(new) == sorted(old)
+    assert [name for name in new if new[name] != old[name]] == []
+    assert _leftovers(there.hub.output_dir) == []
+
+
+def make_documents_then_die(*args: object) -> object:
+    """A document worker killed once it has written its temp files."""
+    import os
+
+    from feedhub import documents
+
+    documents.make_documents(*args)  # type: ignore[arg-type]
+    os._exit(9)
+
+
+def test_a_document_worker_that_dies_leaves_nothing_half_written(
+        built: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker dies (the OOM killer) after writing its documents' temp
+    files: the publishing process makes those documents itself, and the
+    output is whole, byte for byte, with none of the dead worker's files."""
+    from feedhub import documents
+
+    here, there = _copy(built, tmp_path / "here"), _copy(built, tmp_path / "workers")
+    _publish_everything(here, monkeypatch, workers_from=10**9)
+    monkeypatch.setattr(documents, "make_documents", make_documents_then_die)
+    assert _publish_everything(there, monkeypatch, workers_from=1)  # it did die
+    new, old = _files(there.hub.output_dir), _files(here.hub.output_dir)
+    assert sorted(new) == sorted(old)
+    assert [name for name in new if new[name] != old[name]] == []
+    assert _leftovers(there.hub.output_dir) == []
+
+
+def test_documents_made_in_worker_processes_on_postgresql_give_the_same_bytes(
+        built: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        pg_database: str) -> None:
+    """The workers read PostgreSQL with stores of their own: the hub copied
+    there publishes, through them, what the SQLite hub publishes alone."""
+    import subprocess
+
+    here, there = _copy(built, tmp_path / "here"), _copy(built, tmp_path / "pg")
+    copied = subprocess.run([sys.executable, "-m", "feedhub", "--config",
+                             str(tmp_path / "pg" / "config.toml"), "db", "copy",
+                             str(there.hub.database), pg_database],
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert copied.returncode == 0, copied.stderr
+    there = replace(there, hub=replace(there.hub, database=pg_database))
+    _publish_everything(here, monkeypatch, workers_from=10**9)
+    assert _publish_everything(there, monkeypatch, workers_from=1) == []
+    new, old = _files(there.hub.output_dir), _files(here.hub.output_dir)
+    assert sorted(new) == sorted(old)
+    assert [name for name in new if new[name] != old[name]] == []

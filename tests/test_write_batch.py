@@ -60,18 +60,29 @@ def test_without_syncfs_every_file_is_fsynced(tmp_path: Path,
 
 
 def test_a_write_that_fails_in_the_background_fails_the_batch(tmp_path: Path) -> None:
-    """Temp files are written by background threads: a failed write (here a
-    directory that is not there) is raised when the batch ends, and then no
-    file of the batch replaces its target and no temp file is left."""
+    """Temp files are written by background threads: a failed write (here
+    into a "directory" that is a file) is raised when the batch ends, and
+    then no file of the batch replaces its target and no temp file is left.
+    (A directory that is not there is made: see the next test.)"""
     target = tmp_path / "a.atom"
     target.write_bytes(b"old")
-    with pytest.raises(FileNotFoundError), batched_writes():
+    (tmp_path / "file").write_bytes(b"")
+    with pytest.raises(NotADirectoryError), batched_writes():
         for n in range(40):  # more than the writes let in flight at once
             write_if_changed(tmp_path / f"{n}.atom", b"new %d" % n)
         write_if_changed(target, b"new")
-        write_if_changed(tmp_path / "missing" / "b.atom", b"b")
+        write_if_changed(tmp_path / "file" / "b.atom", b"b")
     assert target.read_bytes() == b"old"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.atom"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.atom", "file"]
+
+
+def test_a_write_makes_its_folder(tmp_path: Path) -> None:
+    """The writer thread makes a missing folder (publishing no longer makes
+    one before each document)."""
+    with batched_writes():
+        write_if_changed(tmp_path / "archive" / "en" / "1.atom", b"page")
+    assert (tmp_path / "archive" / "en" / "1.atom").read_bytes() == b"page"
+    assert (tmp_path / "archive" / "en" / "1.atom.gz").exists()
 
 
 def _copies(path: Path) -> tuple[Path, Path]:

@@ -101,8 +101,9 @@ class WriteBatch:
     written, so a fast renderer does not hold every document in memory. A
     write that failed is raised by commit(), and then nothing is renamed."""
 
-    def __init__(self, *, threads: int = 2, in_flight: int = 8) -> None:
+    def __init__(self, *, threads: int = 2, in_flight: int = 8, temp_suffix: str = ".tmp") -> None:
         self._pending: list[tuple[Future[list[tuple[str, Path]]], Path]] = []
+        self._suffix = temp_suffix  # a worker process's, so its leftovers can be told apart
         self._slots = threading.BoundedSemaphore(in_flight)
         self._writer = ThreadPoolExecutor(threads, thread_name_prefix="feedhub-write")
 
@@ -130,10 +131,10 @@ class WriteBatch:
         temps: list[tuple[str, Path]] = []
         try:
             if data is not None:
-                temps.append((_write_temp(path, data, mode), path))
+                temps.append((_write_temp(path, data, mode, self._suffix), path))
             for target, make in derived:
                 assert source is not None
-                temps.append((_write_temp(target, make(source), mode), target))
+                temps.append((_write_temp(target, make(source), mode, self._suffix), target))
             return temps
         except BaseException:
             for tmp, _ in temps:
@@ -150,6 +151,22 @@ class WriteBatch:
             if (error := written.exception()) is not None:
                 raise error
         return [temp for written, _ in self._pending for temp in written.result()]
+
+    def handover(self) -> list[tuple[str, Path]]:
+        """The temp files written, once all are, each with its target, in
+        order, for another process's batch to adopt and commit; this batch
+        forgets them (discard() leaves them alone)."""
+        temps = self._written()
+        self._pending = []
+        return temps
+
+    def adopt(self, temps: Sequence[tuple[str, Path]]) -> None:
+        """Temp files another process wrote (its handover()), committed with
+        this batch's own, in order after what was written before."""
+        if temps:
+            done: Future[list[tuple[str, Path]]] = Future()
+            done.set_result(list(temps))
+            self._pending.append((done, temps[0][1]))
 
     def commit(self) -> None:
         if not self._pending:
@@ -185,8 +202,14 @@ class WriteBatch:
         self._writer.shutdown()
 
 
-def _write_temp(path: Path, data: bytes, mode: int | None) -> str:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+def _write_temp(path: Path, data: bytes, mode: int | None, suffix: str = ".tmp") -> str:
+    """A temp file beside `path` holding `data`; its folder is made if
+    missing (here, in a writer thread, not by the caller before each write)."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as out:
             out.write(data)

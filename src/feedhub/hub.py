@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from concurrent.futures import BrokenExecutor, Executor, Future
 from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -110,6 +111,11 @@ from feedhub.worker import (
 log = logging.getLogger("feedhub")
 RENDER_CHUNK = 250  # entries a parser worker renders at a time (~25 ms)
 RENDER_TIMEOUT = 120.0  # seconds: a chunk that takes longer is a stalled worker
+
+# a publish with at least this many archive pages or source feeds to make
+# has them made in worker processes (documents.py)
+DOCUMENT_WORKERS_FROM = 100
+_WRITTEN = {"archive": "archived %s (%d entries)", "page": "published page %s (%d entries)"}
 
 PAGE_ACCEPT = "text/html, application/xhtml+xml;q=0.9, */*;q=0.1"
 REDIRECTS_TO_MOVE = 3  # permanent redirects seen in a row before a source's URL is changed
@@ -212,6 +218,7 @@ class Hub:
         langmodel.set_cache_dir(self.model_cache)  # when parsing in-process
         self.executor: Executor | None = (parser_pool(workers, self.model_cache) if workers
                                           else None)
+        self._document_pool: Executor | None = None  # a publish's own workers (documents.py)
         self.id_authority = urlsplit(config.hub.base_url).hostname or "localhost"
         # Polls in progress at once: enough to keep every connection and every
         # parser busy, few enough that fetched bodies do not pile up in memory
@@ -222,7 +229,7 @@ class Hub:
         self._unrendered_after = 0  # items up to this id were rendered by the workers
         # upstream feeds and their atom:source, for one publish
         self._feeds: dict[str, FeedInfo] | None = None
-        self._sources_xml: dict[str, bytes] = {}
+        self._sources_xml: dict[FeedInfo, bytes] = {}
         # the templates and each source's file name, for one publish
         self._templates: Templates | None = None
         self._slugs: dict[str, str] = {}
@@ -243,6 +250,12 @@ class Hub:
         if self.executor is not None:
             self.executor.shutdown(wait=True, cancel_futures=True)
             self.executor = None
+        self.close_document_pool()
+
+    def close_document_pool(self) -> None:
+        if self._document_pool is not None:
+            self._document_pool.shutdown(wait=True, cancel_futures=True)
+            self._document_pool = None
 
     def _language_context(self, source: SourceConfig) -> LanguageContext:
         """What enrich needs to file items whose language nothing declares:
@@ -581,7 +594,10 @@ class Hub:
         with (locked(database.with_name(database.name + ".publish"), wait=wait),  # *.publish.lock
               self.store.publish_lock(wait=wait),  # and across nodes, on PostgreSQL
               self.metrics.publish_seconds.time()):
-            published = self._publish(languages, sources, release_workers)
+            try:
+                published = self._publish(languages, sources, release_workers)
+            finally:  # a publish's document workers end with it (memory)
+                self.close_document_pool()
         self.metrics.files_written.labels("feed").inc(sum(feed.written for feed in published))
         return published
 
@@ -603,6 +619,7 @@ class Hub:
         feeds: dict[str, DocumentEntries] = {}
         pages: dict[str, int] = {}
         rewritten = []
+        archives: list[tuple[str, tuple[Any, ...]]] = []  # (language, page, last) each
         # archive pages are on disk (one batch, synced once) before any feed links to them
         with batched_writes():
             for language in sorted(set(languages) - {ALL}):
@@ -613,15 +630,16 @@ class Hub:
                     # a full publish also restores pages lost from disk; an
                     # incremental one writes just the new pages (no directory scan);
                     # on a shared database, the pages other nodes closed as well
-                    for page in self._archive_pages_to_write(language, pages[language],
-                                                             new_pages, everything):
-                        self._write_archive(language, page, pages[language])
-                    self._archived[language] = pages[language]
+                    archives += [("archive", (language, page, pages[language]))
+                                 for page in self._archive_pages_to_write(
+                                     language, pages[language], new_pages, everything)]
                     feeds[language] = self._entries(
                         self.store.current_entries(language, names), language)
                 else:
                     feeds[language] = self._entries(self.store.latest_entries(
                         language, names, hub.items_per_feed), language)
+            self._documents(archives)
+            self._archived.update(pages)
             # after a takedown: the pages this node's feeds/ has not rewritten yet
             for language, page, requested in self.store.archive_rewrites(self.publisher):
                 if self._write_archive(language, page, self.store.last_archive_page(language)):
@@ -659,24 +677,17 @@ class Hub:
         pages = self.config.hub.pages
         # a source's page shows what its feed does, through the templates
         templates = self._templates.digest if pages and self._templates else ""
+        jobs: list[tuple[str, tuple[Any, ...]]] = [(
+            "source", (name, slugs[name], limit, templates, known.get(self._stamp_prefix + name),
+                       has_copies(present, f"{slugs[name]}.atom") and (
+                           not pages or has_copies(present, f"{slugs[name]}.html"))))
+            for name in wanted]
         with batched_writes():  # on disk before their stamps are recorded
-            for name in wanted:
-                inputs = self.store.source_feed_inputs(name, limit)
-                stamp = source_feed_stamp(self.config, name, inputs) + templates
-                on_disk = has_copies(present, f"{slugs[name]}.atom") and (
-                    not pages or has_copies(present, f"{slugs[name]}.html"))
-                if on_disk and known.get(self._stamp_prefix + name) == stamp:  # the files show it
-                    results.append(unchanged_source_feed(self.config, name, slugs[name],
-                                                         len(inputs) - 1))
-                    continue
-                items = self._entries(self.store.source_entries(name, limit), None)
-                if items or on_disk:
-                    published = publish_source_feed(self.config, name, slugs[name], items)
-                    if published:
-                        results.append(published)
-                        if self._write_page(source_page(self.config, name, slugs[name]),
-                                            items, None):
-                            stamps[self._stamp_prefix + name] = stamp
+            for name, (published, stamp) in zip(wanted, self._documents(jobs), strict=True):
+                if published:
+                    results.append(published)
+                if stamp:
+                    stamps[self._stamp_prefix + name] = stamp
         remove_stale_source_feeds(self.config, slugs)
         self.store.set_feed_stamps(stamps)
         return results
@@ -694,20 +705,62 @@ class Hub:
             return range(known + 1, last + 1)
         return new_pages
 
-    def _write_archive(self, language: str, page: int, last: int) -> bool:
-        """Archive page `page` of `last`, and its HTML page."""
+    def _source_feed(self, name: str, slug: str, limit: int, templates: str,
+                     known: str | None, on_disk: bool) -> tuple[PublishedFeed | None, str | None]:
+        """One source's feed and page, unless its stamp (`known`: the one
+        recorded) shows the files on disk have what they would get; with the
+        stamp to record once they are on disk (None: nothing to record)."""
+        inputs = self.store.source_feed_inputs(name, limit)
+        stamp = source_feed_stamp(self.config, name, inputs) + templates
+        if on_disk and known == stamp:  # the files show it
+            return unchanged_source_feed(self.config, name, slug, len(inputs) - 1), None
+        items = self._entries(self.store.source_entries(name, limit), None)
+        if not items and not on_disk:
+            return None, None
+        published = publish_source_feed(self.config, name, slug, items)
+        if published and self._write_page(source_page(self.config, name, slug), items, None):
+            return published, stamp
+        return published, None
+
+    def _write_archive(self, language: str, page: int, last: int) -> PublishedFeed | None:
+        """Archive page `page` of `last`, and its HTML page; None when it
+        could not be rendered (logged)."""
         # its sources' upstream feeds as they were when it was closed: the
         # same bytes whenever, and on whichever node, it is written
         frozen = self.store.archive_feeds(language, page)
         entries = self._entries(self.store.archive_entries(language, page), language, frozen)
         archived = publish_archive(self.config, language, page, entries)
         if archived and archived.written:
-            log.info("archived %s (%d entries)", archived.path, archived.entries)
-            self.metrics.files_written.labels("archive").inc()
+            self._report("archive", archived.path, archived.entries)
         if archived is not None:
             self._write_page(archive_page(self.config, language, page, last), entries, language,
                              frozen)
-        return archived is not None
+        return archived
+
+    def _report(self, kind: str, path: Path, entries: int) -> None:
+        """A file written: logged and counted (a document worker hands it
+        to the publishing process, which reports it: _DocumentHub)."""
+        log.info(_WRITTEN[kind], path, entries)
+        self.metrics.files_written.labels(kind).inc()
+
+    def _keep_entries(self, entries: Sequence[tuple[int, RenderedEntry]]) -> None:
+        self.store.save_rendered_entries(entries)
+
+    def _document(self, kind: str, args: tuple[Any, ...]) -> Any:
+        """One job of _documents: an archive page or a source's feed."""
+        return self._write_archive(*args) if kind == "archive" else self._source_feed(*args)
+
+    def _documents(self, jobs: Sequence[tuple[str, tuple[Any, ...]]]) -> list[Any]:
+        """Each job's result (_document), in order, its files written in the
+        current batch in that order. Rendering and compressing documents is
+        most of a full publish and holds the GIL, so many of them are made
+        in worker processes, on every core (documents.py), which hand over
+        their temp files; if they fail, this process makes the rest."""
+        if len(jobs) < DOCUMENT_WORKERS_FROM or (os.cpu_count() or 1) < 2:
+            return [self._document(kind, args) for kind, args in jobs]
+        from feedhub.documents import make_in_workers
+
+        return make_in_workers(self, jobs)
 
     def _load_templates(self) -> Templates | None:
         """The templates for this publish (compiled again only when a file
@@ -754,8 +807,7 @@ class Hub:
             log.error("cannot render %s, previous page kept: %s", page.path, exc)
             return False
         if publish_page(path := config.hub.output_dir / page.path, data):
-            log.info("published page %s (%d entries)", path, len(views))
-            self.metrics.files_written.labels("page").inc()
+            self._report("page", path, len(views))
         return True
 
     def _write_index(self, languages: Sequence[str], sources: Sequence[tuple[str, str]]) -> None:
@@ -782,13 +834,20 @@ class Hub:
             return
         publish_page(output / "index.html", data)
 
-    def _source_xml(self, source: str) -> bytes:
-        """A source's atom:source, rendered once per publish."""
-        if (xml := self._sources_xml.get(source)) is None:
+    def _source_xml(self, source: str, frozen: dict[str, FeedInfo] | None = None) -> bytes:
+        """A source's atom:source (`frozen`: an archive page's feeds, see
+        _entries), each feed's rendered once per publish: the archive pages
+        of a language share their sources' feeds (30,000 renderings at 1,000
+        sources were 1.3 s of a cold publish's main thread)."""
+        if frozen and source in frozen:
+            feed = frozen[source]
+        else:
             if self._feeds is None:
                 self._feeds = self.store.feeds()
             # a source with no row (removed, in an archive): no feed, as in StoredItem
-            xml = self._sources_xml[source] = source_xml(self._feeds.get(source) or FeedInfo())
+            feed = self._feeds.get(source) or FeedInfo()
+        if (xml := self._sources_xml.get(feed)) is None:
+            xml = self._sources_xml[feed] = source_xml(feed)
         return xml
 
     def _stamp(self, source: str, credit: str, version: str) -> str:
@@ -872,23 +931,17 @@ class Hub:
             errors = [result for result in results if isinstance(result, str)]
             fresh = [(item_id, result) for (item_id, _), result in zip(jobs, results, strict=True)
                      if not isinstance(result, str)]
-            self.store.save_rendered_entries(fresh)
+            self._keep_entries(fresh)
             rendered = {(item_id, entry.credit_language): entry for item_id, entry in fresh}
             if errors:
                 return DocumentEntries((), None, error="; ".join(errors[:3]))
         entries = []
-        frozen_xml: dict[str, bytes] = {}
         for row, credit, stamp in wanted:
             entry = row.cached if row.cached and row.cached.stamp == stamp else rendered.get(
                 (row.item_id, credit))
             if entry is None:  # gone since it was listed (cannot happen: items stay)
                 return DocumentEntries((), None, error=f"item {row.item_id} vanished")
-            if frozen and row.source in frozen:
-                if (xml := frozen_xml.get(row.source)) is None:
-                    xml = frozen_xml[row.source] = source_xml(frozen[row.source])
-            else:
-                xml = self._source_xml(row.source)
-            entries.append((entry, row.text, xml))
+            entries.append((entry, row.text, self._source_xml(row.source, frozen)))
         return DocumentEntries(entries, max((row.updated for row in rows), default=None),
                                ids=[row.item_id for row in rows])
 

@@ -515,14 +515,54 @@ def batched_writes() -> Iterator[None]:
     if _BATCH.get() is not None:
         yield
         return
-    batch = WriteBatch()
-    token = _BATCH.set(batch)
-    try:
+    with _batch(WriteBatch()) as batch:
         yield
         batch.commit()
+
+
+@contextlib.contextmanager
+def _batch(batch: WriteBatch) -> Iterator[WriteBatch]:
+    token = _BATCH.set(batch)
+    try:
+        yield batch
     finally:
         _BATCH.reset(token)
         batch.discard()
+
+
+# What a document worker process names its temp files: what one that was
+# killed leaves behind is told apart from the publishing process's own.
+WORKER_TEMP = ".part.tmp"
+
+
+@contextlib.contextmanager
+def handed_over_writes() -> Iterator[list[tuple[str, Path]]]:
+    """batched_writes in a worker process: the files are written to temp
+    files, which are not renamed but handed over (the list it yields, filled
+    when it ends: temp file and target, in order) for the publishing process
+    to commit with its own batch (adopt_writes). On an error they are removed."""
+    temps: list[tuple[str, Path]] = []
+    with _batch(WriteBatch(temp_suffix=WORKER_TEMP)) as batch:
+        yield temps
+        temps.extend(batch.handover())
+
+
+def adopt_writes(temps: Sequence[tuple[str, Path]]) -> None:
+    """Commit a worker's temp files (handed_over_writes) with the current
+    batch, after the files written in it so far."""
+    batch = _BATCH.get()
+    assert batch is not None, "adopt_writes outside batched_writes"
+    batch.adopt(temps)
+
+
+def remove_worker_temps(folders: Iterable[Path], keep: Iterable[str]) -> None:
+    """Remove what document workers that died left in these folders (temp
+    files of theirs that are not in `keep`, the ones handed over)."""
+    kept = set(keep)
+    for folder in folders:
+        for leftover in folder.glob(f".*{WORKER_TEMP}") if folder.is_dir() else ():
+            if str(leftover) not in kept:
+                leftover.unlink(missing_ok=True)
 
 
 # Documents that get precompressed copies beside them (NAME.gz, NAME.br), for
@@ -718,8 +758,7 @@ def _publish(document: FeedDocument, path: Path, items: Entries, config: Config,
     except ValueError as exc:  # feedgen refuses what XML cannot carry
         log.error("cannot render %s, previous file kept: %s", path, exc)
         return None
-    path.parent.mkdir(parents=True, exist_ok=True)
-    written = write_if_changed(path, data)
+    written = write_if_changed(path, data)  # its folder made if missing (WriteBatch)
     count = len(items.entries) if isinstance(items, DocumentEntries) else len(items)
     return PublishedFeed(label, path, count, written, document.url)
 
@@ -764,8 +803,7 @@ def publish_index(config: Config, slugs: Mapping[str, str],
 
 def publish_page(path: Path, data: bytes) -> bool:
     """Write an HTML page (pages.py renders it) if its bytes changed."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return write_if_changed(path, data)
+    return write_if_changed(path, data)  # its folder made if missing (WriteBatch)
 
 
 def feed_title(config: Config, language: str) -> str:

@@ -1,0 +1,156 @@
+"""A full publish's archive pages and source feeds, made in worker processes.
+
+Rendering a document (feedgen, Jinja) and compressing its copies hold the
+GIL, and a publish into an empty directory makes thousands of them: in one
+process it used one core of two. Here the jobs of Hub._documents are cut
+in chunks, which worker processes make (a core's worth fewer than the cores:
+the publishing process makes every few chunks itself meanwhile, and a
+worker costs memory); each worker has its own read-only store and a
+Hub of its own (_DocumentHub) that does exactly what the publishing process
+would, writing temp files that it does not rename but hands back. The
+publishing process adopts them into its batch in the order of the jobs, so
+that they are renamed in that order, made durable by its one sync, and
+appear only when its batch commits (archive pages before any feed that
+links to them). What a worker rendered for the store's entry cache and what
+it wrote are handed back too: only the publishing process writes to the
+store, logs and counts. If a chunk fails, the publishing process makes its
+documents itself; if a worker dies, the temp files it left are removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import math
+import os
+from collections.abc import Sequence
+from concurrent.futures import BrokenExecutor, Future
+from pathlib import Path
+from typing import Any
+
+from feedhub.hub import Hub
+from feedhub.models import Config, RenderedEntry
+from feedhub.publish import (
+    ARCHIVE_DIR,
+    SOURCES_DIR,
+    adopt_writes,
+    handed_over_writes,
+    remove_worker_temps,
+)
+from feedhub.store import Store, open_store
+from feedhub.worker import parser_pool
+
+log = logging.getLogger("feedhub")
+
+CHUNKS_PER_WORKER = 12  # few enough that the config is pickled few times, enough to keep order
+DOCUMENT_TIMEOUT = 300.0  # seconds: a chunk that takes longer is a stalled worker
+
+Job = tuple[str, tuple[Any, ...]]
+Made = tuple[list[Any], list[tuple[str, Path]], list[tuple[int, RenderedEntry]],
+             list[tuple[str, Path, int]]]
+_publishes = itertools.count()
+
+
+def make_in_workers(hub: Hub, jobs: Sequence[Job]) -> list[Any]:
+    """Hub._documents on every core: the results in order, the files
+    adopted into the current batch in order."""
+    # the parser workers, or this publish's own: one core fewer, as this
+    # process makes every (workers + 1)th chunk itself meanwhile (a worker
+    # of its own costs ~45 MB of PSS: the family's peak at 1,000 sources)
+    pool = hub.executor or hub._document_pool
+    workers = hub.workers if hub.executor is not None else max((os.cpu_count() or 1) - 1, 1)
+    if pool is None:
+        pool = hub._document_pool = parser_pool(workers, hub.model_cache)
+    size = max(8, math.ceil(len(jobs) / ((workers + 1) * CHUNKS_PER_WORKER)))
+    chunks = [list(jobs[start:start + size]) for start in range(0, len(jobs), size)]
+    key = (os.getpid(), next(_publishes))  # a worker's Hub serves one publish
+    pages = hub._templates is not None
+    results: list[Any] = []
+    adopted: list[str] = []
+    broken = False
+    futures: list[Future[Made] | None] = []
+    try:
+        for index, chunk in enumerate(chunks):
+            try:
+                futures.append(None if index % (workers + 1) == 0 else pool.submit(
+                    make_documents, key, hub.config, hub._slugs, pages, chunk))
+            except BrokenExecutor:
+                futures.append(None)
+                broken = True
+        for index, (chunk, future) in enumerate(zip(chunks, futures, strict=True)):
+            made, failed = _result(future) if future is not None else (None, False)
+            futures[index] = None  # its temp files are adopted, or there are none
+            broken = broken or failed
+            if made is None:  # this process makes them (and reports them itself)
+                results += [hub._document(kind, args) for kind, args in chunk]
+                continue
+            done, temps, rendered, written = made
+            adopt_writes(temps)
+            adopted += [tmp for tmp, _ in temps]
+            hub._keep_entries(rendered)
+            for kind, path, entries in written:
+                hub._report(kind, path, entries)
+            results += done
+    finally:  # on an error here: no chunk's temp files left behind
+        for future in futures:
+            if future is not None and not future.cancel():
+                with contextlib.suppress(Exception):
+                    for tmp, _ in future.result()[1]:
+                        Path(tmp).unlink(missing_ok=True)
+    if broken:  # a worker died: what it was writing is left half-done
+        hub.close_document_pool()
+        output = hub.config.hub.output_dir
+        remove_worker_temps([output / SOURCES_DIR, *(output / ARCHIVE_DIR).glob("*")], adopted)
+    return results
+
+
+def _result(future: Future[Made]) -> tuple[Made | None, bool]:
+    """A chunk's result, or None if it failed; and whether a worker died
+    or stalled (it may have left temp files)."""
+    try:
+        return future.result(timeout=DOCUMENT_TIMEOUT), False
+    except Exception as exc:
+        log.warning("a document worker failed (%s: %s); publishing makes its documents itself",
+                    type(exc).__name__, exc)
+        return None, isinstance(exc, BrokenExecutor | TimeoutError)
+
+
+class _DocumentHub(Hub):
+    """A worker's Hub for one publish: what the publishing process's would
+    write to the store, log or count, it keeps, to hand back."""
+
+    def __init__(self, config: Config, store: Store, slugs: dict[str, str], pages: bool):
+        super().__init__(config, store, None)  # type: ignore[arg-type]
+        self._slugs = slugs
+        self._templates = self._load_templates() if pages and config.hub.pages else None
+        self.rendered: list[tuple[int, RenderedEntry]] = []
+        self.written: list[tuple[str, Path, int]] = []
+
+    def _report(self, kind: str, path: Path, entries: int) -> None:
+        self.written.append((kind, path, entries))
+
+    def _keep_entries(self, entries: Sequence[tuple[int, RenderedEntry]]) -> None:
+        self.rendered += entries
+
+
+_worker: dict[str, Any] = {}  # this worker process's store, and its Hub for one publish
+
+
+def make_documents(key: tuple[int, int], config: Config, slugs: dict[str, str], pages: bool,
+                   jobs: Sequence[Job]) -> Made:
+    """In a worker: the jobs' results, their temp files, the entries
+    rendered and the files written (see the module)."""
+    if _worker.get("database") != config.hub.database:
+        if (old := _worker.pop("store", None)) is not None:
+            old.close()
+        _worker["store"] = open_store(config.hub.database, reader=True)
+        _worker["database"] = config.hub.database
+    hub = _worker.get("hub")
+    if _worker.get("key") != key or hub is None:
+        hub = _worker["hub"] = _DocumentHub(config, _worker["store"], slugs, pages)
+        _worker["key"] = key
+    hub.rendered, hub.written = [], []
+    with handed_over_writes() as temps:
+        done = [hub._document(kind, args) for kind, args in jobs]
+    return done, temps, hub.rendered, hub.written
