@@ -677,17 +677,24 @@ class Hub:
         pages = self.config.hub.pages
         # a source's page shows what its feed does, through the templates
         templates = self._templates.digest if pages and self._templates else ""
-        jobs: list[tuple[str, tuple[Any, ...]]] = [(
-            "source", (name, slugs[name], limit, templates, known.get(self._stamp_prefix + name),
-                       has_copies(present, f"{slugs[name]}.atom") and (
-                           not pages or has_copies(present, f"{slugs[name]}.html"))))
-            for name in wanted]
+        done: dict[str, PublishedFeed | None] = {}
+        jobs: list[tuple[str, tuple[Any, ...]]] = []
+        for name in wanted:  # here, not in a job: a publish with nothing to render starts no worker
+            inputs = self.store.source_feed_inputs(name, limit)
+            stamp = source_feed_stamp(self.config, name, inputs) + templates
+            on_disk = has_copies(present, f"{slugs[name]}.atom") and (
+                not pages or has_copies(present, f"{slugs[name]}.html"))
+            if on_disk and known.get(self._stamp_prefix + name) == stamp:  # the files show it
+                done[name] = unchanged_source_feed(self.config, name, slugs[name], len(inputs) - 1)
+            else:
+                jobs.append(("source", (name, slugs[name], limit, stamp, on_disk)))
         with batched_writes():  # on disk before their stamps are recorded
-            for name, (published, stamp) in zip(wanted, self._documents(jobs), strict=True):
-                if published:
-                    results.append(published)
+            for (_, (name, *_)), (published, stamp) in zip(jobs, self._documents(jobs),
+                                                          strict=True):
+                done[name] = published
                 if stamp:
                     stamps[self._stamp_prefix + name] = stamp
+        results += [published for name in wanted if (published := done.get(name)) is not None]
         remove_stale_source_feeds(self.config, slugs)
         self.store.set_feed_stamps(stamps)
         return results
@@ -705,15 +712,11 @@ class Hub:
             return range(known + 1, last + 1)
         return new_pages
 
-    def _source_feed(self, name: str, slug: str, limit: int, templates: str,
-                     known: str | None, on_disk: bool) -> tuple[PublishedFeed | None, str | None]:
-        """One source's feed and page, unless its stamp (`known`: the one
-        recorded) shows the files on disk have what they would get; with the
-        stamp to record once they are on disk (None: nothing to record)."""
-        inputs = self.store.source_feed_inputs(name, limit)
-        stamp = source_feed_stamp(self.config, name, inputs) + templates
-        if on_disk and known == stamp:  # the files show it
-            return unchanged_source_feed(self.config, name, slug, len(inputs) - 1), None
+    def _source_feed(self, name: str, slug: str, limit: int, stamp: str,
+                     on_disk: bool) -> tuple[PublishedFeed | None, str | None]:
+        """One source's feed and page, whose inputs (`stamp`) changed since
+        they were last written; with the stamp to record once they are on
+        disk (None: nothing to record)."""
         items = self._entries(self.store.source_entries(name, limit), None)
         if not items and not on_disk:
             return None, None
