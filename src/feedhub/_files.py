@@ -7,6 +7,7 @@ import contextlib
 import ctypes
 import errno
 import fcntl
+import functools
 import os
 import sys
 import tempfile
@@ -205,11 +206,13 @@ class WriteBatch:
 def _write_temp(path: Path, data: bytes, mode: int | None, suffix: str = ".tmp") -> str:
     """A temp file beside `path` holding `data`; its folder is made if
     missing (here, in a writer thread, not by the caller before each write)."""
+    make = functools.partial(tempfile.mkstemp, prefix=f".{path.name}.", suffix=suffix,
+                             dir=path.parent)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+        fd, tmp = make()
     except FileNotFoundError:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+        fd, tmp = make()
     try:
         with os.fdopen(fd, "wb") as out:
             out.write(data)

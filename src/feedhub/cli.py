@@ -772,9 +772,7 @@ def db_copy(source: str, target: str, replace: bool, as_json: bool) -> None:
     """
     from feedhub._files import DaemonLock
     from feedhub.store import CopyFailed, CopyRefused, copy_database, is_database_url
-
-    def shown(database: str) -> str:
-        return redacted(database) if is_database_url(database) else database
+    from feedhub.store import shown_database as shown
 
     source_db: Path | str = source if is_database_url(source) else Path(source)
     target_db: Path | str = target if is_database_url(target) else Path(target)

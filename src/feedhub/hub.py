@@ -672,7 +672,6 @@ class Hub:
         limit = self.config.hub.items_per_feed
         present = source_feed_files(self.config)
         known = self.store.feed_stamps()
-        results: list[PublishedFeed] = []
         stamps: dict[str, str] = {}
         pages = self.config.hub.pages
         # a source's page shows what its feed does, through the templates
@@ -694,10 +693,9 @@ class Hub:
                 done[name] = published
                 if stamp:
                     stamps[self._stamp_prefix + name] = stamp
-        results += [published for name in wanted if (published := done.get(name)) is not None]
         remove_stale_source_feeds(self.config, slugs)
         self.store.set_feed_stamps(stamps)
-        return results
+        return [published for name in wanted if (published := done.get(name)) is not None]
 
     def _archive_pages_to_write(self, language: str, last: int, new_pages: list[int],
                                 everything: bool) -> Iterable[int]:

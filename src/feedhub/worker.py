@@ -8,6 +8,7 @@ that starts them) stay small.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import multiprocessing
@@ -17,7 +18,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from collections.abc import Set as AbstractSet
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import replace
@@ -68,10 +69,18 @@ def parse_poll(result: FetchResult, source: SourceConfig, languages: LanguageCon
     context_key), else of all; `split`: cut the document into items, for the
     next poll to know them. Read in part, the items must read as in the whole
     document: else it is read whole."""
+    with _task():
+        return _read_poll(result, source, languages, known, split)
+
+
+@contextlib.contextmanager
+def _task() -> Iterator[None]:
+    """A task that may detect languages, in a parser worker: the heap and,
+    if it detected nothing, the model's pages are given back after it."""
     if _idle is not None:
         _idle.busy()
     try:
-        return _read_poll(result, source, languages, known, split)
+        yield
     finally:
         _give_back_memory()
         if _idle is not None:
@@ -151,7 +160,7 @@ def _digests(layout: ItemSplit, ahead: AbstractSet[int]) -> tuple[str | None, ..
     return tuple(None if n in ahead else digest for n, digest in enumerate(layout.digests))
 
 
-_libc: Any = None  # set in a worker by _keep_heap_small (glibc only)
+_libc: Any = None  # a worker's glibc (_prepare_worker, from _keep_heap_small)
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # <malloc.h>
 
 
@@ -427,7 +436,8 @@ def detect_item_language(item: Item,
     """Detection again, on the extracted article rather than the teaser, by
     the same rules; when it does not decide, the item keeps the language its
     feed text gave (the source's usual one, or a sure detection)."""
-    return decide(detect(item), replace(languages, usual=item.language))
+    with _task():
+        return decide(detect(item), replace(languages, usual=item.language))
 
 
 if _preloaded_by_forkserver():

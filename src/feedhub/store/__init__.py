@@ -34,7 +34,7 @@ from feedhub.store._schema import SCHEMA_VERSION
 
 __all__ = ["DATABASE_ENV", "PUBLISHED_TEXT", "REFETCH", "SCHEMA_VERSION", "CopyFailed",
            "CopyRefused", "CopyReport", "Store", "copy_database", "copy_hub", "is_database_url",
-           "open_store", "redacted"]
+           "open_store", "redacted", "shown_database"]
 
 DATABASE_ENV = "FEEDHUB_DATABASE"  # wins over [hub] database: a password need not sit in config.toml
 _URL_SCHEMES = ("postgresql://", "postgres://")
@@ -173,6 +173,11 @@ def redacted(url: str) -> str:
     if password is not None:
         url = url.replace(f":{password}@", ":***@", 1)
     return re.sub(r"([?&]password=)[^&#]*", r"\1***", url, flags=re.IGNORECASE)
+
+
+def shown_database(database: Path | str) -> str:
+    """A SQLite path as it is, a database URL without its password."""
+    return redacted(str(database)) if is_database_url(database) else str(database)
 
 
 if TYPE_CHECKING:  # mypy proves both backends keep the contract

@@ -186,10 +186,8 @@ def copy_database(source: Path | str, target: Path | str, *, replace: bool = Fal
     existing file) and `target` (created, at this schema version, if new),
     and copy_hub between them. Errors: CopyRefused (nothing done, usage) or
     CopyFailed (a database failed; the target is as it was)."""
-    from feedhub.store import is_database_url, open_store, redacted
-
-    def shown(database: Path | str) -> str:
-        return redacted(str(database)) if is_database_url(database) else str(database)
+    from feedhub.store import is_database_url, open_store
+    from feedhub.store import shown_database as shown
 
     if not is_database_url(source) and not Path(source).is_file():
         raise CopyRefused(f"no SQLite database at {source}")
