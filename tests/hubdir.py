@@ -187,3 +187,11 @@ def kill_9(process: subprocess.Popen[str], timeout: float = 10.0) -> list[Proc]:
         raise AssertionError(f"{len(left)} process(es) outlived the killed pid {process.pid} by "
                              f"{timeout:.0f}s:\n" + "\n".join(map(str, left)))
     return seen
+
+
+def files_under(root: Path, folder: str = "", *, hidden: bool = True) -> dict[str, bytes]:
+    """Every file under `root` (or its `folder`), by its path relative to
+    `root`; hidden=False leaves out dot-files (temp files)."""
+    return {str(path.relative_to(root)): path.read_bytes()
+            for path in sorted((root / folder).rglob("*"))
+            if path.is_file() and (hidden or not path.name.startswith("."))}

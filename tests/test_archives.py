@@ -18,7 +18,7 @@ from atomcheck import assert_valid_atom_tree
 from feedhub.models import Item
 from feedhub.publish import slugify
 from feedhub.store import Store, open_store
-from hubdir import HubDir
+from hubdir import HubDir, files_under
 
 ATOM = "{http://www.w3.org/2005/Atom}"
 HISTORY = "{http://purl.org/syndication/history/1.0}"
@@ -348,8 +348,7 @@ def test_a_restored_archive_page_keeps_its_sources_feed_info_as_it_was_when_clos
     feed_server.serve("/alpha.rss", renamed_rss("Alpha", START + timedelta(hours=20),
                                                 range(1, 15)), content_type="application/rss+xml")
     assert hub.run("poll").returncode == 0
-    before = {str(p.relative_to(hub.feeds)): p.read_bytes()
-              for p in sorted((hub.feeds / "archive").rglob("*")) if p.is_file()}
+    before = files_under(hub.feeds, "archive")
     assert [name for name in before if name.endswith(".atom")] == [
         f"archive/en/{n}.atom" for n in (1, 2, 3)]
     assert b"<title>Alpha</title>" in before["archive/en/1.atom"]
@@ -367,8 +366,7 @@ def test_a_restored_archive_page_keeps_its_sources_feed_info_as_it_was_when_clos
         if path.is_file():
             path.unlink()
     assert hub.run("publish").returncode == 0
-    after = {str(p.relative_to(hub.feeds)): p.read_bytes()
-             for p in sorted((hub.feeds / "archive").rglob("*")) if p.is_file()}
+    after = files_under(hub.feeds, "archive")
     assert after == before
 
 

@@ -29,7 +29,7 @@ import feedparser
 import psycopg
 import pytest
 
-from hubdir import HubDir
+from hubdir import HubDir, files_under
 
 HOSTS = 30
 SOURCES = 300
@@ -147,8 +147,7 @@ pages = false
 
 
 def published(feeds: Path) -> dict[str, bytes]:
-    return {str(path.relative_to(feeds)): path.read_bytes()
-            for path in sorted(feeds.rglob("*")) if path.is_file()}
+    return files_under(feeds)
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from html import escape
 from pathlib import Path
 
 from feedhub.store import PUBLISHED_TEXT, SCHEMA_VERSION
-from hubdir import HubDir
+from hubdir import HubDir, files_under
 from test_fulltext import serve_pages, teaser_feed
 
 TEXTS = ("content", "feed_content", "extracted_content")
@@ -51,8 +51,7 @@ def published_files(hub: HubDir) -> dict[str, bytes]:
     shutil.rmtree(hub.feeds, ignore_errors=True)
     published = hub.run("publish")
     assert published.returncode == 0, published.stderr
-    return {str(p.relative_to(hub.feeds)): p.read_bytes()
-            for p in sorted(hub.feeds.rglob("*")) if p.is_file()}
+    return files_under(hub.feeds)
 
 
 def text_columns(database: Path) -> list[tuple[str | None, ...]]:

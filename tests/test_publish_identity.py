@@ -43,7 +43,7 @@ from feedhub.publish import FeedDocument, render_document
 from feedhub.store import open_store
 from feedhub.store._sql import SqlStore
 from feedhub.worker import parse_and_enrich
-from hubdir import FIXTURES
+from hubdir import FIXTURES, files_under
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
@@ -293,8 +293,7 @@ def _copy(built: Path, to: Path) -> Config:
 
 
 def _files(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file() and not p.name.startswith(".")}
+    return files_under(root, hidden=False)
 
 
 def test_publishing_gives_the_bytes_the_feedgen_renderer_gave(

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from hubdir import FIXTURES, HubDir, rss, stop, wait_for
+from hubdir import FIXTURES, HubDir, files_under, rss, stop, wait_for
 
 DATED = """<?xml version="1.0"?><rss version="2.0"><channel><title>Dated</title>
 <link>https://dated.example/</link><description>d</description><language>en</language>
@@ -32,8 +32,7 @@ def serve_fixtures(feed_server) -> None:  # type: ignore[no-untyped-def]
 
 def published(hub: HubDir) -> dict[str, bytes]:
     """Every file under feeds/, by its path there."""
-    return {str(path.relative_to(hub.feeds)): path.read_bytes()
-            for path in sorted(hub.feeds.rglob("*")) if path.is_file()}
+    return files_under(hub.feeds)
 
 
 def run_hub(root: Path, feed_server) -> tuple[dict[str, bytes], dict[str, bytes]]:  # type: ignore[no-untyped-def]

@@ -15,7 +15,7 @@ from pathlib import Path
 import brotli
 import pytest
 
-from hubdir import HubDir, stop, wait_for
+from hubdir import HubDir, files_under, stop, wait_for
 from test_store_postgres_cli import without_clock
 
 FEED = """<?xml version="1.0"?><rss version="2.0"><channel><title>{name}</title>
@@ -37,14 +37,12 @@ def published(hub: HubDir) -> dict[str, bytes]:
     emptied Atom document without its feed-level date (the clock's, see
     README "Known gaps")."""
     files = {}
-    for path in sorted(hub.feeds.rglob("*")):
-        if path.is_file():
-            data = path.read_bytes()
-            if path.suffix == ".gz":
-                data = gzip.decompress(data)
-            elif path.suffix == ".br":
-                data = brotli.decompress(data)
-            files[str(path.relative_to(hub.feeds))] = without_clock(data)
+    for name, data in files_under(hub.feeds).items():
+        if name.endswith(".gz"):
+            data = gzip.decompress(data)
+        elif name.endswith(".br"):
+            data = brotli.decompress(data)
+        files[name] = without_clock(data)
     return files
 
 

@@ -103,7 +103,7 @@ class WriteBatch:
     write that failed is raised by commit(), and then nothing is renamed."""
 
     def __init__(self, *, threads: int = 2, in_flight: int = 8, temp_suffix: str = ".tmp") -> None:
-        self._pending: list[tuple[Future[list[tuple[str, Path]]], Path]] = []
+        self._pending: list[Future[list[tuple[str, Path]]]] = []  # each write's temp files
         self._suffix = temp_suffix  # a worker process's, so its leftovers can be told apart
         self._slots = threading.BoundedSemaphore(in_flight)
         self._writer = ThreadPoolExecutor(threads, thread_name_prefix="feedhub-write")
@@ -124,7 +124,7 @@ class WriteBatch:
         except BaseException:
             self._slots.release()
             raise
-        self._pending.append((written, path))
+        self._pending.append(written)
 
     def _write_group(self, path: Path, data: bytes | None, mode: int | None,
                      derived: Sequence[tuple[Path, Callable[[bytes], bytes]]],
@@ -147,11 +147,11 @@ class WriteBatch:
 
     def _written(self) -> list[tuple[str, Path]]:
         """The temp files, once all are written; the first failure raised."""
-        wait([written for written, _ in self._pending])
-        for written, _ in self._pending:
+        wait(self._pending)
+        for written in self._pending:
             if (error := written.exception()) is not None:
                 raise error
-        return [temp for written, _ in self._pending for temp in written.result()]
+        return [temp for written in self._pending for temp in written.result()]
 
     def handover(self) -> list[tuple[str, Path]]:
         """The temp files written, once all are, each with its target, in
@@ -167,7 +167,7 @@ class WriteBatch:
         if temps:
             done: Future[list[tuple[str, Path]]] = Future()
             done.set_result(list(temps))
-            self._pending.append((done, temps[0][1]))
+            self._pending.append(done)
 
     def commit(self) -> None:
         if not self._pending:
@@ -194,8 +194,8 @@ class WriteBatch:
         """Remove the temp files of writes not committed (after an error),
         and stop the writer threads."""
         pending, self._pending = self._pending, []
-        wait([written for written, _ in pending])
-        for written, _ in pending:
+        wait(pending)
+        for written in pending:
             if written.exception() is None:
                 for tmp, _ in written.result():
                     with contextlib.suppress(FileNotFoundError):

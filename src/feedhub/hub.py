@@ -16,7 +16,7 @@ import os
 import random
 import socket
 import time
-from collections import defaultdict, deque
+from collections import deque
 from collections.abc import AsyncIterator, Iterable, Sequence
 from concurrent.futures import BrokenExecutor, Executor, Future
 from dataclasses import replace
@@ -34,6 +34,7 @@ from feedhub.fetch import (
     Fetcher,
     FetchError,
     InvalidURLError,
+    LocalGate,
     TooLargeError,
     describe_status,
     permanent_target,
@@ -164,12 +165,11 @@ class ClusterGate:
         # than max_per_host of them ask the database for a slot at once (on a
         # host with hundreds of due sources, all of them asking again every
         # few milliseconds was most of the database's work: bench/cluster.py)
-        self._local: defaultdict[str, asyncio.Semaphore] = defaultdict(
-            lambda: asyncio.Semaphore(max_per_host))
+        self._local = LocalGate(max_per_host)  # places only: the spacing is booked below
 
     @contextlib.asynccontextmanager
     async def slot(self, host: str) -> AsyncIterator[None]:
-        async with self._local[host], self._cluster_slot(host):
+        async with self._local.slot(host), self._cluster_slot(host):
             yield
 
     @contextlib.asynccontextmanager
