@@ -22,7 +22,6 @@ import contextlib
 import logging
 import os
 import random
-import secrets
 import signal
 import socket
 from collections.abc import Callable, Iterable
@@ -36,7 +35,7 @@ from apscheduler.triggers.date import DateTrigger
 from feedhub._files import DaemonLock
 from feedhub.admin import admin_in_thread
 from feedhub.config import ConfigError, load_config
-from feedhub.hub import Hub, make_fetcher
+from feedhub.hub import Hub, make_fetcher, node_id
 from feedhub.metrics import Metrics
 from feedhub.models import Config, SourceConfig
 from feedhub.publish import PublishedFeed
@@ -60,12 +59,6 @@ HEARTBEAT_SECONDS = 5.0  # how often a daemon tells the database it is alive
 LOST_CLAIM_JITTER = 1.0  # a daemon that lost a claim looks again this much later, at most
 CHANGES_CHECK_SECONDS = 1.0  # how often the change log is read (a shared database)
 CHANGES_MARGIN = 200  # ids read again: one handed out earlier may commit after a later one
-
-
-def node_id() -> str:
-    """This daemon among those sharing a database: hostname, pid and a
-    random part (a pid is reused; a hostname is shared by containers)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
 class CannotListen(Exception):

@@ -14,6 +14,7 @@ import hashlib
 import logging
 import os
 import random
+import secrets
 import socket
 import time
 from collections import deque
@@ -122,6 +123,12 @@ PAGE_ACCEPT = "text/html, application/xhtml+xml;q=0.9, */*;q=0.1"
 REDIRECTS_TO_MOVE = 3  # permanent redirects seen in a row before a source's URL is changed
 
 
+def node_id() -> str:
+    """This process among those sharing a database: hostname, pid and a
+    random part (a pid is reused; a hostname is shared by containers)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
 def make_fetcher(config: Config, store: Store | None = None, node: str | None = None) -> Fetcher:
     """The hub's fetcher. Given a shared `store` (PostgreSQL), its per-host
     limits hold across every daemon on the database (ClusterGate); else
@@ -129,7 +136,7 @@ def make_fetcher(config: Config, store: Store | None = None, node: str | None = 
     hub = config.hub
     gate = None
     if store is not None and store.shared:
-        gate = ClusterGate(store, node or f"{socket.gethostname()}:{os.getpid()}",
+        gate = ClusterGate(store, node or node_id(),
                            max_per_host=hub.max_per_host, host_spacing=hub.host_spacing,
                            timeout=hub.timeout)
     return Fetcher(
