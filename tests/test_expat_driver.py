@@ -9,7 +9,7 @@ import feedparser
 import feedparser.api
 import pytest
 
-import feedhub.parse  # noqa: F401  (chooses the driver)
+import feedhub.parse  # (chooses the driver)
 from shared import SHARED
 
 SHARED_CORPUS = SHARED / "corpus"
@@ -48,3 +48,38 @@ def test_every_corpus_file_reads_as_with_the_stdlib_driver(stdlib_driver):
               if read(body) != want]
     assert differ == []
     assert sum("'entries': [{" in want for want in reference) > 1000  # items were compared
+
+
+@pytest.fixture
+def feedparsers_own_joins():
+    import feedparser.mixin
+    import feedparser.urls
+    chosen = feedparser.mixin.make_safe_absolute_uri, feedparser.mixin._urljoin
+    feedparser.mixin.make_safe_absolute_uri = feedparser.urls.make_safe_absolute_uri
+    feedparser.mixin._urljoin = feedparser.urls._urljoin
+    yield
+    feedparser.mixin.make_safe_absolute_uri, feedparser.mixin._urljoin = chosen
+
+
+def test_feedhub_remembers_feedparsers_url_joins():
+    import feedparser.mixin
+    import feedparser.urls
+    assert feedparser.mixin.make_safe_absolute_uri is not feedparser.urls.make_safe_absolute_uri
+    assert feedparser.mixin._urljoin is not feedparser.urls._urljoin
+
+
+@pytest.mark.skipif(len(FILES) < 100, reason="the shared corpus is not beside this checkout")
+def test_every_corpus_file_reads_as_with_feedparsers_own_url_joins(feedparsers_own_joins):
+    """parse.py remembers feedparser's xml:base joins (pure functions of
+    two strings); the corpus has feedparser's own xml:base and relative-URI
+    tests, which must read as with its joins done every time."""
+    import feedparser.mixin
+    bodies = [path.read_bytes() for path in FILES]
+    reference = [read(body) for body in bodies]
+    feedparser.mixin.make_safe_absolute_uri, feedparser.mixin._urljoin = (
+        feedhub.parse._remembered(feedparser.urls.make_safe_absolute_uri),
+        feedhub.parse._remembered(feedparser.urls._urljoin))
+    differ = [str(path) for path, body, want in zip(FILES, bodies, reference, strict=True)
+              if read(body) != want]
+    assert differ == []
+    assert sum("xml:base" in body.decode("latin-1") for body in bodies) > 50  # bases were read

@@ -7,6 +7,7 @@ import tracemalloc
 from datetime import UTC, datetime
 from pathlib import Path
 
+import feedparser
 import pytest
 
 from feedhub.enrich import MIN_TEXT, Detection, decide, detect_language, enrich, poll_majority
@@ -714,3 +715,24 @@ def test_an_rss_author_is_named_as_written(written: str, name: str) -> None:
     item = parse_one(rss(f"<item><title>t</title><link>https://x.example/1</link>"
                          f"<author>{html.escape(written)}</author></item>"))
     assert item.author == name
+
+
+def test_plain_text_without_markup_reads_as_through_nh3():
+    """plain_text skips nh3 for a text with no "<", "&" or BOM: the
+    reference is nh3's own reading (enrich._shown_text), on odd whitespace
+    and characters and on every title, author and category of the corpus."""
+    from feedhub.enrich import _shown_text, clean_text, plain_text
+    from shared import SHARED
+
+    texts = ["a\r\nb", "\rx\r", "\xa0nbsp\xa0 ", "3 > 2", 'say "hi"', "it's", "tab\tx",
+             "line\u2028sep", "\u3000wide\u3000", "emoji 🎉", "", "  ", "zero\u200bwidth",
+             "\ufeffbom", " \ufeffx", "a\ufeff", "nel\x85x", "\x00nul\x1f", "a  b\n\nc",
+             "ملی‌شدن", "\u00adsoft"]
+    for path in sorted((SHARED / "corpus").rglob("*")):
+        if path.is_file():
+            for entry in feedparser.parse(path.read_bytes()).entries:
+                texts += [entry.get("title", ""), entry.get("author", "")]
+                texts += [tag.get("term") or "" for tag in entry.get("tags", [])]
+    plain = [t for t in texts if "<" not in t and "&" not in t]
+    assert len(plain) > 1000
+    assert [plain_text(t) for t in plain] == [_shown_text(clean_text(t) or "") for t in plain]
