@@ -367,6 +367,10 @@ class _GuardedBackend(httpcore.AsyncNetworkBackend):
         await asyncio.sleep(seconds)
 
 
+# isal's stubs call its error an instance of Exception; it is a class
+_INFLATE_ERROR = cast("type[Exception]", isal_zlib.error)
+
+
 class _BoundedDecoder:
     """Decodes a Content-Encoding while refusing to produce more than `limit`
     bytes: a small gzip or brotli body must not expand to gigabytes."""
@@ -398,7 +402,7 @@ class _BoundedDecoder:
         first = self.produced == 0 and not self._zlib.unconsumed_tail
         try:
             return self._zlib.decompress(data, budget)
-        except isal_zlib.error:
+        except _INFLATE_ERROR:
             if not first:
                 raise
             # some servers send raw deflate without the zlib header
