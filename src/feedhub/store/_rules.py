@@ -7,6 +7,7 @@ they compare, and a hub moved between backends keeps them byte for byte.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Callable, Sequence
@@ -60,8 +61,15 @@ def _json_list(values: Sequence[str]) -> str:
     return json.dumps(values) if values else "[]"
 
 
+def _strings(value: str | None) -> tuple[str, ...]:
+    """_json_list read back."""
+    return tuple(json.loads(value)) if value and value != "[]" else ()
+
+
 def _links(value: str | None) -> tuple[Link, ...]:
-    return tuple(Link(**raw) for raw in json.loads(value or "[]"))
+    if not value or value == "[]":  # the common case, without json's machinery
+        return ()
+    return tuple(Link(**raw) for raw in json.loads(value))
 
 
 # What an item's rendered entry depends on besides its text, its source's
@@ -166,14 +174,20 @@ def _feed_info(row: dict[str, Any]) -> FeedInfo:
     )
 
 
-def _stored_item(row: dict[str, Any], feeds: dict[str, FeedInfo] | None = None) -> StoredItem:
-    """`feeds`: the upstream feeds read so far in one query, by source (the
-    same for every item of a source)."""
-    feed: FeedInfo | None  # the walrus below sees None before the branch narrows it
-    if feeds is None:
-        feed = _feed_info(row)
-    elif (feed := feeds.get(row["source"])) is None:
-        feed = feeds[row["source"]] = _feed_info(row)
+_FEED_KEYS = ("feed_id", "feed_title", "feed_subtitle", "feed_links", "feed_updated",
+              "feed_language", "feed_rights")
+
+
+@functools.lru_cache(maxsize=4096)
+def _feed_info_of(values: tuple[Any, ...]) -> FeedInfo:
+    """_feed_info of the _FEED_KEYS' values: the items of a document come
+    from a few dozen feeds, and a full publish reads 60,000 items at 1,000
+    sources, so equal feed rows are read once (a third of reading an item)."""
+    return _feed_info(dict(zip(_FEED_KEYS, values, strict=True)))
+
+
+def _stored_item(row: dict[str, Any]) -> StoredItem:
+    feed = _feed_info_of(tuple(row[key] for key in _FEED_KEYS))
     return StoredItem(
         atom_id=row["atom_id"], source=row["source"], title=row["title"] or "",
         link=row["link"], author=row["author"],
@@ -181,7 +195,7 @@ def _stored_item(row: dict[str, Any], feeds: dict[str, FeedInfo] | None = None) 
         published=datetime.fromisoformat(row["published"]),
         updated=datetime.fromisoformat(row["updated"]), content=row["published_text"] or "",
         language=row["language"] or row["lang_group"],
-        categories=tuple(json.loads(row["categories"] or "[]")),
+        categories=_strings(row["categories"]),
         enclosures=_links(row["enclosures"]), rights=row["rights"], feed=feed,
         summary=row["summary"] or (teaser if (teaser := row["feed_content"]) and
                                    teaser != row["published_text"] else None),

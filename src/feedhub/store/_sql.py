@@ -11,7 +11,6 @@ minted once, on insert, and never changes.
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -35,6 +34,7 @@ from feedhub.models import (
 )
 from feedhub.store._rules import (
     _ENTRY_VERSION,
+    _FEED_KEYS,
     _ITEM_COLUMNS,
     _NEWEST_FIRST,
     PUBLISHED_TEXT,
@@ -44,7 +44,7 @@ from feedhub.store._rules import (
     _content_hash,
     _current,
     _dt,
-    _feed_info,
+    _feed_info_of,
     _iso,
     _latest,
     _links_json,
@@ -60,8 +60,7 @@ from feedhub.store._rules import (
 
 # a source's upstream feed info (FeedInfo, read by _feed_info): the same
 # columns in sources and in archive_sources
-_FEED_COLUMNS = ("feed_id, feed_title, feed_subtitle, feed_links, feed_updated, feed_language, "
-                 "feed_rights")
+_FEED_COLUMNS = ", ".join(_FEED_KEYS)
 
 
 def _feeds_by_name(cursor: Any) -> dict[str, FeedInfo]:
@@ -69,14 +68,6 @@ def _feeds_by_name(cursor: Any) -> dict[str, FeedInfo]:
     share their sources' feeds, and a full publish reads 30,000 such rows
     at 1,000 sources, so equal rows are read once (_feed_info_of)."""
     return {row[0]: _feed_info_of(tuple(row[1:])) for row in cursor}
-
-
-_FEED_NAMES = tuple(_FEED_COLUMNS.split(", "))
-
-
-@functools.lru_cache(maxsize=4096)
-def _feed_info_of(values: tuple[Any, ...]) -> FeedInfo:
-    return _feed_info(dict(zip(_FEED_NAMES, values, strict=True)))
 
 
 class Rows(Protocol):
@@ -802,8 +793,7 @@ class SqlStore:
                                     list(stamps.items()))
 
     def _items(self, where: str, params: list[Any], limit: int | None = None) -> list[StoredItem]:
-        feeds: dict[str, FeedInfo] = {}
-        return [_stored_item(row, feeds) for row in self._item_rows(where, params, limit)]
+        return [_stored_item(row) for row in self._item_rows(where, params, limit)]
 
     def _item_rows(self, where: str, params: list[Any], limit: int | None = None, *,
                    order: str = _NEWEST_FIRST) -> Iterator[dict[str, Any]]:
@@ -828,11 +818,10 @@ class SqlStore:
 
     def _items_by_id(self, ids: Sequence[int]) -> dict[int, StoredItem]:
         found: dict[int, StoredItem] = {}
-        feeds: dict[str, FeedInfo] = {}
         for start in range(0, len(ids), 500):  # SQLite's limit on parameters
             chunk = list(ids[start:start + 500])
             marks = ",".join("?" * len(chunk))
-            found.update((row["id"], _stored_item(row, feeds))
+            found.update((row["id"], _stored_item(row))
                          for row in self._item_rows(f"items.id IN ({marks})", chunk))
         return found
 
@@ -840,8 +829,7 @@ class SqlStore:
         """Published items with no rendered entry kept for their own language
         (the first publish, or the first after an upgrade), by id from
         `after` on: (id, version, item)."""
-        feeds: dict[str, FeedInfo] = {}
-        return [(row["id"], row["entry_version"], _stored_item(row, feeds)) for row in self._item_rows(
+        return [(row["id"], row["entry_version"], _stored_item(row)) for row in self._item_rows(
             "items.withdrawn IS NULL AND items.id > ? AND NOT EXISTS (SELECT 1 FROM "
             "rendered_entries r WHERE r.item_id = items.id AND "
             "r.credit_language = items.lang_group)", [after], limit, order="ORDER BY items.id")]
