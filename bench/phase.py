@@ -152,9 +152,10 @@ class WorkerMeter:
     """CPU time and peak RSS of feedhub's worker processes (the parser
     workers, a publish's document workers, their forkserver), read from
     /proc every 0.1 s while the phase runs: forkserver workers are not our
-    children, so their CPU time is not in RUSAGE_CHILDREN, and a publish
-    ends them before the phase does (the last tenth of a second of a
-    worker's CPU may be missed)."""
+    children, so their CPU time is not in RUSAGE_CHILDREN (or is, with the
+    forkserver's, once a publish stops it), and a publish ends them before
+    the phase does (the last tenth of a second of a worker's CPU may be
+    missed)."""
 
     def __init__(self) -> None:
         self.cpu: dict[int, float] = {}
@@ -265,8 +266,13 @@ def main() -> None:
         result = run(phase, Path(workdir), urls)
     own = resource.getrusage(resource.RUSAGE_SELF)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # feedhub's processes are all counted by WorkerMeter, sampled from /proc,
+    # whether they are our children or the forkserver's: RUSAGE_CHILDREN
+    # would count again those reaped before the end (a stopped forkserver
+    # brings its workers' time with it); the others' children are theirs
+    reaped = 0.0 if "worker_cpu" in result else children.ru_utime + children.ru_stime
     result.update(
-        cpu=own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+        cpu=own.ru_utime + own.ru_stime + reaped
         + float(result.get("worker_cpu", 0.0)),  # type: ignore[arg-type]
         peak_rss_mb=own.ru_maxrss / 1024,
         peak_rss_worker_mb=max(children.ru_maxrss / 1024,

@@ -594,3 +594,26 @@ def test_documents_made_in_worker_processes_on_postgresql_give_the_same_bytes(
     new, old = _files(there.hub.output_dir), _files(here.hub.output_dir)
     assert sorted(new) == sorted(old)
     assert [name for name in new if new[name] != old[name]] == []
+
+
+def test_a_publishs_own_worker_leaves_another_hubs_parser_workers_alone(
+        built: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A publish with no parser workers to lend spawns its document worker
+    and stops the forkserver, whose pages no document needs, but only when
+    no worker of any pool is left: a hub polling in the same process keeps
+    its parser workers (they die with the forkserver)."""
+    import os
+
+    here, there = _copy(built, tmp_path / "here"), _copy(built, tmp_path / "workers")
+    _publish_everything(here, monkeypatch, workers_from=10**9)
+    with open_store(here.hub.database) as store:
+        polling = Hub(here, store, None, workers=1)  # type: ignore[arg-type]
+        try:
+            assert polling.executor is not None
+            first = polling.executor.submit(os.getpid).result(timeout=60)
+            assert _publish_everything(there, monkeypatch, workers_from=1) == []
+            assert polling.executor.submit(os.getpid).result(timeout=60) == first
+        finally:
+            polling.close()
+    new, old = _files(there.hub.output_dir), _files(here.hub.output_dir)
+    assert [name for name in new if new[name] != old[name]] == []

@@ -39,7 +39,7 @@ from feedhub.publish import (
     remove_worker_temps,
 )
 from feedhub.store import Store, open_store
-from feedhub.worker import parser_pool
+from feedhub.worker import document_pool
 
 log = logging.getLogger("feedhub")
 
@@ -61,7 +61,7 @@ def make_in_workers(hub: Hub, jobs: Sequence[Job]) -> list[Any]:
     pool = hub.executor or hub._document_pool
     workers = hub.workers if hub.executor is not None else max((os.cpu_count() or 1) - 1, 1)
     if pool is None:
-        pool = hub._document_pool = parser_pool(workers, hub.model_cache)
+        pool = hub._document_pool = document_pool(workers)
     size = max(8, math.ceil(len(jobs) / ((workers + 1) * CHUNKS_PER_WORKER)))
     chunks = [list(jobs[start:start + size]) for start in range(0, len(jobs), size)]
     key = (os.getpid(), next(_publishes))  # a worker's Hub serves one publish

@@ -355,6 +355,29 @@ def parser_pool(workers: int, model_cache: Path | None = None) -> Executor:
                                initializer=_prepare_worker, initargs=(model_cache,))
 
 
+def document_pool(workers: int) -> Executor:
+    """Worker processes for a publish that has no parser workers to lend
+    (a command's, after its poll: documents.py). Spawned, not forked by the
+    forkserver: a forkserver holds numpy and py3langid for parsers, and
+    alone, once its workers have ended, its pages are its own (~30 MB of
+    PSS at the end of a cold `poll`, the family's peak). So it is stopped
+    too, if no worker of any pool is left (a later pool starts another)."""
+    if not multiprocessing.active_children():
+        _stop_forkserver()
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_prepare_worker)
+
+
+def _stop_forkserver() -> None:
+    """multiprocessing's forkserver, stopped (its own "for unit tests"
+    _stop: it has no public one); a pool started later starts it again."""
+    from multiprocessing import forkserver
+
+    stop = getattr(getattr(forkserver, "_forkserver", None), "_stop", None)
+    if stop is not None:
+        stop()
+
+
 def extract_article(page: FetchResult) -> tuple[str | None, str]:
     """The main text of an article page, as sanitized HTML, or None and the
     reason. trafilatura keeps paragraphs, headings, lists, quotes, images and
