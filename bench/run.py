@@ -145,7 +145,8 @@ def describe(pid: int, rollup: dict[str, int]) -> str:
     """One process's share of the family's PSS, to say where memory sits:
     its role, PSS (of which anonymous), and its shared and private pages.
     A forkserver's workers are forked, not exec'd: they carry its command
-    line, and their parent is the forkserver."""
+    line, and their parent is the forkserver; a spawned worker (a command's
+    document worker) runs multiprocessing's spawn_main."""
     def command(p: int) -> str:
         try:
             return Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace")
@@ -154,6 +155,7 @@ def describe(pid: int, rollup: dict[str, int]) -> str:
 
     own = command(pid)
     role = ("resource tracker" if "resource_tracker" in own else
+            "spawned worker" if "spawn_main" in own else
             ("worker" if "forkserver" in command(proc_kb(pid, "PPid:")) else "forkserver")
             if "forkserver" in own else "main")
     mb = {k: rollup.get(k, 0) / 1024 for k in ("Pss", "Pss_Anon", "Shared_Clean",
