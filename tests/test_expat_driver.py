@@ -66,6 +66,14 @@ def test_feedhub_remembers_feedparsers_url_joins():
     import feedparser.urls
     assert feedparser.mixin.make_safe_absolute_uri is not feedparser.urls.make_safe_absolute_uri
     assert feedparser.mixin._urljoin is not feedparser.urls._urljoin
+    # what it does not keep (a link of megabytes) joins as feedparser's own
+    long = "a/" * 5_000
+    for args in [("http://example.org/feed", long), ("http://example.org/", None),
+                 ("javascript:alert(1)", "x")]:
+        assert feedparser.mixin.make_safe_absolute_uri(*args) == \
+            feedparser.urls.make_safe_absolute_uri(*args)
+    assert feedparser.mixin._urljoin("http://example.org/", long) == \
+        feedparser.urls._urljoin("http://example.org/", long)
 
 
 @pytest.mark.skipif(len(FILES) < 100, reason="the shared corpus is not beside this checkout")

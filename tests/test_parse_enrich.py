@@ -13,6 +13,7 @@ import pytest
 from feedhub.enrich import MIN_TEXT, Detection, decide, detect_language, enrich, poll_majority
 from feedhub.models import FetchResult, Item, LanguageContext, ParsedFeed, SourceConfig
 from feedhub.parse import ParseError, parse_feed
+from shared import SHARED
 
 FIXTURES = Path(__file__).parent / "fixtures"
 FEED_URL = "https://example.org/feeds/world.xml"
@@ -717,12 +718,12 @@ def test_an_rss_author_is_named_as_written(written: str, name: str) -> None:
     assert item.author == name
 
 
+@pytest.mark.skipif(not (SHARED / "corpus").is_dir(), reason="the shared corpus is not beside this checkout")
 def test_plain_text_without_markup_reads_as_through_nh3():
     """plain_text skips nh3 for a text with no "<", "&" or BOM: the
     reference is nh3's own reading (enrich._shown_text), on odd whitespace
     and characters and on every title, author and category of the corpus."""
     from feedhub.enrich import _shown_text, clean_text, plain_text
-    from shared import SHARED
 
     texts = ["a\r\nb", "\rx\r", "\xa0nbsp\xa0 ", "3 > 2", 'say "hi"', "it's", "tab\tx",
              "line\u2028sep", "\u3000wide\u3000", "emoji 🎉", "", "  ", "zero\u200bwidth",

@@ -80,11 +80,15 @@ def _remembered(join: Callable[..., str]) -> Callable[..., str]:
     cached = functools.lru_cache(maxsize=1024)(join)
 
     def remembered(*args: Any) -> str:
-        try:
-            return cached(*args)
-        except TypeError:  # an argument that cannot be a key (feedparser passes str)
+        # a long argument (a hostile link text of megabytes) is not kept
+        if any(not isinstance(arg, str | None) or (arg and len(arg) > _REMEMBERED_LENGTH)
+               for arg in args):
             return join(*args)
+        return cached(*args)
     return remembered
+
+
+_REMEMBERED_LENGTH = 2048  # characters
 
 
 feedparser.mixin.make_safe_absolute_uri = _remembered(feedparser.urls.make_safe_absolute_uri)

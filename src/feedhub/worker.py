@@ -264,7 +264,9 @@ def _die_with_parent() -> None:
     holding the GIL, where a watching thread never gets to run. Best effort:
     a no-op elsewhere. Strictly the "parent" is the thread that forked us:
     for a worker the forkserver's only thread; for the forkserver the
-    owner's thread that first submitted work (the event loop's)."""
+    owner's thread that first submitted work (the event loop's); for a
+    spawned document worker the publishing thread, whose publish closes
+    that pool before it returns (document_pool)."""
     if not sys.platform.startswith("linux"):
         return
     import ctypes
@@ -361,7 +363,10 @@ def document_pool(workers: int) -> Executor:
     forkserver: a forkserver holds numpy and py3langid for parsers, and
     alone, once its workers have ended, its pages are its own (~30 MB of
     PSS at the end of a cold `poll`, the family's peak). So it is stopped
-    too, if no worker of any pool is left (a later pool starts another)."""
+    too, if no worker of any pool is left (a later pool starts another).
+    Not atomic with a pool being started by another thread of the process
+    meanwhile: feedhub's daemon and commands start pools and publish on one
+    thread (a daemon with parser workers never gets here)."""
     if not multiprocessing.active_children():
         _stop_forkserver()
     return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
