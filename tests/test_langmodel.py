@@ -148,3 +148,20 @@ def test_a_worker_that_gave_back_the_models_pages_detects_as_before(tmp_path: Pa
         assert {item.detected_language for item in again.items} == {"de"}
     finally:
         pool.shutdown()
+
+
+def test_parser_workers_import_no_http_client_no_config_writer_and_no_store() -> None:
+    """What the forkserver imports every parser worker holds: the reading
+    of feeds and the detector's code, not the HTTP client (the owner
+    fetches), the config's reading and writing (tomlkit) or the store
+    (sqlite-utils): each costs every worker and the forkserver MBs."""
+    import subprocess
+
+    listed = subprocess.run(
+        [sys.executable, "-c", "import sys, feedhub.worker, feedhub.langmodel as m; "
+         "m.import_code(); print(' '.join(sorted(sys.modules)))"],
+        capture_output=True, text=True, check=True, timeout=120).stdout.split()
+    assert "feedparser" in listed and "numpy" in listed  # what they do need
+    assert [name for name in listed if name.split(".")[0] in
+            ("httpx", "httpcore", "tomlkit", "sqlite_utils", "jinja2", "feedgen")
+            or name in ("feedhub.config", "feedhub.store", "feedhub.fetch")] == []

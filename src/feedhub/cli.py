@@ -28,13 +28,12 @@ from feedhub.config import (
     ConfigError,
     format_duration,
     http_url_problem,
-    normalize_language,
     parse_duration,
 )
 from feedhub.discover import DiscoveredFeed, DiscoveryError, discover_feeds
 from feedhub.fetch import Fetcher, FetchError
 from feedhub.hub import Hub, make_fetcher
-from feedhub.models import Config, HubConfig, PollReport, SourceConfig
+from feedhub.models import Config, HubConfig, PollReport, SourceConfig, normalize_language
 from feedhub.publish import PublishedFeed
 from feedhub.status import ago, nodes_json, source_reason
 from feedhub.status import report as status_report

@@ -22,15 +22,17 @@ import tomlkit.items
 
 from feedhub import __version__
 from feedhub._files import atomic_write, create_new, locked
-from feedhub.models import Config, HubConfig, LanguageConfig, SourceConfig
+from feedhub.models import (
+    Config,
+    HubConfig,
+    LanguageConfig,
+    SourceConfig,
+    normalize_language,
+)
 from feedhub.store import DATABASE_ENV, is_database_url
 
 DEFAULT_CONFIG = "config.toml"
 
-# RFC 5646 langtag without extensions and private use (feeds carry neither):
-# language(-extlang), script, region, variants, each at most where it may be
-_LANGUAGE_TAG = re.compile(r"^[a-z]{2,3}(-[a-z]{3}){0,3}(-[a-z]{4})?(-(?:[a-z]{2}|[0-9]{3}))?"
-                           r"(-(?:[a-z0-9]{5,8}|[0-9][a-z0-9]{3}))*$", re.IGNORECASE)
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 
@@ -78,19 +80,6 @@ def format_duration(seconds: int) -> str:
         if seconds % size == 0:
             return f"{seconds // size}{unit}"
     return f"{seconds}s"
-
-
-def normalize_language(tag: str) -> str | None:
-    """A well-formed BCP 47 tag in conventional case (`fa-IR`), or None."""
-    tag = tag.strip().replace("_", "-")
-    if not _LANGUAGE_TAG.match(tag):
-        return None
-    primary, *rest = tag.split("-")
-    variants = [p.lower() for p in rest if len(p) >= 5 or (p[:1].isdigit() and len(p) == 4)]
-    if len(variants) != len(set(variants)):  # a repeated variant is not valid BCP 47
-        return None
-    return "-".join([primary.lower(), *(p.upper() if len(p) == 2 else p.title() if len(p) == 4
-                                        and p.isalpha() else p.lower() for p in rest)])
 
 
 def default_user_agent(hub: HubConfig) -> str:

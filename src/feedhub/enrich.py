@@ -20,7 +20,6 @@ from urllib.parse import quote, urlsplit
 import nh3
 
 from feedhub import langmodel
-from feedhub.config import normalize_language
 from feedhub.models import (
     FeedInfo,
     Item,
@@ -29,6 +28,7 @@ from feedhub.models import (
     ParsedFeed,
     SourceConfig,
     is_language,
+    normalize_language,
     primary_subtag,
 )
 

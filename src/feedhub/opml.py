@@ -7,8 +7,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from xml.etree import ElementTree as ET
 
-from feedhub.config import format_duration, normalize_language, parse_duration
-from feedhub.models import SourceConfig
+from feedhub.config import format_duration, parse_duration
+from feedhub.models import SourceConfig, normalize_language
 
 
 class OpmlError(Exception):
