@@ -55,9 +55,9 @@ _publishes = itertools.count()
 def make_in_workers(hub: Hub, jobs: Sequence[Job]) -> list[Any]:
     """Hub._documents on every core: the results in order, the files
     adopted into the current batch in order."""
-    # the parser workers, or this publish's own: one core fewer, as this
-    # process makes every (workers + 1)th chunk itself meanwhile (a worker
-    # of its own costs ~45 MB of PSS: the family's peak at 1,000 sources)
+    # the parser workers, or this publish's own (spawned: worker.document_pool):
+    # one core fewer, as this process makes every (workers + 1)th chunk
+    # itself meanwhile (a worker of its own costs ~40 MB of PSS)
     pool = hub.executor or hub._document_pool
     workers = hub.workers if hub.executor is not None else max((os.cpu_count() or 1) - 1, 1)
     if pool is None:
