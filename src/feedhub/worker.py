@@ -167,11 +167,14 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # <malloc.h>
 # Not lower: with both at 128 KB every language detection's temporaries
 # (numpy arrays of a few hundred KB) came from fresh pages, each faulted
 # in and zeroed again, and a parser worker spent 2.5-3.5x the time
-# rebuilding a text's weights (150 farm feeds that declare no language:
-# 6.8 s of CPU against 5.2 s at these sizes; a cold poll of 1,000 of them
-# 80 s against 69 s). The largest feed bodies (MB) still get their own mappings.
-MMAP_THRESHOLD = 4 * 1024 * 1024
-TRIM_THRESHOLD = 8 * 1024 * 1024
+# rebuilding a text's weights and multiplying them (150 farm feeds that
+# declare no language: 7.1-7.2 s of CPU against 6.1-6.2 s at these sizes;
+# a cold poll of 1,000 of them 80 s against 69-72 s). Not higher: a big
+# feed's buffers (its decoded text, MB) keep mappings of their own, and
+# what a task frees stays little (4 MB and 8 MB: the same speed, and real
+# feeds' peak 3-9 MB higher than at 128 KB, against 1-5 MB here).
+MMAP_THRESHOLD = 2 * 1024 * 1024
+TRIM_THRESHOLD = 4 * 1024 * 1024
 
 
 def _keep_heap_small() -> Any:
