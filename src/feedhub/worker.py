@@ -169,7 +169,7 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # <malloc.h>
 # in and zeroed again, and a parser worker spent 2.5-3.5x the time
 # rebuilding a text's weights and multiplying them (150 farm feeds that
 # declare no language: 7.1-7.2 s of CPU against 6.1-6.2 s at these sizes;
-# a cold poll of 1,000 of them 80 s against 69-72 s). Not higher: a big
+# a cold poll of 1,000 of them 80 s against 67-72 s). Not higher: a big
 # feed's buffers (its decoded text, MB) keep mappings of their own, and
 # what a task frees stays little (4 MB and 8 MB: the same speed, and real
 # feeds' peak 3-9 MB higher than at 128 KB, against 1-5 MB here).
