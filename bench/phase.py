@@ -70,8 +70,11 @@ def run_feedhub(phase: str, workdir: Path, urls: list[str]) -> dict[str, object]
                     reports = await hub.poll_many(config.sources)
                     if phase == "cold":  # "until the feeds exist": the first publish too,
                         started = time.perf_counter()  # as `feedhub poll` does it
+                        begun = time.monotonic()  # Hub.feeds_done_at's clock
                         hub.publish(release_workers=True)
                         result["publish_wall"] = time.perf_counter() - started
+                        if hub.feeds_done_at is not None:  # its Atom documents, before its pages
+                            result["feeds_wall"] = hub.feeds_done_at - begun
                 finally:
                     hub.close()
                     result.update(meter.stop())

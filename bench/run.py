@@ -285,7 +285,9 @@ def main() -> None:
                     print(f"  {system:8} {phase:13} {r['wall']:7.2f}s wall  {r['cpu']:7.2f}s CPU"
                           f"  {r['peak_pss_mb']:5.0f} MB PSS  {r['200']}x200 {r['304']}x304"
                           f"  load {r['load']:.2f}"
-                          + (f"  (of which the first publish {r['publish_wall']:.2f}s)"
+                          + (f"  (of which the first publish {r['publish_wall']:.2f}s"
+                             + (f"; its feeds were on disk after {r['feeds_wall']:.2f}s"
+                                if "feeds_wall" in r else "") + ")"
                              if "publish_wall" in r else ""), flush=True)
                     print(f"      peak PSS {r['peak_at']:.1f} s into the phase", flush=True)
                     for line in r["at_peak"]:  # type: ignore[attr-defined]
@@ -331,6 +333,13 @@ def report(results: dict[tuple[str, str], dict[str, object]], systems: list[str]
                                  if a and b and float(b[key]) else "")  # type: ignore[arg-type]
             if any(cells):
                 print(f"| {phase} | " + " | ".join(cells) + " |")
+    cold = results.get(("feedhub", "cold"))
+    if cold and "feeds_wall" in cold:  # the wall until its Atom documents were on disk
+        until = (float(cold["wall"]) - float(cold["publish_wall"])  # type: ignore[arg-type]
+                 + float(cold["feeds_wall"]))  # type: ignore[arg-type]
+        print(f"feedhub: cold until its feeds exist (the HTML pages after them): {until:.2f}s"
+              + "".join(f" = {until / float(results[peer, 'cold']['wall']):.2f}x {peer}"  # type: ignore[arg-type]
+                        for peer in peers if (peer, "cold") in results))
     for system in systems:
         noop, changed = results.get((system, "noop2")), results.get((system, "changed"))
         if noop and changed:

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from feedgen.ext.base import BaseEntryExtension, BaseExtension
@@ -546,6 +547,78 @@ def test_documents_made_in_worker_processes_give_the_same_bytes(
     assert sorted(new) == sorted(old)
     assert [name for name in new if new[name] != old[name]] == []
     assert _leftovers(there.hub.output_dir) == []
+
+
+@pytest.mark.parametrize("workers_from", [10**9, 1])
+def test_every_atom_document_is_in_place_before_the_first_html_page_is_made(
+        built: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers_from: int) -> None:
+    """A publish into an empty directory writes the feeds first: when it
+    makes its first HTML page, every Atom document the publish writes (the
+    archive pages, the language and source feeds) is on disk with its
+    copies, and no page is; the pages follow, and every file is the one a
+    publish made before (the byte tests above), in one process or with
+    document workers."""
+    import feedhub.hub as hub_module
+
+    config = _copy(built, tmp_path / "hub")
+    output = config.hub.output_dir
+    seen: list[set[str]] = []
+    real_render_page = hub_module.render_page
+
+    def render_page(*args: Any, **kwargs: Any) -> bytes:
+        if not seen:
+            seen.append(set(_files(output)))
+        return real_render_page(*args, **kwargs)
+
+    monkeypatch.setattr(hub_module, "render_page", render_page)
+    assert _publish_everything(config, monkeypatch, workers_from=workers_from) == []
+    written = set(_files(output))
+    feeds = {name for name in written if name.removesuffix(".br").removesuffix(".gz")
+             .endswith(".atom")}
+    assert len(feeds) > 20 and any(name.startswith("archive/") for name in feeds)
+    assert seen and seen[0] >= feeds
+    assert not any(".html" in name for name in seen[0])
+    assert any(name.endswith(".html") for name in written)
+
+
+def test_a_source_feed_whose_page_failed_is_made_again_at_the_next_publish(
+        built: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pages come after the feeds, so a source feed's stamp (what lets
+    the next publish skip it) is recorded only once its page is on disk: a
+    source whose page could not be made again (its old page still there)
+    is made again by the next publish."""
+    import feedhub.hub as hub_module
+    from feedhub.pages import TemplateError
+
+    config = _copy(built, tmp_path / "hub")
+    real_render_page = hub_module.render_page
+    made: list[str] = []
+
+    def render_page(templates: Any, config: Config, page: Any, entries: Any) -> bytes:
+        made.append(page.kind)
+        if page.kind == "source" and failing:
+            raise TemplateError("templates/page.html line 1: made to fail")
+        return real_render_page(templates, config, page, entries)
+
+    monkeypatch.setattr(publish_module, "_now", lambda: NOW)
+    monkeypatch.setattr(hub_module, "render_page", render_page)
+    sources = config.hub.output_dir / "sources"
+    with open_store(config.hub.database) as store:
+        failing = False
+        Hub(config, store, None).publish()  # type: ignore[arg-type]
+        feeds = len(sorted(sources.glob("*.atom")))
+        assert feeds > 5 and len(sorted(sources.glob("*.html"))) == feeds
+        later = NOW + timedelta(days=1)  # one source's feed changes: its feed and page are due
+        store.record_poll("farm 0", url="https://farm.example/0.xml", at=later, status=200,
+                          error=None, next_poll=None, feed_updated=later)
+        for failing in (True, False):
+            made.clear()
+            Hub(config, store, None).publish()  # type: ignore[arg-type]
+            assert made.count("source") == 1, failing  # farm 0's, failing, then made
+        assert later.isoformat().encode() in (sources / "farm-0.atom").read_bytes()
+        made.clear()
+        Hub(config, store, None).publish()  # type: ignore[arg-type]
+        assert made.count("source") == 0  # its stamp is recorded now
 
 
 def make_documents_then_die(*args: object) -> object:

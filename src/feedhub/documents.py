@@ -29,7 +29,7 @@ from concurrent.futures import BrokenExecutor, Future
 from pathlib import Path
 from typing import Any
 
-from feedhub.hub import Hub
+from feedhub.hub import Hub, LaterPage
 from feedhub.models import Config, RenderedEntry
 from feedhub.publish import (
     ARCHIVE_DIR,
@@ -48,7 +48,7 @@ DOCUMENT_TIMEOUT = 300.0  # seconds: a chunk that takes longer is a stalled work
 
 Job = tuple[str, tuple[Any, ...]]
 Made = tuple[list[Any], list[tuple[str, Path]], list[tuple[int, RenderedEntry]],
-             list[tuple[str, Path, int]]]
+             list[tuple[str, Path, int]], list[LaterPage] | None]
 _publishes = itertools.count()
 
 
@@ -66,6 +66,7 @@ def make_in_workers(hub: Hub, jobs: Sequence[Job]) -> list[Any]:
     chunks = [list(jobs[start:start + size]) for start in range(0, len(jobs), size)]
     key = (os.getpid(), next(_publishes))  # a worker's Hub serves one publish
     pages = hub._templates is not None
+    later = hub._later is not None  # the HTML pages are kept for after the Atom documents
     results: list[Any] = []
     adopted: list[str] = []
     broken = False
@@ -74,7 +75,7 @@ def make_in_workers(hub: Hub, jobs: Sequence[Job]) -> list[Any]:
         for index, chunk in enumerate(chunks):
             try:
                 futures.append(None if index % (workers + 1) == 0 else pool.submit(
-                    make_documents, key, hub.config, hub._slugs, pages, chunk))
+                    make_documents, key, hub.config, hub._slugs, pages, chunk, later))
             except BrokenExecutor:
                 futures.append(None)
                 broken = True
@@ -85,12 +86,14 @@ def make_in_workers(hub: Hub, jobs: Sequence[Job]) -> list[Any]:
             if made is None:  # this process makes them (and reports them itself)
                 results += [hub._document(kind, args) for kind, args in chunk]
                 continue
-            done, temps, rendered, written = made
+            done, temps, rendered, written, kept = made
             adopt_writes(temps)
             adopted += [tmp for tmp, _ in temps]
             hub._keep_entries(rendered)
             for kind, path, entries in written:
                 hub._report(kind, path, entries)
+            if kept and hub._later is not None:  # in the order of the jobs, as if made here
+                hub._later += kept
             results += done
     finally:  # on an error here: no chunk's temp files left behind
         for future in futures:
@@ -138,9 +141,10 @@ _worker: dict[str, Any] = {}  # this worker process's store, and its Hub for one
 
 
 def make_documents(key: tuple[int, int], config: Config, slugs: dict[str, str], pages: bool,
-                   jobs: Sequence[Job]) -> Made:
+                   jobs: Sequence[Job], later: bool = False) -> Made:
     """In a worker: the jobs' results, their temp files, the entries
-    rendered and the files written (see the module)."""
+    rendered, the files written (see the module) and, with `later`, the
+    HTML pages kept for after the Atom documents (Hub._write_page)."""
     if _worker.get("database") != config.hub.database:
         if (old := _worker.pop("store", None)) is not None:
             old.close()
@@ -151,6 +155,10 @@ def make_documents(key: tuple[int, int], config: Config, slugs: dict[str, str], 
         hub = _worker["hub"] = _DocumentHub(config, _worker["store"], slugs, pages)
         _worker["key"] = key
     hub.rendered, hub.written = [], []
-    with handed_over_writes() as temps:
-        done = [hub._document(kind, args) for kind, args in jobs]
-    return done, temps, hub.rendered, hub.written
+    hub._later = [] if later else None
+    try:
+        with handed_over_writes() as temps:
+            done = [hub._document(kind, args) for kind, args in jobs]
+        return done, temps, hub.rendered, hub.written, hub._later
+    finally:
+        hub._later = None

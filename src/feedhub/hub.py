@@ -20,7 +20,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Sequence
 from concurrent.futures import BrokenExecutor, Executor, Future
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -242,6 +242,9 @@ class Hub:
         self._slugs: dict[str, str] = {}
         # per language, the last archive page this process has on disk
         self._archived: dict[str, int] = {}
+        # during a publish: the HTML pages to write once every Atom document is on disk
+        self._later: list[LaterPage] | None = None
+        self.feeds_done_at: float | None = None  # time.monotonic() when they were, last publish
         # the change log ids of this process's own polls: not published twice
         self.own_changes: set[int] = set()
         # this node as a publisher: on a shared database every node writes its
@@ -627,48 +630,73 @@ class Hub:
         pages: dict[str, int] = {}
         rewritten = []
         archives: list[tuple[str, tuple[Any, ...]]] = []  # (language, page, last) each
-        # archive pages are on disk (one batch, synced once) before any feed links to them
-        with batched_writes():
-            for language in sorted(set(languages) - {ALL}):
-                if hub.archive_page_size:
-                    new_pages = self.store.close_archive_pages(
-                        language, names, keep=hub.items_per_feed, page_size=hub.archive_page_size)
-                    pages[language] = self.store.last_archive_page(language)
-                    # a full publish also restores pages lost from disk; an
-                    # incremental one writes just the new pages (no directory scan);
-                    # on a shared database, the pages other nodes closed as well
-                    archives += [("archive", (language, page, pages[language]))
-                                 for page in self._archive_pages_to_write(
-                                     language, pages[language], new_pages, everything)]
-                    feeds[language] = self._entries(
-                        self.store.current_entries(language, names), language)
-                else:
-                    feeds[language] = self._entries(self.store.latest_entries(
-                        language, names, hub.items_per_feed), language)
-            self._documents(archives)
-            self._archived.update(pages)
-            # after a takedown: the pages this node's feeds/ has not rewritten yet
-            for language, page, requested in self.store.archive_rewrites(self.publisher):
-                if self._write_archive(language, page, self.store.last_archive_page(language)):
-                    rewritten.append((language, page, requested))
-        for language, page, requested in rewritten:  # done once the page is on disk
+        # Every Atom document first, the HTML pages after them (a first
+        # publish at 1,000 sources: the feeds exist 10 s sooner); _write_page
+        # keeps them for later meanwhile.
+        self._later = [] if hub.pages and self._templates is not None else None
+        try:
+            # archive pages are on disk (one batch, synced once) before any feed links to them
+            with batched_writes():
+                for language in sorted(set(languages) - {ALL}):
+                    if hub.archive_page_size:
+                        new_pages = self.store.close_archive_pages(
+                            language, names, keep=hub.items_per_feed,
+                            page_size=hub.archive_page_size)
+                        pages[language] = self.store.last_archive_page(language)
+                        # a full publish also restores pages lost from disk; an
+                        # incremental one writes just the new pages (no directory scan);
+                        # on a shared database, the pages other nodes closed as well
+                        archives += [("archive", (language, page, pages[language]))
+                                     for page in self._archive_pages_to_write(
+                                         language, pages[language], new_pages, everything)]
+                        feeds[language] = self._entries(
+                            self.store.current_entries(language, names), language)
+                    else:
+                        feeds[language] = self._entries(self.store.latest_entries(
+                            language, names, hub.items_per_feed), language)
+                self._documents(archives)
+                self._archived.update(pages)
+                # after a takedown: the pages this node's feeds/ has not rewritten yet
+                for language, page, requested in self.store.archive_rewrites(self.publisher):
+                    if self._write_archive(language, page, self.store.last_archive_page(language)):
+                        rewritten.append((language, page, requested))
+            if feeds:  # any language changed: the all-languages feed did too
+                feeds[ALL] = self._entries(
+                    self.store.latest_entries(None, names, hub.items_per_feed), None)
+            with batched_writes():
+                results = publish_feeds(self.config, feeds, archived_pages=pages)
+                for language, entries in feeds.items():
+                    self._write_page(language_page(self.config, language, pages.get(language, 0)),
+                                     entries, None if language == ALL else language)
+            results += self._publish_source_feeds(names if sources is None else
+                                                  [name for name in sources if name in slugs],
+                                                  slugs)
+            self.feeds_done_at = time.monotonic()
+            self._write_later()
+        finally:
+            self._later = None
+        for language, page, requested in rewritten:  # done once its files are on disk, page too
             self.store.archive_rewritten(self.publisher, language, page, requested)
-        if feeds:  # any language changed: the all-languages feed did too
-            feeds[ALL] = self._entries(
-                self.store.latest_entries(None, names, hub.items_per_feed), None)
-        with batched_writes():
-            results = publish_feeds(self.config, feeds, archived_pages=pages)
-            for language, entries in feeds.items():
-                self._write_page(language_page(self.config, language, pages.get(language, 0)),
-                                 entries, None if language == ALL else language)
-        results += self._publish_source_feeds(names if sources is None else
-                                              [name for name in sources if name in slugs], slugs)
         with batched_writes():
             self._write_index(*publish_index(self.config, slugs))
         for feed in results:
             if feed.written:
                 log.info("published %s (%d entries)", feed.path, feed.entries)
         return results
+
+    def _write_later(self) -> None:
+        """The HTML pages kept for after the Atom documents, in the order they
+        were asked for (archive pages before the pages that link to them),
+        in one batch; then the stamps of the source feeds whose page is on
+        disk (a source whose page failed is made again next time)."""
+        later, self._later = self._later, None
+        if not later:
+            return
+        with batched_writes():
+            written = self._documents([("page", (job,)) for job in later])
+        self.store.set_feed_stamps({self._stamp_prefix + job.source: job.stamp
+                                    for job, ok in zip(later, written, strict=True)
+                                    if ok and job.source is not None and job.stamp is not None})
 
     def _publish_source_feeds(self, wanted: Sequence[str],
                               slugs: dict[str, str]) -> list[PublishedFeed]:
@@ -726,8 +754,12 @@ class Hub:
         if not items and not on_disk:
             return None, None
         published = publish_source_feed(self.config, name, slug, items)
-        if published and self._write_page(source_page(self.config, name, slug), items, None):
-            return published, stamp
+        if not published:
+            return published, None
+        deferred = self._later is not None
+        if self._write_page(source_page(self.config, name, slug), items, None,
+                            source=name, stamp=stamp):
+            return published, None if deferred else stamp  # deferred: recorded with its page
         return published, None
 
     def _write_archive(self, language: str, page: int, last: int) -> PublishedFeed | None:
@@ -742,7 +774,7 @@ class Hub:
             self._report("archive", archived.path, archived.entries)
         if archived is not None:
             self._write_page(archive_page(self.config, language, page, last), entries, language,
-                             frozen)
+                             frozen, archive=(language, page))
         return archived
 
     def _report(self, kind: str, path: Path, entries: int) -> None:
@@ -756,6 +788,10 @@ class Hub:
 
     def _document(self, kind: str, args: tuple[Any, ...]) -> Any:
         """One job of _documents: an archive page or a source's feed."""
+        if kind == "page":
+            job: LaterPage = args[0]
+            frozen = self.store.archive_feeds(*job.archive) if job.archive else None
+            return self._write_page(job.page, job.entries, job.credit_language, frozen)
         return self._write_archive(*args) if kind == "archive" else self._source_feed(*args)
 
     def _documents(self, jobs: Sequence[tuple[str, tuple[Any, ...]]]) -> list[Any]:
@@ -781,16 +817,27 @@ class Hub:
             return None
 
     def _write_page(self, page: Page, entries: Entries, credit_language: str | None,
-                    frozen: dict[str, FeedInfo] | None = None) -> bool:
+                    frozen: dict[str, FeedInfo] | None = None, *, source: str | None = None,
+                    stamp: str | None = None, archive: tuple[str, int] | None = None) -> bool:
         """The HTML page beside an Atom document, with the same entries
         (`credit_language`: the document's; None: each item's own; `frozen`:
         an archive page's sources' feeds as they were when it was closed).
-        False when it could not be rendered (logged; the previous page stays)."""
+        False when it could not be rendered (logged; the previous page stays).
+        During a publish's Atom documents it is kept for later (_write_later),
+        with what it needs to be made then: the items' ids, not their entries,
+        and an archive page's (language, number), not its sources' feeds (read
+        again then: 30,000 of them at 1,000 sources); `source` and `stamp`: a
+        source's page, whose feed's stamp waits for it."""
         config = self.config
         if not config.hub.pages:
             return True
         if self._templates is None:
             return False
+        if self._later is not None:
+            if isinstance(entries, DocumentEntries):
+                entries = DocumentEntries((), entries.updated, entries.error, entries.ids)
+            self._later.append(LaterPage(page, entries, credit_language, archive, source, stamp))
+            return True
         if isinstance(entries, DocumentEntries):
             if entries.error:  # the Atom document was not written either (logged)
                 return False
@@ -952,6 +999,18 @@ class Hub:
             entries.append((entry, row.text, self._source_xml(row.source, frozen)))
         return DocumentEntries(entries, max((row.updated for row in rows), default=None),
                                ids=[row.item_id for row in rows])
+
+
+@dataclass(frozen=True)
+class LaterPage:
+    """An HTML page a publish writes after its Atom documents (Hub._write_page)."""
+
+    page: Page
+    entries: Entries  # a DocumentEntries: the items' ids and the newest update, no entries
+    credit_language: str | None
+    archive: tuple[str, int] | None  # an archive page's (language, number): its frozen feeds
+    source: str | None = None  # a source's own page: its feed's stamp is recorded with it
+    stamp: str | None = None
 
 
 def _fetch_error_kind(exc: FetchError) -> str:
