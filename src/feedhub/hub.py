@@ -18,7 +18,7 @@ import secrets
 import socket
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from concurrent.futures import BrokenExecutor, Executor, Future
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -666,7 +666,7 @@ class Hub:
             with batched_writes():
                 results = publish_feeds(self.config, feeds, archived_pages=pages)
                 for language, entries in feeds.items():
-                    self._write_page(language_page(self.config, language, pages.get(language, 0)),
+                    self._write_page(("language", (language, pages.get(language, 0))),
                                      entries, None if language == ALL else language)
             results += self._publish_source_feeds(names if sources is None else
                                                   [name for name in sources if name in slugs],
@@ -757,8 +757,7 @@ class Hub:
         if not published:
             return published, None
         deferred = self._later is not None
-        if self._write_page(source_page(self.config, name, slug), items, None,
-                            source=name, stamp=stamp):
+        if self._write_page(("source", (name, slug)), items, None, source=name, stamp=stamp):
             return published, None if deferred else stamp  # deferred: recorded with its page
         return published, None
 
@@ -773,8 +772,7 @@ class Hub:
         if archived and archived.written:
             self._report("archive", archived.path, archived.entries)
         if archived is not None:
-            self._write_page(archive_page(self.config, language, page, last), entries, language,
-                             frozen, archive=(language, page))
+            self._write_page(("archive", (language, page, last)), entries, language, frozen)
         return archived
 
     def _report(self, kind: str, path: Path, entries: int) -> None:
@@ -790,7 +788,9 @@ class Hub:
         """One job of _documents: an archive page or a source's feed."""
         if kind == "page":
             job: LaterPage = args[0]
-            frozen = self.store.archive_feeds(*job.archive) if job.archive else None
+            kind, page_args = job.page
+            # an archive page's sources' feeds as they were when it was closed
+            frozen = self.store.archive_feeds(*page_args[:2]) if kind == "archive" else None
             return self._write_page(job.page, job.entries, job.credit_language, frozen)
         return self._write_archive(*args) if kind == "archive" else self._source_feed(*args)
 
@@ -816,18 +816,18 @@ class Hub:
             log.error("HTML pages not written, previous pages kept: %s", exc)
             return None
 
-    def _write_page(self, page: Page, entries: Entries, credit_language: str | None,
+    def _write_page(self, page: PageOf, entries: Entries, credit_language: str | None,
                     frozen: dict[str, FeedInfo] | None = None, *, source: str | None = None,
-                    stamp: str | None = None, archive: tuple[str, int] | None = None) -> bool:
+                    stamp: str | None = None) -> bool:
         """The HTML page beside an Atom document, with the same entries
         (`credit_language`: the document's; None: each item's own; `frozen`:
         an archive page's sources' feeds as they were when it was closed).
         False when it could not be rendered (logged; the previous page stays).
-        During a publish's Atom documents it is kept for later (_write_later),
-        with what it needs to be made then: the items' ids, not their entries,
-        and an archive page's (language, number), not its sources' feeds (read
-        again then: 30,000 of them at 1,000 sources); `source` and `stamp`: a
-        source's page, whose feed's stamp waits for it."""
+        `page`: which page, as PAGES makes it. During a publish's Atom documents
+        it is kept for later (_write_later), with what it needs to be made
+        then: the items' ids, not their entries, and not an archive page's
+        sources' feeds (read again then: 30,000 of them at 1,000 sources);
+        `source` and `stamp`: a source's page, whose feed's stamp waits for it."""
         config = self.config
         if not config.hub.pages:
             return True
@@ -836,8 +836,10 @@ class Hub:
         if self._later is not None:
             if isinstance(entries, DocumentEntries):
                 entries = DocumentEntries((), entries.updated, entries.error, entries.ids)
-            self._later.append(LaterPage(page, entries, credit_language, archive, source, stamp))
+            self._later.append(LaterPage(page, entries, credit_language, source, stamp))
             return True
+        kind, page_args = page
+        built: Page = PAGES[kind](config, *page_args)
         if isinstance(entries, DocumentEntries):
             if entries.error:  # the Atom document was not written either (logged)
                 return False
@@ -852,16 +854,16 @@ class Hub:
         for item in items:
             credit = credit_language or primary_subtag(item.language)
             slug = self._slugs.get(item.source)
-            link = (f"{page.root}{SOURCES_DIR}/{slug}.html"
-                    if slug and page.kind != "source" else None)
+            link = (f"{built.root}{SOURCES_DIR}/{slug}.html"
+                    if slug and built.kind != "source" else None)
             views.append(page_entry(config, item, credit, *entry_parts(config, item, credit),
                                     source_page=link))
         try:
-            data = render_page(self._templates, config, replace(page, updated=updated), views)
+            data = render_page(self._templates, config, replace(built, updated=updated), views)
         except TemplateError as exc:
-            log.error("cannot render %s, previous page kept: %s", page.path, exc)
+            log.error("cannot render %s, previous page kept: %s", built.path, exc)
             return False
-        if publish_page(path := config.hub.output_dir / page.path, data):
+        if publish_page(path := config.hub.output_dir / built.path, data):
             self._report("page", path, len(views))
         return True
 
@@ -1001,14 +1003,20 @@ class Hub:
                                ids=[row.item_id for row in rows])
 
 
+# An HTML page by what makes it: ("language", (language, newest archive page)),
+# ("archive", (language, number, newest)) or ("source", (name, slug)).
+PageOf = tuple[str, tuple[Any, ...]]
+PAGES: dict[str, Callable[..., Page]] = {"language": language_page, "archive": archive_page,
+                                      "source": source_page}
+
+
 @dataclass(frozen=True)
 class LaterPage:
     """An HTML page a publish writes after its Atom documents (Hub._write_page)."""
 
-    page: Page
+    page: PageOf  # which page (the page itself would be copied out of every worker)
     entries: Entries  # a DocumentEntries: the items' ids and the newest update, no entries
     credit_language: str | None
-    archive: tuple[str, int] | None  # an archive page's (language, number): its frozen feeds
     source: str | None = None  # a source's own page: its feed's stamp is recorded with it
     stamp: str | None = None
 
