@@ -17,6 +17,7 @@ import random
 import secrets
 import socket
 import time
+from array import array
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from concurrent.futures import BrokenExecutor, Executor, Future
@@ -834,8 +835,9 @@ class Hub:
         if self._templates is None:
             return False
         if self._later is not None:
-            if isinstance(entries, DocumentEntries):
-                entries = DocumentEntries((), entries.updated, entries.error, entries.ids)
+            if isinstance(entries, DocumentEntries):  # its ids packed: 15,000 pages at 10,000
+                entries = DocumentEntries((), entries.updated, entries.error,
+                                          array("q", entries.ids))
             self._later.append(LaterPage(page, entries, credit_language, source, stamp))
             return True
         kind, page_args = page
