@@ -385,3 +385,106 @@ def test_a_page_closed_before_feed_info_was_frozen_shows_the_current_feed_info(
         path.unlink()
     assert hub.run("publish").returncode == 0
     assert archive_files(hub) == before
+
+
+# --- the HTML pages come after the feeds (Hub._write_later) ---------------------
+
+_SMALL = """[hub]
+title = "T"
+base_url = "https://hub.example.org/feeds/"
+items_per_feed = 2
+archive_page_size = 3
+host_spacing = 0
+
+[[sources]]
+name = "a"
+url = "https://a.example/feed"
+fulltext = "never"
+"""
+_START = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def _small_hub(tmp_path: Path) -> tuple[object, Path]:
+    from feedhub.config import parse_config
+
+    (tmp_path / "config.toml").write_text(_SMALL, encoding="utf-8")
+    config = parse_config(_SMALL, tmp_path / "config.toml")
+    return config, config.hub.output_dir
+
+
+def _add(store: Store, first: int, last: int) -> None:
+    store.save_items("a", [Item(
+        upstream_id=f"a-{n}", title=f"a {n}", link=f"https://a.example/{n}", author=None,
+        published=_START + timedelta(hours=n), published_estimated=False, updated=None,
+        content=f"<p>article {n}</p>", content_is_full=True, language="en")
+        for n in range(first, last)], seen_at=_START + timedelta(hours=last),
+        id_authority="hub.example.org")
+
+
+def test_an_archive_page_whose_html_failed_after_its_feed_is_written_at_the_next_publish(
+        tmp_path: Path, monkeypatch) -> None:
+    """A publish writes its Atom documents, then its pages: if the pages'
+    round fails (a full disk), the archive page it closed has its feed but
+    no HTML page, and the next publish, even one of a single source as the
+    daemon makes, writes it; the language page's "older" link is never left
+    pointing at nothing."""
+    import pytest
+
+    from feedhub.hub import Hub
+
+    config, output = _small_hub(tmp_path)
+    with open_store(config.hub.database) as store:  # type: ignore[attr-defined]
+        hub = Hub(config, store, None)  # type: ignore[arg-type]
+        _add(store, 0, 2)
+        hub.publish()
+        _add(store, 2, 6)  # closes archive page 1
+
+        def full_disk(self: Hub) -> set[tuple[str, int]]:
+            raise OSError(28, "No space left on device")
+
+        with monkeypatch.context() as patched:
+            patched.setattr(Hub, "_write_later", full_disk)
+            with pytest.raises(OSError):
+                hub.publish({"en"}, {"a"})
+        assert (output / "archive/en/1.atom").exists()
+        assert not (output / "archive/en/1.html").exists()
+        hub.publish({"en"}, {"a"})
+        assert (output / "archive/en/1.html").exists()
+        assert b'href="archive/en/1.html"' in (output / "en.html").read_bytes()
+        stamp = (output / "archive/en/1.html").stat().st_mtime_ns
+        hub.publish({"en"}, {"a"})  # done: the next publishes do not look again
+        assert (output / "archive/en/1.html").stat().st_mtime_ns == stamp
+
+
+def test_a_takedown_is_done_only_once_the_archive_html_page_no_longer_shows_it(
+        tmp_path: Path, monkeypatch) -> None:
+    """A takedown rewrites the archive pages that held the items: while
+    their HTML page cannot be made (a template failing), the takedown stays
+    queued and each publish tries again; once the page is written, the item
+    is on no page and the queue is empty."""
+    import feedhub.hub as hub_module
+    from feedhub.hub import Hub
+    from feedhub.pages import TemplateError
+
+    config, output = _small_hub(tmp_path)
+    real_render_page = hub_module.render_page
+
+    def failing(*args: object, **kwargs: object) -> bytes:
+        raise TemplateError("templates/page.html line 1: made to fail")
+
+    with open_store(config.hub.database) as store:  # type: ignore[attr-defined]
+        hub = Hub(config, store, None)  # type: ignore[arg-type]
+        _add(store, 0, 6)
+        hub.publish()
+        assert b"article 0" in (output / "archive/en/1.html").read_bytes()
+        assert store.withdraw("a", _START + timedelta(days=1)) == 6
+        with monkeypatch.context() as patched:
+            patched.setattr(hub_module, "render_page", failing)
+            hub.publish()
+        assert b"article 0" not in (output / "archive/en/1.atom").read_bytes()
+        assert b"article 0" in (output / "archive/en/1.html").read_bytes()  # still: it failed
+        assert store.archive_rewrites(hub.publisher) != []
+        assert hub_module.render_page is real_render_page
+        hub.publish()
+        assert b"article 0" not in (output / "archive/en/1.html").read_bytes()
+        assert store.archive_rewrites(hub.publisher) == []

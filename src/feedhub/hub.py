@@ -246,6 +246,10 @@ class Hub:
         # during a publish: the HTML pages to write once every Atom document is on disk
         self._later: list[LaterPage] | None = None
         self.feeds_done_at: float | None = None  # time.monotonic() when they were, last publish
+        # a publish that did not finish may have left archive pages (closed in
+        # the store, their Atom written) without their HTML page: the next one
+        # looks for missing archive files, as a full publish does
+        self._unfinished = False
         # the change log ids of this process's own polls: not published twice
         self.own_changes: set[int] = set()
         # this node as a publisher: on a shared database every node writes its
@@ -635,6 +639,8 @@ class Hub:
         # publish at 1,000 sources: the feeds exist 10 s sooner); _write_page
         # keeps them for later meanwhile.
         self._later = [] if hub.pages and self._templates is not None else None
+        self.feeds_done_at = None
+        restore, self._unfinished = self._unfinished, True
         try:
             # archive pages are on disk (one batch, synced once) before any feed links to them
             with batched_writes():
@@ -649,7 +655,8 @@ class Hub:
                         # on a shared database, the pages other nodes closed as well
                         archives += [("archive", (language, page, pages[language]))
                                      for page in self._archive_pages_to_write(
-                                         language, pages[language], new_pages, everything)]
+                                         language, pages[language], new_pages,
+                                         everything or restore)]
                         feeds[language] = self._entries(
                             self.store.current_entries(language, names), language)
                     else:
@@ -673,31 +680,38 @@ class Hub:
                                                   [name for name in sources if name in slugs],
                                                   slugs)
             self.feeds_done_at = time.monotonic()
-            self._write_later()
+            paged = self._write_later()
         finally:
             self._later = None
-        for language, page, requested in rewritten:  # done once its files are on disk, page too
-            self.store.archive_rewritten(self.publisher, language, page, requested)
+        # a takedown is done once its archive pages' files are on disk, HTML
+        # pages too (where there are pages): else the next publish tries again
+        for language, page, requested in rewritten:
+            if not hub.pages or (language, page) in paged:
+                self.store.archive_rewritten(self.publisher, language, page, requested)
         with batched_writes():
             self._write_index(*publish_index(self.config, slugs))
         for feed in results:
             if feed.written:
                 log.info("published %s (%d entries)", feed.path, feed.entries)
+        self._unfinished = False
         return results
 
-    def _write_later(self) -> None:
+    def _write_later(self) -> set[tuple[str, int]]:
         """The HTML pages kept for after the Atom documents, in the order they
         were asked for (archive pages before the pages that link to them),
         in one batch; then the stamps of the source feeds whose page is on
-        disk (a source whose page failed is made again next time)."""
+        disk (a source whose page failed is made again next time). Returns
+        the archive pages written, as (language, number)."""
         later, self._later = self._later, None
         if not later:
-            return
+            return set()
         with batched_writes():
             written = self._documents([("page", (job,)) for job in later])
         self.store.set_feed_stamps({self._stamp_prefix + job.source: job.stamp
                                     for job, ok in zip(later, written, strict=True)
                                     if ok and job.source is not None and job.stamp is not None})
+        return {(job.page[1][0], job.page[1][1]) for job, ok in zip(later, written, strict=True)
+                if ok and job.page[0] == "archive"}
 
     def _publish_source_feeds(self, wanted: Sequence[str],
                               slugs: dict[str, str]) -> list[PublishedFeed]:
