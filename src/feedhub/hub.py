@@ -710,8 +710,8 @@ class Hub:
         self.store.set_feed_stamps({self._stamp_prefix + job.source: job.stamp
                                     for job, ok in zip(later, written, strict=True)
                                     if ok and job.source is not None and job.stamp is not None})
-        return {(job.page[1][0], job.page[1][1]) for job, ok in zip(later, written, strict=True)
-                if ok and job.page[0] == "archive"}
+        return {(args[0], args[1]) for job, ok in zip(later, written, strict=True)
+                for made_by, args in (job.page,) if ok and made_by == "archive"}
 
     def _publish_source_feeds(self, wanted: Sequence[str],
                               slugs: dict[str, str]) -> list[PublishedFeed]:
@@ -800,12 +800,13 @@ class Hub:
         self.store.save_rendered_entries(entries)
 
     def _document(self, kind: str, args: tuple[Any, ...]) -> Any:
-        """One job of _documents: an archive page or a source's feed."""
+        """One job of _documents: an archive page or a source's feed (each
+        with its HTML page, or keeping it for later), or an HTML page kept."""
         if kind == "page":
             job: LaterPage = args[0]
-            kind, page_args = job.page
+            made_by, page_args = job.page
             # an archive page's sources' feeds as they were when it was closed
-            frozen = self.store.archive_feeds(*page_args[:2]) if kind == "archive" else None
+            frozen = self.store.archive_feeds(*page_args[:2]) if made_by == "archive" else None
             return self._write_page(job.page, job.entries, job.credit_language, frozen)
         return self._write_archive(*args) if kind == "archive" else self._source_feed(*args)
 
