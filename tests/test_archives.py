@@ -423,11 +423,11 @@ def _add(store: Store, first: int, last: int) -> None:
 
 def test_an_archive_page_whose_html_failed_after_its_feed_is_written_at_the_next_publish(
         tmp_path: Path, monkeypatch) -> None:
-    """A publish writes its Atom documents, then its pages: if the pages'
-    round fails (a full disk), the archive page it closed has its feed but
-    no HTML page, and the next publish, even one of a single source as the
-    daemon makes, writes it; the language page's "older" link is never left
-    pointing at nothing."""
+    """A publish writes its Atom documents, then their copies and its pages:
+    if that round fails (a full disk), the archive page it closed has its
+    feed but no HTML page and no copies, and the next publish, even one of a
+    single source as the daemon makes, writes them; the language page's
+    "older" link is never left pointing at nothing."""
     import pytest
 
     from feedhub.hub import Hub
@@ -439,7 +439,7 @@ def test_an_archive_page_whose_html_failed_after_its_feed_is_written_at_the_next
         hub.publish()
         _add(store, 2, 6)  # closes archive page 1
 
-        def full_disk(self: Hub) -> set[tuple[str, int]]:
+        def full_disk(self: Hub, *args: object) -> set[tuple[str, int]]:
             raise OSError(28, "No space left on device")
 
         with monkeypatch.context() as patched:
@@ -448,8 +448,11 @@ def test_an_archive_page_whose_html_failed_after_its_feed_is_written_at_the_next
                 hub.publish({"en"}, {"a"})
         assert (output / "archive/en/1.atom").exists()
         assert not (output / "archive/en/1.html").exists()
+        assert not (output / "archive/en/1.atom.br").exists()  # its copies come with the pages
         hub.publish({"en"}, {"a"})
         assert (output / "archive/en/1.html").exists()
+        for copy in ("1.atom.br", "1.atom.gz", "1.html.br", "1.html.gz"):
+            assert (output / "archive/en" / copy).stat().st_size > 0, copy
         assert b'href="archive/en/1.html"' in (output / "en.html").read_bytes()
         stamp = (output / "archive/en/1.html").stat().st_mtime_ns
         hub.publish({"en"}, {"a"})  # done: the next publishes do not look again

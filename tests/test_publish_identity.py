@@ -12,6 +12,7 @@ Do not "fix" the frozen copy: it is the reference."""
 
 from __future__ import annotations
 
+import gzip
 import shutil
 import sys
 from collections.abc import Sequence
@@ -20,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import brotli
 import pytest
 from feedgen.ext.base import BaseEntryExtension, BaseExtension
 from feedgen.feed import FeedGenerator
@@ -552,33 +554,83 @@ def test_documents_made_in_worker_processes_give_the_same_bytes(
 @pytest.mark.parametrize("workers_from", [10**9, 1])
 def test_every_atom_document_is_in_place_before_the_first_html_page_is_made(
         built: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers_from: int) -> None:
-    """A publish into an empty directory writes the feeds first: when it
-    makes its first HTML page, every Atom document the publish writes (the
-    archive pages, the language and source feeds) is on disk with its
-    copies, and no page is; the pages follow, and every file is the one a
-    publish made before (the byte tests above), in one process or with
-    document workers."""
+    """A publish into an empty directory writes the feeds first: once they
+    are done, every Atom document the publish writes (the archive pages,
+    the language and source feeds) is on disk, and no compressed copy and
+    no page is yet; the copies and pages follow, every copy holds its
+    document's bytes, and every file is the one a publish made before (the
+    byte tests above), in one process or with document workers."""
     import feedhub.hub as hub_module
 
     config = _copy(built, tmp_path / "hub")
     output = config.hub.output_dir
-    seen: list[set[str]] = []
-    real_render_page = hub_module.render_page
+    seen: dict[str, set[str]] = {}
+    real_render_page, real_write_later = hub_module.render_page, Hub._write_later
 
     def render_page(*args: Any, **kwargs: Any) -> bytes:
-        if not seen:
-            seen.append(set(_files(output)))
+        seen.setdefault("first page", set(_files(output)))
         return real_render_page(*args, **kwargs)
 
+    def write_later(hub: Hub, *args: Any) -> Any:
+        seen["feeds done"] = set(_files(output))
+        return real_write_later(hub, *args)
+
     monkeypatch.setattr(hub_module, "render_page", render_page)
+    monkeypatch.setattr(Hub, "_write_later", write_later)
     assert _publish_everything(config, monkeypatch, workers_from=workers_from) == []
-    written = set(_files(output))
-    feeds = {name for name in written if name.removesuffix(".br").removesuffix(".gz")
-             .endswith(".atom")}
+    written = _files(output)
+    feeds = {name for name in written if name.endswith(".atom")}
     assert len(feeds) > 20 and any(name.startswith("archive/") for name in feeds)
-    assert seen and seen[0] >= feeds
-    assert not any(".html" in name for name in seen[0])
+    assert seen["feeds done"] == feeds  # the feeds alone
+    assert seen["first page"] >= feeds
+    assert not any(".html" in name for name in seen["first page"])
     assert any(name.endswith(".html") for name in written)
+    for name in feeds:  # the copies came after them, whole
+        assert brotli.decompress(written[f"{name}.br"]) == written[name], name
+        assert gzip.decompress(written[f"{name}.gz"]) == written[name], name
+
+
+def test_a_changed_feed_is_never_beside_the_copies_of_its_old_bytes(
+        built: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A feed's copies are written after every feed is: a feed that
+    changes loses its old copies as it is replaced, so that in between a
+    server (ours, or nginx's gzip_static, which compares no dates) sends it
+    uncompressed, never a copy of what it held before. Then its new copies
+    are written."""
+    config = _copy(built, tmp_path / "hub")
+    output = config.hub.output_dir
+    mismatched: list[str] = []
+    seen: dict[str, set[str]] = {}
+    real_write_later = Hub._write_later
+
+    def write_later(hub: Hub, *args: Any) -> Any:
+        on_disk = _files(output)
+        seen["feeds done"] = set(on_disk)
+        mismatched.extend(name for name, data in on_disk.items() if name.endswith(".br")
+                          and brotli.decompress(data) != on_disk[name.removesuffix(".br")])
+        mismatched.extend(name for name, data in on_disk.items() if name.endswith(".gz")
+                          and gzip.decompress(data) != on_disk[name.removesuffix(".gz")])
+        return real_write_later(hub, *args)
+
+    monkeypatch.setattr(publish_module, "_now", lambda: NOW)
+    with open_store(config.hub.database) as store:
+        Hub(config, store, None).publish()  # type: ignore[arg-type]
+        before = _files(output)
+        later = NOW + timedelta(days=1)  # farm 0's upstream feed changes: its entries' atom:source
+        store.record_poll("farm 0", url="https://farm.example/0.xml", at=later, status=200,
+                          error=None, next_poll=None, feed_updated=later)
+        monkeypatch.setattr(Hub, "_write_later", write_later)
+        Hub(config, store, None).publish()  # type: ignore[arg-type]
+    after = _files(output)
+    changed = {name for name in after if name.endswith(".atom") and after[name] != before[name]}
+    assert changed == {"sources/farm-0.atom"}
+    assert mismatched == []
+    for name in changed:
+        assert f"{name}.br" not in seen["feeds done"] and f"{name}.gz" not in seen["feeds done"]
+        assert brotli.decompress(after[f"{name}.br"]) == after[name]
+        assert gzip.decompress(after[f"{name}.gz"]) == after[name]
+    unchanged = [name for name in after if name.endswith(".atom") and name not in changed]
+    assert unchanged and all(f"{name}.br" in seen["feeds done"] for name in unchanged)
 
 
 def test_a_source_feed_whose_page_failed_is_made_again_at_the_next_publish(

@@ -160,3 +160,37 @@ def test_a_failed_batch_leaves_no_copies(tmp_path: Path, monkeypatch: pytest.Mon
         write_if_changed(tmp_path / "b.atom", b"b")
         write_if_changed(target, b"new")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_copies_left_for_later_go_with_the_old_bytes_and_come_back_from_the_new(
+        tmp_path: Path) -> None:
+    """Within copies_later (a publish's feeds), a document's copies wait:
+    a changed document's old copies are deleted in its batch, just before
+    it is replaced, and write_copies makes the new ones from the file on
+    disk; an unchanged document keeps its copies, a missing copy waits too."""
+    from feedhub.publish import copies_later, write_copies
+
+    changed, unchanged, lost = (tmp_path / name for name in ("en.atom", "de.atom", "fr.atom"))
+    for document in (changed, unchanged, lost):
+        write_if_changed(document, b"<feed>one</feed>")
+    _copies(lost)[1].unlink()
+    kept = [p.read_bytes() for p in _copies(unchanged)]
+    with copies_later() as later:
+        with batched_writes():
+            assert write_if_changed(changed, b"<feed>two</feed>")
+            assert not write_if_changed(unchanged, b"<feed>one</feed>")
+            assert not write_if_changed(lost, b"<feed>one</feed>")
+            assert all(p.exists() for p in _copies(changed))  # until the batch ends
+        assert changed.read_bytes() == b"<feed>two</feed>"
+        assert not any(p.exists() for p in _copies(changed))
+        assert [p.read_bytes() for p in _copies(unchanged)] == kept
+    assert list(later) == [changed, lost]
+    with batched_writes():
+        assert all(write_copies(document) for document in later)
+    for document in (changed, unchanged, lost):
+        br, gz = _copies(document)
+        assert brotli.decompress(br.read_bytes()) == gzip.decompress(gz.read_bytes()) == (
+            document.read_bytes())
+    assert not [p for p in tmp_path.rglob(".*.tmp")]
+    changed.unlink()
+    assert not write_copies(changed)  # removed since: nothing to copy

@@ -110,17 +110,19 @@ class WriteBatch:
 
     def write(self, path: Path, data: bytes | None, *, mode: int | None = None,
               derived: Sequence[tuple[Path, Callable[[bytes], bytes]]] = (),
-              source: bytes | None = None) -> None:
+              source: bytes | None = None, removed: Sequence[Path] = ()) -> None:
         """Replace `path` with `data` (None: leave it), and each `derived`
         path with what its function makes of `source` (default `data`): a
         document's compressed copies. They are made in the writer thread,
         after the document's temp file, so their mtimes are not older, and
-        renamed right after it."""
+        renamed right after it. The `removed` paths are deleted at commit,
+        just before `path` is replaced: copies of the old document that
+        must never be served for the new one."""
         path = Path(path)
         self._slots.acquire()
         try:
             written = self._writer.submit(self._write_group, path, data, mode, derived,
-                                          data if source is None else source)
+                                          data if source is None else source, removed)
         except BaseException:
             self._slots.release()
             raise
@@ -128,8 +130,8 @@ class WriteBatch:
 
     def _write_group(self, path: Path, data: bytes | None, mode: int | None,
                      derived: Sequence[tuple[Path, Callable[[bytes], bytes]]],
-                     source: bytes | None) -> list[tuple[str, Path]]:
-        temps: list[tuple[str, Path]] = []
+                     source: bytes | None, removed: Sequence[Path] = ()) -> list[tuple[str, Path]]:
+        temps: list[tuple[str, Path]] = [(REMOVE, Path(gone)) for gone in removed]
         try:
             if data is not None:
                 temps.append((_write_temp(path, data, mode, self._suffix), path))
@@ -138,9 +140,7 @@ class WriteBatch:
                 temps.append((_write_temp(target, make(source), mode, self._suffix), target))
             return temps
         except BaseException:
-            for tmp, _ in temps:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp)
+            _remove_temps(temps)
             raise
         finally:
             self._slots.release()
@@ -173,19 +173,20 @@ class WriteBatch:
         if not self._pending:
             return
         pending = self._written()
-        _sync_files([tmp for tmp, _ in pending])
+        _sync_files([tmp for tmp, _ in pending if tmp != REMOVE])
         self._pending = []
         directories: dict[Path, None] = {}
         renamed = 0
         try:
             for tmp, path in pending:
-                os.replace(tmp, path)
+                if tmp == REMOVE:
+                    path.unlink(missing_ok=True)
+                else:
+                    os.replace(tmp, path)
                 renamed += 1
                 directories[path.parent] = None
         except BaseException:  # no temp file left behind by a rename that failed
-            for tmp, _ in pending[renamed:]:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
+            _remove_temps(pending[renamed:])
             raise
         for directory in directories:
             _fsync_directory(directory)
@@ -197,10 +198,19 @@ class WriteBatch:
         wait(pending)
         for written in pending:
             if written.exception() is None:
-                for tmp, _ in written.result():
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(tmp)
+                _remove_temps(written.result())
         self._writer.shutdown()
+
+
+# In a batch's list of temp files: not a temp file, but "delete the target"
+REMOVE = ""
+
+
+def _remove_temps(temps: Sequence[tuple[str, Path]]) -> None:
+    for tmp, _ in temps:
+        if tmp != REMOVE:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
 
 
 def _write_temp(path: Path, data: bytes, mode: int | None, suffix: str = ".tmp") -> str:

@@ -35,7 +35,11 @@ from feedhub.publish import (
     ARCHIVE_DIR,
     SOURCES_DIR,
     adopt_writes,
+    copies_later,
+    copies_left_for_later,
     handed_over_writes,
+    leave_copies_for_later,
+    remove_temps,
     remove_worker_temps,
 )
 from feedhub.store import Store, open_store
@@ -48,7 +52,7 @@ DOCUMENT_TIMEOUT = 300.0  # seconds: a chunk that takes longer is a stalled work
 
 Job = tuple[str, tuple[Any, ...]]
 Made = tuple[list[Any], list[tuple[str, Path]], list[tuple[int, RenderedEntry]],
-             list[tuple[str, Path, int]], list[LaterPage] | None]
+             list[tuple[str, Path, int]], list[LaterPage] | None, list[Path] | None]
 _publishes = itertools.count()
 
 
@@ -67,6 +71,7 @@ def make_in_workers(hub: Hub, jobs: Sequence[Job]) -> list[Any]:
     key = (os.getpid(), next(_publishes))  # a worker's Hub serves one publish
     pages = hub._templates is not None
     later = hub._later is not None  # the HTML pages are kept for after the Atom documents
+    copies = copies_left_for_later() is not None  # and the documents' compressed copies
     results: list[Any] = []
     adopted: list[str] = []
     broken = False
@@ -75,7 +80,7 @@ def make_in_workers(hub: Hub, jobs: Sequence[Job]) -> list[Any]:
         for index, chunk in enumerate(chunks):
             try:
                 futures.append(None if index % (workers + 1) == 0 else pool.submit(
-                    make_documents, key, hub.config, hub._slugs, pages, chunk, later))
+                    make_documents, key, hub.config, hub._slugs, pages, chunk, later, copies))
             except BrokenExecutor:
                 futures.append(None)
                 broken = True
@@ -86,8 +91,10 @@ def make_in_workers(hub: Hub, jobs: Sequence[Job]) -> list[Any]:
             if made is None:  # this process makes them (and reports them itself)
                 results += [hub._document(kind, args) for kind, args in chunk]
                 continue
-            done, temps, rendered, written, kept = made
+            done, temps, rendered, written, kept, deferred = made
             adopt_writes(temps)
+            if deferred:
+                leave_copies_for_later(deferred)
             adopted += [tmp for tmp, _ in temps]
             hub._keep_entries(rendered)
             for kind, path, entries in written:
@@ -99,8 +106,7 @@ def make_in_workers(hub: Hub, jobs: Sequence[Job]) -> list[Any]:
         for future in futures:
             if future is not None and not future.cancel():
                 with contextlib.suppress(Exception):
-                    for tmp, _ in future.result()[1]:
-                        Path(tmp).unlink(missing_ok=True)
+                    remove_temps(future.result()[1])
     if broken:  # a worker died: what it was writing is left half-done
         hub.close_document_pool()
         output = hub.config.hub.output_dir
@@ -141,10 +147,12 @@ _worker: dict[str, Any] = {}  # this worker process's store, and its Hub for one
 
 
 def make_documents(key: tuple[int, int], config: Config, slugs: dict[str, str], pages: bool,
-                   jobs: Sequence[Job], later: bool = False) -> Made:
+                   jobs: Sequence[Job], later: bool = False, copies: bool = False) -> Made:
     """In a worker: the jobs' results, their temp files, the entries
     rendered, the files written (see the module) and, with `later`, the
-    HTML pages kept for after the Atom documents (Hub._write_page)."""
+    HTML pages kept for after the Atom documents (Hub._write_page); with
+    `copies`, the documents whose compressed copies are left for later
+    (publish.copies_later)."""
     if _worker.get("database") != config.hub.database:
         if (old := _worker.pop("store", None)) is not None:
             old.close()
@@ -157,8 +165,10 @@ def make_documents(key: tuple[int, int], config: Config, slugs: dict[str, str], 
     hub.rendered, hub.written = [], []
     hub._later = [] if later else None
     try:
-        with handed_over_writes() as temps:
+        with handed_over_writes() as temps, copies_later() if copies else (
+                contextlib.nullcontext(None)) as deferred:
             done = [hub._document(kind, args) for kind, args in jobs]
-        return done, temps, hub.rendered, hub.written, hub._later
+        return (done, temps, hub.rendered, hub.written, hub._later,
+                None if deferred is None else list(deferred))
     finally:
         hub._later = None

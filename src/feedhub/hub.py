@@ -82,6 +82,7 @@ from feedhub.publish import (
     Entries,
     PublishedFeed,
     batched_writes,
+    copies_later,
     entry_parts,
     entry_settings,
     entry_stamp,
@@ -101,6 +102,7 @@ from feedhub.publish import (
     source_feed_stamp,
     source_xml,
     unchanged_source_feed,
+    write_copies,
 )
 from feedhub.store import Store
 from feedhub.worker import (
@@ -631,56 +633,20 @@ class Hub:
         if languages is None:
             languages = set(self.store.language_groups(names)) | set(
                 published_languages(hub.output_dir))
-        feeds: dict[str, DocumentEntries] = {}
         pages: dict[str, int] = {}
-        rewritten = []
-        archives: list[tuple[str, tuple[Any, ...]]] = []  # (language, page, last) each
-        # Every Atom document first, the HTML pages after them (a first
-        # publish at 1,000 sources: the feeds exist 10 s sooner); _write_page
-        # keeps them for later meanwhile.
+        rewritten: list[tuple[str, int, int]] = []
+        # Every Atom document first, then their compressed copies and the
+        # HTML pages (a first publish at 1,000 sources: the feeds exist 12 s
+        # sooner); _write_page and write_if_changed keep them for later meanwhile.
         self._later = [] if hub.pages and self._templates is not None else None
         self.feeds_done_at = None
         restore, self._unfinished = self._unfinished, True
         try:
-            # archive pages are on disk (one batch, synced once) before any feed links to them
-            with batched_writes():
-                for language in sorted(set(languages) - {ALL}):
-                    if hub.archive_page_size:
-                        new_pages = self.store.close_archive_pages(
-                            language, names, keep=hub.items_per_feed,
-                            page_size=hub.archive_page_size)
-                        pages[language] = self.store.last_archive_page(language)
-                        # a full publish also restores pages lost from disk; an
-                        # incremental one writes just the new pages (no directory scan);
-                        # on a shared database, the pages other nodes closed as well
-                        archives += [("archive", (language, page, pages[language]))
-                                     for page in self._archive_pages_to_write(
-                                         language, pages[language], new_pages,
-                                         everything or restore)]
-                        feeds[language] = self._entries(
-                            self.store.current_entries(language, names), language)
-                    else:
-                        feeds[language] = self._entries(self.store.latest_entries(
-                            language, names, hub.items_per_feed), language)
-                self._documents(archives)
-                self._archived.update(pages)
-                # after a takedown: the pages this node's feeds/ has not rewritten yet
-                for language, page, requested in self.store.archive_rewrites(self.publisher):
-                    if self._write_archive(language, page, self.store.last_archive_page(language)):
-                        rewritten.append((language, page, requested))
-            if feeds:  # any language changed: the all-languages feed did too
-                feeds[ALL] = self._entries(
-                    self.store.latest_entries(None, names, hub.items_per_feed), None)
-            with batched_writes():
-                results = publish_feeds(self.config, feeds, archived_pages=pages)
-                for language, entries in feeds.items():
-                    self._write_page(("language", (language, pages.get(language, 0))),
-                                     entries, None if language == ALL else language)
-            results += self._publish_source_feeds(names if sources is None else
-                                                  [name for name in sources if name in slugs],
-                                                  slugs)
+            with copies_later() as copies:  # the feeds' copies too come after the feeds
+                results = self._publish_feeds(languages, names, slugs, sources,
+                                              everything or restore, pages, rewritten)
             self.feeds_done_at = time.monotonic()
-            paged = self._write_later()
+            paged = self._write_later(list(copies))
         finally:
             self._later = None
         # a takedown is done once its archive pages' files are on disk, HTML
@@ -696,17 +662,67 @@ class Hub:
         self._unfinished = False
         return results
 
-    def _write_later(self) -> set[tuple[str, int]]:
-        """The HTML pages kept for after the Atom documents, in the order they
-        were asked for (archive pages before the pages that link to them),
-        in one batch; then the stamps of the source feeds whose page is on
-        disk (a source whose page failed is made again next time). Returns
-        the archive pages written, as (language, number)."""
-        later, self._later = self._later, None
-        if not later:
+    def _publish_feeds(self, languages: Iterable[str], names: list[str], slugs: dict[str, str],
+                       sources: Iterable[str] | None, everything: bool, pages: dict[str, int],
+                       rewritten: list[tuple[str, int, int]]) -> list[PublishedFeed]:
+        """_publish's Atom documents: the archive pages, then the language
+        and source feeds (`everything`: a full publish, which also restores
+        archive pages lost from disk). Fills in `pages`, each language's
+        newest archive page, and `rewritten`, the archive pages a takedown
+        changed that were written again."""
+        hub = self.config.hub
+        feeds: dict[str, DocumentEntries] = {}
+        archives: list[tuple[str, tuple[Any, ...]]] = []  # (language, page, last) each
+        # archive pages are on disk (one batch, synced once) before any feed links to them
+        with batched_writes():
+            for language in sorted(set(languages) - {ALL}):
+                if hub.archive_page_size:
+                    new_pages = self.store.close_archive_pages(
+                        language, names, keep=hub.items_per_feed,
+                        page_size=hub.archive_page_size)
+                    pages[language] = self.store.last_archive_page(language)
+                    # a full publish also restores pages lost from disk; an
+                    # incremental one writes just the new pages (no directory scan);
+                    # on a shared database, the pages other nodes closed as well
+                    archives += [("archive", (language, page, pages[language]))
+                                 for page in self._archive_pages_to_write(
+                                     language, pages[language], new_pages, everything)]
+                    feeds[language] = self._entries(
+                        self.store.current_entries(language, names), language)
+                else:
+                    feeds[language] = self._entries(self.store.latest_entries(
+                        language, names, hub.items_per_feed), language)
+            self._documents(archives)
+            self._archived.update(pages)
+            # after a takedown: the pages this node's feeds/ has not rewritten yet
+            for language, page, requested in self.store.archive_rewrites(self.publisher):
+                if self._write_archive(language, page, self.store.last_archive_page(language)):
+                    rewritten.append((language, page, requested))
+        if feeds:  # any language changed: the all-languages feed did too
+            feeds[ALL] = self._entries(
+                self.store.latest_entries(None, names, hub.items_per_feed), None)
+        with batched_writes():
+            results = publish_feeds(self.config, feeds, archived_pages=pages)
+            for language, entries in feeds.items():
+                self._write_page(("language", (language, pages.get(language, 0))),
+                                 entries, None if language == ALL else language)
+        return results + self._publish_source_feeds(
+            names if sources is None else [name for name in sources if name in slugs], slugs)
+
+    def _write_later(self, copies: Sequence[Path]) -> set[tuple[str, int]]:
+        """What waited for the Atom documents, in one batch: the compressed
+        copies of `copies`, then the HTML pages, in the order they were
+        asked for (archive pages before the pages that link to them); then
+        the stamps of the source feeds whose page is on disk (a source whose
+        page failed is made again next time). Returns the archive pages
+        written, as (language, number)."""
+        later, self._later = self._later or [], None
+        if not later and not copies:
             return set()
         with batched_writes():
-            written = self._documents([("page", (job,)) for job in later])
+            made = self._documents([*(("copies", (path,)) for path in copies),
+                                    *(("page", (job,)) for job in later)])
+        written = made[len(copies):]
         self.store.set_feed_stamps({self._stamp_prefix + job.source: job.stamp
                                     for job, ok in zip(later, written, strict=True)
                                     if ok and job.source is not None and job.stamp is not None})
@@ -801,7 +817,10 @@ class Hub:
 
     def _document(self, kind: str, args: tuple[Any, ...]) -> Any:
         """One job of _documents: an archive page or a source's feed (each
-        with its HTML page, or keeping it for later), or an HTML page kept."""
+        with its HTML page, or keeping it for later), or what was kept for
+        later: an HTML page, a document's compressed copies."""
+        if kind == "copies":
+            return write_copies(*args)
         if kind == "page":
             job: LaterPage = args[0]
             made_by, page_args = job.page

@@ -12,7 +12,7 @@ import hashlib
 import html
 import logging
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,7 +28,7 @@ from isal import igzip
 from lxml import etree
 
 from feedhub import __version__
-from feedhub._files import WriteBatch
+from feedhub._files import REMOVE, WriteBatch
 from feedhub.credits import credit_template, render_credit
 from feedhub.models import (
     Config,
@@ -555,6 +555,62 @@ def adopt_writes(temps: Sequence[tuple[str, Path]]) -> None:
     batch.adopt(temps)
 
 
+def remove_temps(temps: Iterable[tuple[str, Path]]) -> None:
+    """Remove temp files handed over and never adopted (a worker's that
+    the publishing process gave up on)."""
+    for tmp, _ in temps:
+        if tmp != REMOVE:
+            Path(tmp).unlink(missing_ok=True)
+
+
+_LATER_COPIES: ContextVar[dict[Path, None] | None] = ContextVar("feedhub_later_copies",
+                                                                  default=None)
+
+
+@contextlib.contextmanager
+def copies_later() -> Iterator[dict[Path, None]]:
+    """Within it, write_if_changed leaves a document's compressed copies
+    for later: the documents whose copies are due, in order, are kept in
+    what it yields, for write_copies once every feed is on disk (a first
+    publish at 1,000 sources: the feeds exist 2 s sooner). A document that
+    changes loses its old copies in the same batch, just before it is
+    replaced, so no copy is ever sent for a document it does not hold
+    (nginx's gzip_static does not compare dates); until its new copies
+    are written, it is sent uncompressed."""
+    later: dict[Path, None] = {}
+    token = _LATER_COPIES.set(later)
+    try:
+        yield later
+    finally:
+        _LATER_COPIES.reset(token)
+
+
+def copies_left_for_later() -> list[Path] | None:
+    """The documents whose copies copies_later keeps for later (None: outside it)."""
+    later = _LATER_COPIES.get()
+    return None if later is None else list(later)
+
+
+def leave_copies_for_later(paths: Iterable[Path]) -> None:
+    """Documents a worker wrote within its copies_later, handed to the publishing process's."""
+    later = _LATER_COPIES.get()
+    assert later is not None, "leave_copies_for_later outside copies_later"
+    later.update(dict.fromkeys(paths))
+
+
+def write_copies(path: Path) -> bool:
+    """A document's compressed copies, made from the document on disk
+    (copies_later left them for later), in the current batch. False if
+    the document is gone (removed since: nothing to copy)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return False
+    _write(path, None, [(copy, ENCODINGS[copy.name[-3:]]) for copy in compressed_copies(path)],
+           data)
+    return True
+
+
 def remove_worker_temps(folders: Iterable[Path], keep: Iterable[str]) -> None:
     """Remove what document workers that died left in these folders (temp
     files of theirs that are not in `keep`, the ones handed over)."""
@@ -627,14 +683,22 @@ def write_if_changed(path: Path, data: bytes) -> bool:
     copies = compressed_copies(path) if changed else _stale_copies(path)
     if not changed and not copies:
         return False
-    derived = [(copy, ENCODINGS[copy.name[-3:]]) for copy in copies]
-    if (batch := _BATCH.get()) is not None:
-        batch.write(path, data if changed else None, derived=derived, source=data)
-    else:
-        with batched_writes():
-            _BATCH.get().write(path, data if changed else None,  # type: ignore[union-attr]
-                               derived=derived, source=data)
+    if (later := _LATER_COPIES.get()) is not None and copies:
+        later[path] = None
+        if changed:  # any old copies go as it is replaced (even a lost document's)
+            _write(path, data, [], data, removed=copies)
+        return changed
+    _write(path, data if changed else None,
+           [(copy, ENCODINGS[copy.name[-3:]]) for copy in copies], data)
     return changed
+
+
+def _write(path: Path, data: bytes | None, derived: list[tuple[Path, Callable[[bytes], bytes]]],
+           source: bytes, removed: Sequence[Path] = ()) -> None:
+    """WriteBatch.write in the current batch, or in a batch of its own."""
+    with batched_writes():
+        _BATCH.get().write(path, data, derived=derived,  # type: ignore[union-attr]
+                           source=source, removed=removed)
 
 
 def remove_document(path: Path) -> None:
