@@ -87,10 +87,14 @@ def run_feedhub(phase: str, workdir: Path, urls: list[str]) -> dict[str, object]
     def publish() -> None:
         meter = WorkerMeter()
         with open_store(config.hub.database) as store:
+            hub = Hub(config, store, None)  # type: ignore[arg-type]
+            begun = time.monotonic()
             try:
-                feeds = Hub(config, store, None).publish()  # type: ignore[arg-type]
+                feeds = hub.publish()
             finally:
                 result.update(meter.stop())
+            if hub.feeds_done_at is not None:  # its Atom documents, before their copies and pages
+                result["feeds_wall"] = hub.feeds_done_at - begun
         result["languages"] = len(feeds)
         result["written"] = sum(f.written for f in feeds)
         result["entries"] = sum(f.entries for f in feeds)

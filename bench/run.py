@@ -288,7 +288,9 @@ def main() -> None:
                           + (f"  (of which the first publish {r['publish_wall']:.2f}s"
                              + (f"; its feeds were on disk after {r['feeds_wall']:.2f}s"
                                 if "feeds_wall" in r else "") + ")"
-                             if "publish_wall" in r else ""), flush=True)
+                             if "publish_wall" in r else
+                             f"  (its feeds were on disk after {r['feeds_wall']:.2f}s)"
+                             if "feeds_wall" in r else ""), flush=True)
                     print(f"      peak PSS {r['peak_at']:.1f} s into the phase", flush=True)
                     for line in r["at_peak"]:  # type: ignore[attr-defined]
                         print(f"      at peak, {line} MB", flush=True)
