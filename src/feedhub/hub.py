@@ -710,19 +710,20 @@ class Hub:
             names if sources is None else [name for name in sources if name in slugs], slugs)
 
     def _write_later(self, copies: Sequence[Path]) -> set[tuple[str, int]]:
-        """What waited for the Atom documents, in one batch: the compressed
-        copies of `copies`, then the HTML pages, in the order they were
-        asked for (archive pages before the pages that link to them); then
-        the stamps of the source feeds whose page is on disk (a source whose
-        page failed is made again next time). Returns the archive pages
-        written, as (language, number)."""
+        """What waited for the Atom documents: the compressed copies of
+        `copies`, in one batch (what a batch holds until it commits is
+        memory: 15,000 documents at 10,000 sources); then the HTML pages,
+        in another, in the order they were asked for (archive pages before
+        the pages that link to them); then the stamps of the source feeds
+        whose page is on disk (a source whose page failed is made again
+        next time). Returns the archive pages written, as (language, number)."""
         later, self._later = self._later or [], None
-        if not later and not copies:
+        with batched_writes():
+            self._documents([("copies", (path,)) for path in copies])
+        if not later:
             return set()
         with batched_writes():
-            made = self._documents([*(("copies", (path,)) for path in copies),
-                                    *(("page", (job,)) for job in later)])
-        written = made[len(copies):]
+            written = self._documents([("page", (job,)) for job in later])
         self.store.set_feed_stamps({self._stamp_prefix + job.source: job.stamp
                                     for job, ok in zip(later, written, strict=True)
                                     if ok and job.source is not None and job.stamp is not None})
