@@ -700,6 +700,38 @@ def test_a_document_worker_that_dies_leaves_nothing_half_written(
     assert _leftovers(there.hub.output_dir) == []
 
 
+def make_top_level_copies_then_die(*args: Any) -> object:
+    """A document worker killed once it has written the temp files of a
+    language feed's copies, in the output directory itself."""
+    import os
+
+    from feedhub import documents
+
+    made = documents.make_documents(*args)
+    config, jobs = args[1], args[4]
+    if any(kind == "copies" and job[0].parent == config.hub.output_dir for kind, job in jobs):
+        os._exit(9)
+    return made
+
+
+def test_a_document_worker_that_dies_in_the_copies_round_leaves_no_temp_file(
+        built: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The copies round covers the language feeds in the output directory
+    itself: a worker that dies there leaves no temp file in it, and the
+    publishing process makes those copies itself."""
+    from feedhub import documents
+
+    here, there = _copy(built, tmp_path / "here"), _copy(built, tmp_path / "workers")
+    _publish_everything(here, monkeypatch, workers_from=10**9)
+    monkeypatch.setattr(documents, "make_documents", make_top_level_copies_then_die)
+    monkeypatch.setattr(documents, "MIN_CHUNK", 1)  # a job a chunk: some are the worker's
+    assert _publish_everything(there, monkeypatch, workers_from=1)  # it did die
+    new, old = _files(there.hub.output_dir), _files(here.hub.output_dir)
+    assert sorted(new) == sorted(old)
+    assert [name for name in new if new[name] != old[name]] == []
+    assert _leftovers(there.hub.output_dir) == []
+
+
 def test_documents_made_in_worker_processes_on_postgresql_give_the_same_bytes(
         built: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         pg_database: str) -> None:

@@ -219,6 +219,36 @@ def test_a_missing_or_outdated_copy_is_not_served(served: str, hub: HubDir) -> N
     assert plain.raw_body == document.read_bytes()  # type: ignore[attr-defined]
 
 
+def test_a_copy_removed_between_stat_and_read_sends_the_new_document(tmp_path) -> None:
+    """A publish replacing a changed feed first removes its copies (they
+    are written after every feed): a request that found the old copy an
+    instant before gets the feed as it now is, uncompressed, not a 404.
+    (In process: the moment cannot be hit through a real server on cue.)"""
+    from feedhub.config import parse_config
+    from feedhub.publish import batched_writes, copies_later, write_if_changed
+    from feedhub.server import FeedApp
+
+    config_path = tmp_path / "config.toml"
+    config_path.write_text('[hub]\nbase_url = "https://hub.example/feeds/"\n', encoding="utf-8")
+    app = FeedApp(parse_config(config_path.read_text(), config_path))
+    document = app.config.hub.output_dir / "en.atom"
+    write_if_changed(document, b"<feed>old</feed>")
+    found = app.representation
+
+    def publish_meanwhile(target: str, accepted: bytes):  # type: ignore[no-untyped-def]
+        chosen = found(target, accepted)
+        if accepted:
+            with copies_later(), batched_writes():
+                write_if_changed(document, b"<feed>new</feed>")
+        return chosen
+
+    app.representation = publish_meanwhile  # type: ignore[method-assign]
+    scope = {"method": "GET", "path": "/en.atom", "headers": [(b"accept-encoding", b"br")]}
+    status, headers, body = app.respond(scope)
+    assert (status, body) == (200, b"<feed>new</feed>")
+    assert b"content-encoding" not in dict(headers)
+
+
 @pytest.mark.parametrize("path", ["/en.atom.gz", "/en.atom.br", "/index.html.gz"])
 def test_the_copies_are_not_served_by_their_own_name(served: str, path: str) -> None:
     assert httpx.get(served + path).status_code == 404

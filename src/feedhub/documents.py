@@ -48,6 +48,7 @@ from feedhub.worker import document_pool
 log = logging.getLogger("feedhub")
 
 CHUNKS_PER_WORKER = 12  # few enough that the config is pickled few times, enough to keep order
+MIN_CHUNK = 8  # jobs: a chunk of fewer costs more in pickling than it makes
 DOCUMENT_TIMEOUT = 300.0  # seconds: a chunk that takes longer is a stalled worker
 
 Job = tuple[str, tuple[Any, ...]]
@@ -66,7 +67,7 @@ def make_in_workers(hub: Hub, jobs: Sequence[Job]) -> list[Any]:
     workers = hub.workers if hub.executor is not None else max((os.cpu_count() or 1) - 1, 1)
     if pool is None:
         pool = hub._document_pool = document_pool(workers)
-    size = max(8, math.ceil(len(jobs) / ((workers + 1) * CHUNKS_PER_WORKER)))
+    size = max(MIN_CHUNK, math.ceil(len(jobs) / ((workers + 1) * CHUNKS_PER_WORKER)))
     chunks = [list(jobs[start:start + size]) for start in range(0, len(jobs), size)]
     key = (os.getpid(), next(_publishes))  # a worker's Hub serves one publish
     pages = hub._templates is not None
@@ -110,7 +111,9 @@ def make_in_workers(hub: Hub, jobs: Sequence[Job]) -> list[Any]:
     if broken:  # a worker died: what it was writing is left half-done
         hub.close_document_pool()
         output = hub.config.hub.output_dir
-        remove_worker_temps([output / SOURCES_DIR, *(output / ARCHIVE_DIR).glob("*")], adopted)
+        # the language feeds and pages and their copies are in `output` itself
+        remove_worker_temps([output, output / SOURCES_DIR, *(output / ARCHIVE_DIR).glob("*")],
+                            adopted)
     return results
 
 

@@ -215,7 +215,15 @@ class FeedApp:
             return _plain(404, b"not found\n")
         try:
             sent, stat, coding = self.representation(target, request.get(b"accept-encoding", b""))
-            found = self.load(sent, stat)
+            try:
+                found = self.load(sent, stat)
+            except OSError:
+                if coding is None:
+                    raise
+                # the copy went meanwhile: a publish replaces a changed feed
+                # after removing its copies (they come later), so send the feed
+                sent, stat, coding = self.representation(target, b"")
+                found = self.load(sent, stat)
         except OSError:  # not there, or removed meanwhile
             return _plain(404, b"not found\n")
         # an archive page changes only on a takedown: cache it for a day,
