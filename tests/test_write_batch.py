@@ -167,27 +167,32 @@ def test_copies_left_for_later_go_with_the_old_bytes_and_come_back_from_the_new(
     """Within copies_later (a publish's feeds), a document's copies wait:
     a changed document's old copies are deleted in its batch, just before
     it is replaced, and write_copies makes the new ones from the file on
-    disk; an unchanged document keeps its copies, a missing copy waits too."""
+    disk; an unchanged document keeps its copies, a missing copy waits too,
+    and outdated ones go at once."""
     from feedhub.publish import copies_later, write_copies
 
-    changed, unchanged, lost = (tmp_path / name for name in ("en.atom", "de.atom", "fr.atom"))
-    for document in (changed, unchanged, lost):
+    names = ("en.atom", "de.atom", "fr.atom", "es.atom")
+    changed, unchanged, lost, outdated = (tmp_path / name for name in names)
+    for document in (changed, unchanged, lost, outdated):
         write_if_changed(document, b"<feed>one</feed>")
     _copies(lost)[1].unlink()
+    stamp = outdated.stat().st_mtime_ns + 10**9  # replaced by other means, after its copies
+    os.utime(outdated, ns=(stamp, stamp))
     kept = [p.read_bytes() for p in _copies(unchanged)]
     with copies_later() as later:
         with batched_writes():
             assert write_if_changed(changed, b"<feed>two</feed>")
             assert not write_if_changed(unchanged, b"<feed>one</feed>")
             assert not write_if_changed(lost, b"<feed>one</feed>")
+            assert not write_if_changed(outdated, b"<feed>one</feed>")
             assert all(p.exists() for p in _copies(changed))  # until the batch ends
         assert changed.read_bytes() == b"<feed>two</feed>"
-        assert not any(p.exists() for p in _copies(changed))
+        assert not any(p.exists() for p in _copies(changed) + _copies(outdated))
         assert [p.read_bytes() for p in _copies(unchanged)] == kept
-    assert list(later) == [changed, lost]
+    assert list(later) == [changed, lost, outdated]
     with batched_writes():
         assert all(write_copies(document) for document in later)
-    for document in (changed, unchanged, lost):
+    for document in (changed, unchanged, lost, outdated):
         br, gz = _copies(document)
         assert brotli.decompress(br.read_bytes()) == gzip.decompress(gz.read_bytes()) == (
             document.read_bytes())

@@ -685,8 +685,9 @@ def write_if_changed(path: Path, data: bytes) -> bool:
         return False
     if (later := _LATER_COPIES.get()) is not None and copies:
         later[path] = None
-        if changed:  # any old copies go as it is replaced (even a lost document's)
-            _write(path, data, [], data, removed=copies)
+        # any old copies go as it is replaced (even a lost document's), and
+        # an unchanged document's outdated ones now: none waits to be sent
+        _write(path, data if changed else None, [], data, removed=copies)
         return changed
     _write(path, data if changed else None,
            [(copy, ENCODINGS[copy.name[-3:]]) for copy in copies], data)
