@@ -774,3 +774,37 @@ def test_a_publishs_own_worker_leaves_another_hubs_parser_workers_alone(
             polling.close()
     new, old = _files(there.hub.output_dir), _files(here.hub.output_dir)
     assert [name for name in new if new[name] != old[name]] == []
+
+
+def test_document_workers_start_before_the_first_document_only_where_many_are_missing(
+        built: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A publish into an empty directory starts its document workers before
+    it makes anything (they take half a second to import feedhub); a
+    publish with the source feeds on disk starts none ahead (and, having
+    fewer documents than DOCUMENT_WORKERS_FROM to make, none at all)."""
+    import feedhub.hub as hub_module
+    from feedhub import documents
+
+    config = _copy(built, tmp_path / "hub")
+    events: list[str] = []
+    real_start, real_document = documents.start_workers, Hub._document
+
+    def start_workers(hub: Hub) -> None:
+        events.append("workers")
+        real_start(hub)
+
+    def document(hub: Hub, kind: str, args: Any) -> Any:
+        events.append("document")
+        return real_document(hub, kind, args)
+
+    monkeypatch.setattr(documents, "start_workers", start_workers)
+    monkeypatch.setattr(Hub, "_document", document)
+    monkeypatch.setattr(hub_module, "DOCUMENT_WORKERS_FROM", 3)
+    monkeypatch.setattr(publish_module, "_now", lambda: NOW)
+    with open_store(config.hub.database) as store:
+        Hub(config, store, None).publish()  # type: ignore[arg-type]
+        assert events[0] == "workers" and events.count("workers") == 1
+        assert (config.hub.output_dir / "sources").is_dir()
+        events.clear()
+        Hub(config, store, None).publish()  # type: ignore[arg-type]
+        assert "workers" not in events

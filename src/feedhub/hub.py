@@ -630,6 +630,8 @@ class Hub:
         self._render_unrendered()
         if release_workers:
             self.close()
+        self._start_document_workers(names if sources is None else
+                                     [name for name in sources if name in slugs], slugs)
         if languages is None:
             languages = set(self.store.language_groups(names)) | set(
                 published_languages(hub.output_dir))
@@ -708,6 +710,22 @@ class Hub:
                                  entries, None if language == ALL else language)
         return results + self._publish_source_feeds(
             names if sources is None else [name for name in sources if name in slugs], slugs)
+
+    def _start_document_workers(self, wanted: Sequence[str], slugs: dict[str, str]) -> None:
+        """A publish into an empty or emptied directory (a new hub's first)
+        makes thousands of documents on every core (documents.py): with no
+        parser workers to lend, its own are started now, to be ready when
+        the first documents are handed out. Told by the source feeds missing
+        on disk (one directory read), so a publish with little to write
+        starts none."""
+        if (self.executor is not None or self._document_pool is not None
+                or (os.cpu_count() or 1) < 2):
+            return
+        present = source_feed_files(self.config)
+        if sum(f"{slugs[name]}.atom" not in present for name in wanted) >= DOCUMENT_WORKERS_FROM:
+            from feedhub.documents import start_workers
+
+            start_workers(self)
 
     def _write_later(self, copies: Sequence[Path]) -> set[tuple[str, int]]:
         """What waited for the Atom documents: the compressed copies of
