@@ -667,15 +667,18 @@ class Hub:
     def _publish_feeds(self, languages: Iterable[str], names: list[str], slugs: dict[str, str],
                        sources: Iterable[str] | None, everything: bool, pages: dict[str, int],
                        rewritten: list[tuple[str, int, int]]) -> list[PublishedFeed]:
-        """_publish's Atom documents: the archive pages, then the language
-        and source feeds (`everything`: a full publish, which also restores
-        archive pages lost from disk). Fills in `pages`, each language's
+        """_publish's Atom documents: the archive pages and the source feeds
+        (one round of jobs, one batch), then the language feeds, which link
+        to the archive pages (`everything`: a full publish, which also
+        restores archive pages lost from disk). Fills in `pages`, each language's
         newest archive page, and `rewritten`, the archive pages a takedown
         changed that were written again."""
         hub = self.config.hub
         feeds: dict[str, DocumentEntries] = {}
         archives: list[tuple[str, tuple[Any, ...]]] = []  # (language, page, last) each
-        # archive pages are on disk (one batch, synced once) before any feed links to them
+        wanted = names if sources is None else [name for name in sources if name in slugs]
+        # archive pages are on disk (one batch, synced once) before any feed
+        # links to them; the source feeds link to none, and are made with them
         with batched_writes():
             for language in sorted(set(languages) - {ALL}):
                 if hub.archive_page_size:
@@ -694,12 +697,14 @@ class Hub:
                 else:
                     feeds[language] = self._entries(self.store.latest_entries(
                         language, names, hub.items_per_feed), language)
-            self._documents(archives)
+            jobs, done = self._source_feed_jobs(wanted, slugs)
+            made = self._documents(archives + jobs)
             self._archived.update(pages)
             # after a takedown: the pages this node's feeds/ has not rewritten yet
             for language, page, requested in self.store.archive_rewrites(self.publisher):
                 if self._write_archive(language, page, self.store.last_archive_page(language)):
                     rewritten.append((language, page, requested))
+        by_source = self._source_feeds_written(wanted, slugs, jobs, made[len(archives):], done)
         if feeds:  # any language changed: the all-languages feed did too
             feeds[ALL] = self._entries(
                 self.store.latest_entries(None, names, hub.items_per_feed), None)
@@ -708,8 +713,7 @@ class Hub:
             for language, entries in feeds.items():
                 self._write_page(("language", (language, pages.get(language, 0))),
                                  entries, None if language == ALL else language)
-        return results + self._publish_source_feeds(
-            names if sources is None else [name for name in sources if name in slugs], slugs)
+        return results + by_source
 
     def _start_document_workers(self, wanted: Sequence[str], slugs: dict[str, str]) -> None:
         """A publish into an empty or emptied directory (a new hub's first)
@@ -748,16 +752,17 @@ class Hub:
         return {(args[0], args[1]) for job, ok in zip(later, written, strict=True)
                 for made_by, args in (job.page,) if ok and made_by == "archive"}
 
-    def _publish_source_feeds(self, wanted: Sequence[str],
-                              slugs: dict[str, str]) -> list[PublishedFeed]:
-        """Render only the source feeds whose inputs changed since they were
-        last written (at 1,000 sources, rendering all of them costs seconds),
-        none for a source with no items yet, and one at a time (10,000
-        sources' items at once would be half a gigabyte)."""
+    def _source_feed_jobs(self, wanted: Sequence[str], slugs: dict[str, str],
+                          ) -> tuple[list[tuple[str, tuple[Any, ...]]],
+                                     dict[str, PublishedFeed | None]]:
+        """The source feeds to render: only those whose inputs changed
+        since they were last written (at 1,000 sources, rendering all of
+        them costs seconds), none for a source with no items yet, and one at
+        a time (10,000 sources' items at once would be half a gigabyte).
+        Returns their jobs, and the feeds left as they are."""
         limit = self.config.hub.items_per_feed
         present = source_feed_files(self.config)
         known = self.store.feed_stamps()
-        stamps: dict[str, str] = {}
         pages = self.config.hub.pages
         # a source's page shows what its feed does, through the templates
         templates = self._templates.digest if pages and self._templates else ""
@@ -772,12 +777,19 @@ class Hub:
                 done[name] = unchanged_source_feed(self.config, name, slugs[name], len(inputs) - 1)
             else:
                 jobs.append(("source", (name, slugs[name], limit, stamp, on_disk)))
-        with batched_writes():  # on disk before their stamps are recorded
-            for (_, (name, *_)), (published, stamp) in zip(jobs, self._documents(jobs),
-                                                          strict=True):
-                done[name] = published
-                if stamp:
-                    stamps[self._stamp_prefix + name] = stamp
+        return jobs, done
+
+    def _source_feeds_written(self, wanted: Sequence[str], slugs: dict[str, str],
+                              jobs: Sequence[tuple[str, tuple[Any, ...]]], made: Sequence[Any],
+                              done: dict[str, PublishedFeed | None]) -> list[PublishedFeed]:
+        """Once the source feeds `jobs` made are on disk: their stamps
+        recorded, the feeds of sources no longer configured removed; the
+        wanted sources' feeds, for the report."""
+        stamps: dict[str, str] = {}
+        for (_, (name, *_)), (published, stamp) in zip(jobs, made, strict=True):
+            done[name] = published
+            if stamp:
+                stamps[self._stamp_prefix + name] = stamp
         remove_stale_source_feeds(self.config, slugs)
         self.store.set_feed_stamps(stamps)
         return [published for name in wanted if (published := done.get(name)) is not None]
