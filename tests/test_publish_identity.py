@@ -804,7 +804,21 @@ def test_document_workers_start_before_the_first_document_only_where_many_are_mi
     with open_store(config.hub.database) as store:
         Hub(config, store, None).publish()  # type: ignore[arg-type]
         assert events[0] == "workers" and events.count("workers") == 1
-        assert (config.hub.output_dir / "sources").is_dir()
+        feeds = sorted((config.hub.output_dir / "sources").glob("*.atom"))
+        assert len(feeds) >= 3
         events.clear()
         Hub(config, store, None).publish()  # type: ignore[arg-type]
         assert "workers" not in events
+        # sources that never had an item have no feed: missing, but not due
+        path = tmp_path / "hub" / "config.toml"
+        path.write_text(path.read_text(encoding="utf-8") + "".join(
+            f'\n[[sources]]\nname = "silent {n}"\nurl = "https://silent.example/{n}.xml"\n'
+            for n in range(3)), encoding="utf-8")
+        config = parse_config(path.read_text(encoding="utf-8"), path)
+        Hub(config, store, None).publish()  # type: ignore[arg-type]
+        assert "workers" not in events
+        for feed in feeds:  # an emptied sources/: those are due again
+            feed.unlink()
+        events.clear()
+        Hub(config, store, None).publish()  # type: ignore[arg-type]
+        assert events[0] == "workers"

@@ -720,13 +720,17 @@ class Hub:
         makes thousands of documents on every core (documents.py): with no
         parser workers to lend, its own are started now, to be ready when
         the first documents are handed out. Told by the source feeds missing
-        on disk (one directory read), so a publish with little to write
-        starts none."""
+        on disk (one directory read) that were written before, or by all of
+        them on a hub that has written none (a source with no items has no
+        feed), so a publish with little to write starts none."""
         if (self.executor is not None or self._document_pool is not None
                 or (os.cpu_count() or 1) < 2):
             return
         present = source_feed_files(self.config)
-        if sum(f"{slugs[name]}.atom" not in present for name in wanted) >= DOCUMENT_WORKERS_FROM:
+        known = self.store.feed_stamps()
+        missing = [name for name in wanted if f"{slugs[name]}.atom" not in present and (
+            not known or self._stamp_prefix + name in known)]
+        if len(missing) >= DOCUMENT_WORKERS_FROM:
             from feedhub.documents import start_workers
 
             start_workers(self)
