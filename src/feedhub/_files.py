@@ -140,7 +140,7 @@ class WriteBatch:
                 temps.append((_write_temp(target, make(source), mode, self._suffix), target))
             return temps
         except BaseException:
-            _remove_temps(temps)
+            remove_temps(temps)
             raise
         finally:
             self._slots.release()
@@ -186,7 +186,7 @@ class WriteBatch:
                 renamed += 1
                 directories[path.parent] = None
         except BaseException:  # no temp file left behind by a rename that failed
-            _remove_temps(pending[renamed:])
+            remove_temps(pending[renamed:])
             raise
         for directory in directories:
             _fsync_directory(directory)
@@ -198,7 +198,7 @@ class WriteBatch:
         wait(pending)
         for written in pending:
             if written.exception() is None:
-                _remove_temps(written.result())
+                remove_temps(written.result())
         self._writer.shutdown()
 
 
@@ -206,7 +206,8 @@ class WriteBatch:
 REMOVE = ""
 
 
-def _remove_temps(temps: Sequence[tuple[str, Path]]) -> None:
+def remove_temps(temps: Sequence[tuple[str, Path]]) -> None:
+    """Remove the temp files of a batch's list (its REMOVE entries are none)."""
     for tmp, _ in temps:
         if tmp != REMOVE:
             with contextlib.suppress(OSError):

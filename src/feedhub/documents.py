@@ -29,6 +29,7 @@ from concurrent.futures import BrokenExecutor, Executor, Future
 from pathlib import Path
 from typing import Any
 
+from feedhub._files import remove_temps
 from feedhub.hub import Hub, LaterPage
 from feedhub.models import Config, RenderedEntry
 from feedhub.publish import (
@@ -36,10 +37,9 @@ from feedhub.publish import (
     SOURCES_DIR,
     adopt_writes,
     copies_later,
-    copies_left_for_later,
     handed_over_writes,
     leave_copies_for_later,
-    remove_temps,
+    leaving_copies_for_later,
     remove_worker_temps,
 )
 from feedhub.store import Store, open_store
@@ -66,7 +66,7 @@ def make_in_workers(hub: Hub, jobs: Sequence[Job]) -> list[Any]:
     key = (os.getpid(), next(_publishes))  # a worker's Hub serves one publish
     pages = hub._templates is not None
     later = hub._later is not None  # the HTML pages are kept for after the Atom documents
-    copies = copies_left_for_later() is not None  # and the documents' compressed copies
+    copies = leaving_copies_for_later()  # and the documents' compressed copies
     results: list[Any] = []
     adopted: list[str] = []
     broken = False

@@ -630,8 +630,10 @@ class Hub:
         self._render_unrendered()
         if release_workers:
             self.close()
-        self._start_document_workers(names if sources is None else
-                                     [name for name in sources if name in slugs], slugs)
+        wanted = names if sources is None else [name for name in sources if name in slugs]
+        # the source feeds on disk and the stamps they were written with
+        present, known = source_feed_files(self.config), self.store.feed_stamps()
+        self._start_document_workers(wanted, slugs, present, known)
         if languages is None:
             languages = set(self.store.language_groups(names)) | set(
                 published_languages(hub.output_dir))
@@ -645,7 +647,7 @@ class Hub:
         restore, self._unfinished = self._unfinished, True
         try:
             with copies_later() as copies:  # the feeds' copies too come after the feeds
-                results = self._publish_feeds(languages, names, slugs, sources,
+                results = self._publish_feeds(languages, names, slugs, wanted, present, known,
                                               everything or restore, pages, rewritten)
             self.feeds_done_at = time.monotonic()
             paged = self._write_later(list(copies))
@@ -665,7 +667,8 @@ class Hub:
         return results
 
     def _publish_feeds(self, languages: Iterable[str], names: list[str], slugs: dict[str, str],
-                       sources: Iterable[str] | None, everything: bool, pages: dict[str, int],
+                       wanted: Sequence[str], present: set[str], known: dict[str, str],
+                       everything: bool, pages: dict[str, int],
                        rewritten: list[tuple[str, int, int]]) -> list[PublishedFeed]:
         """_publish's Atom documents: the archive pages and the source feeds
         (one round of jobs, one batch), then the language feeds, which link
@@ -676,7 +679,6 @@ class Hub:
         hub = self.config.hub
         feeds: dict[str, DocumentEntries] = {}
         archives: list[tuple[str, tuple[Any, ...]]] = []  # (language, page, last) each
-        wanted = names if sources is None else [name for name in sources if name in slugs]
         # archive pages are on disk (one batch, synced once) before any feed
         # links to them; the source feeds link to none, and are made with them
         with batched_writes():
@@ -697,7 +699,7 @@ class Hub:
                 else:
                     feeds[language] = self._entries(self.store.latest_entries(
                         language, names, hub.items_per_feed), language)
-            jobs, done = self._source_feed_jobs(wanted, slugs)
+            jobs, done = self._source_feed_jobs(wanted, slugs, present, known)
             made = self._documents(archives + jobs)
             self._archived.update(pages)
             # after a takedown: the pages this node's feeds/ has not rewritten yet
@@ -715,19 +717,18 @@ class Hub:
                                  entries, None if language == ALL else language)
         return results + by_source
 
-    def _start_document_workers(self, wanted: Sequence[str], slugs: dict[str, str]) -> None:
+    def _start_document_workers(self, wanted: Sequence[str], slugs: dict[str, str],
+                                present: set[str], known: dict[str, str]) -> None:
         """A publish into an empty or emptied directory (a new hub's first)
         makes thousands of documents on every core (documents.py): with no
         parser workers to lend, its own are started now, to be ready when
         the first documents are handed out. Told by the source feeds missing
-        on disk (one directory read) that were written before, or by all of
+        on disk (`present`) that were written before (`known`), or by all of
         them on a hub that has written none (a source with no items has no
         feed), so a publish with little to write starts none."""
         if (self.executor is not None or self._document_pool is not None
                 or (os.cpu_count() or 1) < 2):
             return
-        present = source_feed_files(self.config)
-        known = self.store.feed_stamps()
         missing = [name for name in wanted if f"{slugs[name]}.atom" not in present and (
             not known or self._stamp_prefix + name in known)]
         if len(missing) >= DOCUMENT_WORKERS_FROM:
@@ -756,17 +757,16 @@ class Hub:
         return {(args[0], args[1]) for job, ok in zip(later, written, strict=True)
                 for made_by, args in (job.page,) if ok and made_by == "archive"}
 
-    def _source_feed_jobs(self, wanted: Sequence[str], slugs: dict[str, str],
-                          ) -> tuple[list[tuple[str, tuple[Any, ...]]],
+    def _source_feed_jobs(self, wanted: Sequence[str], slugs: dict[str, str], present: set[str],
+                          known: dict[str, str]) -> tuple[list[tuple[str, tuple[Any, ...]]],
                                      dict[str, PublishedFeed | None]]:
         """The source feeds to render: only those whose inputs changed
         since they were last written (at 1,000 sources, rendering all of
         them costs seconds), none for a source with no items yet, and one at
         a time (10,000 sources' items at once would be half a gigabyte).
-        Returns their jobs, and the feeds left as they are."""
+        `present`: the source feed files on disk; `known`: the stamps they
+        were written with. Returns their jobs, and the feeds left as they are."""
         limit = self.config.hub.items_per_feed
-        present = source_feed_files(self.config)
-        known = self.store.feed_stamps()
         pages = self.config.hub.pages
         # a source's page shows what its feed does, through the templates
         templates = self._templates.digest if pages and self._templates else ""

@@ -28,7 +28,7 @@ from isal import igzip
 from lxml import etree
 
 from feedhub import __version__
-from feedhub._files import REMOVE, WriteBatch
+from feedhub._files import WriteBatch
 from feedhub.credits import credit_template, render_credit
 from feedhub.models import (
     Config,
@@ -555,14 +555,6 @@ def adopt_writes(temps: Sequence[tuple[str, Path]]) -> None:
     batch.adopt(temps)
 
 
-def remove_temps(temps: Iterable[tuple[str, Path]]) -> None:
-    """Remove temp files handed over and never adopted (a worker's that
-    the publishing process gave up on)."""
-    for tmp, _ in temps:
-        if tmp != REMOVE:
-            Path(tmp).unlink(missing_ok=True)
-
-
 _LATER_COPIES: ContextVar[dict[Path, None] | None] = ContextVar("feedhub_later_copies",
                                                                   default=None)
 
@@ -585,10 +577,9 @@ def copies_later() -> Iterator[dict[Path, None]]:
         _LATER_COPIES.reset(token)
 
 
-def copies_left_for_later() -> list[Path] | None:
-    """The documents whose copies copies_later keeps for later (None: outside it)."""
-    later = _LATER_COPIES.get()
-    return None if later is None else list(later)
+def leaving_copies_for_later() -> bool:
+    """Whether write_if_changed leaves copies for later here (copies_later)."""
+    return _LATER_COPIES.get() is not None
 
 
 def leave_copies_for_later(paths: Iterable[Path]) -> None:
@@ -606,8 +597,7 @@ def write_copies(path: Path) -> bool:
         data = path.read_bytes()
     except FileNotFoundError:
         return False
-    _write(path, None, [(copy, ENCODINGS[copy.name[-3:]]) for copy in compressed_copies(path)],
-           data)
+    _write(path, None, _derived(compressed_copies(path)), data)
     return True
 
 
@@ -689,9 +679,13 @@ def write_if_changed(path: Path, data: bytes) -> bool:
         # an unchanged document's outdated ones now: none waits to be sent
         _write(path, data if changed else None, [], data, removed=copies)
         return changed
-    _write(path, data if changed else None,
-           [(copy, ENCODINGS[copy.name[-3:]]) for copy in copies], data)
+    _write(path, data if changed else None, _derived(copies), data)
     return changed
+
+
+def _derived(copies: Iterable[Path]) -> list[tuple[Path, Callable[[bytes], bytes]]]:
+    """Each copy with what makes it of its document's bytes."""
+    return [(copy, ENCODINGS[copy.name[-3:]]) for copy in copies]
 
 
 def _write(path: Path, data: bytes | None, derived: list[tuple[Path, Callable[[bytes], bytes]]],
