@@ -144,6 +144,14 @@ def _oldest_archive_page(finding: Finding) -> bool:
             and finding.path.parent.parent.name == "archive")
 
 
+def test_index_opml_passes_with_no_error_and_no_warning(published: HubDir) -> None:
+    """The OPML list of every feed: no language code that is none (the
+    all-languages feed's outline has no language) and every outline with
+    more than a text says what it is."""
+    findings = validate([published.feeds / "index.opml"])
+    assert [str(finding) for finding in findings] == []
+
+
 def test_warnings_left_come_from_upstream_data(published: HubDir) -> None:
     """DuplicateUpdated is allowed only where the shared <updated> values are
     upstream's own dates: no entry sharing one has a date the hub made up."""

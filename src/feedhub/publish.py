@@ -879,12 +879,15 @@ def render_opml(config: Config, languages: Iterable[str],
     ET.SubElement(head, "title").text = config.hub.title
     body = ET.SubElement(opml, "body")
     for language in languages:
-        ET.SubElement(body, "outline", type="rss", text=feed_title(config, language),
-                      title=feed_title(config, language), xmlUrl=feed_url(config, language),
-                      htmlUrl=_page_of(config, f"{language}.atom") or
-                      f"{config.hub.base_url}index.html", language=language)
-    if sources:
-        group = ET.SubElement(body, "outline", text="By source", title="By source")
+        outline = ET.SubElement(body, "outline", type="rss", text=feed_title(config, language),
+                                title=feed_title(config, language),
+                                xmlUrl=feed_url(config, language),
+                                htmlUrl=_page_of(config, f"{language}.atom") or
+                                f"{config.hub.base_url}index.html")
+        if language != ALL:  # OPML's language is a language code: all.atom's are many
+            outline.set("language", language)
+    if sources:  # a folder: a text alone (more would need a type)
+        group = ET.SubElement(body, "outline", text="By source")
         for name, slug in sources:
             document = source_document(config, name, slug)
             ET.SubElement(group, "outline", type="rss", text=name, title=document.title,
