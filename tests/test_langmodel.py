@@ -150,6 +150,28 @@ def test_a_worker_that_gave_back_the_models_pages_detects_as_before(tmp_path: Pa
         pool.shutdown()
 
 
+@linux_only
+def test_detecting_maps_none_of_the_weights(tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A detection reads the few hundred rows of weights it needs and maps
+    none of the 20 MB table: through a mapping, the page cache's large
+    folios made most of it resident (and counted in every detecting worker's
+    PSS) within a few dozen rows. The DFA, walked byte by byte, stays mapped."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    path = tmp_path / langmodel._cache_name()
+    shared = langmodel._mapped(path)
+    for text in samples():
+        shared.rank(text)
+    header = json.loads(path.read_bytes()[8:8 + int.from_bytes(path.read_bytes()[:8], "little")])
+    _, shape = header["arrays"]["rows"]
+    weights_kb = shape[0] * shape[1] // 1024
+    assert weights_kb > 15_000
+    resident_kb = _model_pages_kb()
+    assert resident_kb > 0  # the DFA
+    # the rest of the file, and at most a 2 MB folio that straddles its edge
+    assert resident_kb <= path.stat().st_size // 1024 - weights_kb + 2048
+
+
 def test_parser_workers_import_no_http_client_no_config_writer_and_no_store() -> None:
     """What the forkserver imports every parser worker holds: the reading
     of feeds and the detector's code, not the HTTP client (the owner

@@ -8,14 +8,17 @@ the family's largest cost (issue 13). Here the model is written once, to a
 cache file, and every process that detects maps that file read-only: its
 pages are the page cache's, shared by all workers (PSS divides them),
 clean and reclaimable by the kernel, and a hub that never detects never
-opens it. Every worker that detects soon maps all of the file (the kernel
-maps 64 KB around each fault), so it is kept small, losslessly: the DFA's
-rows cut into blocks of 16 next states, each distinct block kept once
-(55,779 of 613,536), 5 MB instead of 38; the weights as 12-bit codes into
-the 1,799 distinct float16 values, 20 MB instead of 28. The walk looks a
-state's block up, then the state in it; the rows of weights a text needs
-are rebuilt from their codes. Same states, same features, same counts,
-the same float16 weights into the same matmul, so the same scores
+opens it. It is kept small, losslessly: the DFA's rows cut into blocks of
+16 next states, each distinct block kept once (55,779 of 613,536), 5 MB
+instead of 38; the weights as 12-bit codes into the 1,799 distinct
+float16 values, 20 MB instead of 28. The walk looks a state's block up,
+then the state in it, in the mapping: it reads all over the DFA. The
+weights are not mapped: a text needs a few hundred of their 94,000 rows,
+read with pread, one row (its codes end to end) a call. The page cache
+holds a file in large folios, and a fault maps the whole folio: 30 rows
+read through a mapping made 18 MB of it resident, so every worker that
+detected held all 20 MB in its PSS. Same states, same features, same
+counts, the same float16 weights into the same matmul, so the same scores
 (tests/test_langmodel.py compares every ranking with py3langid's loader).
 
 Without a writable cache directory the model is loaded as py3langid loads
@@ -44,21 +47,21 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FORMAT = 3  # of the cache file; a new one gets a new name
+FORMAT = 4  # of the cache file; a new one gets a new name
 _PAGE = mmap.PAGESIZE
 BLOCK = 16  # next states per block of a DFA row
 _CHUNK = 8192  # rows at a time when checking what is written against the model
 # What the cache holds, as (dtype, memoryview format or None for numpy):
 # the weights (feature x language, float16) as 12-bit codes into `book`,
-# the bit patterns of the 1,799 distinct weights: the low 8 bits of each
-# code in `low`, the high 4 in `high`, two to a byte (20 MB, not 28);
-# `pc`, the per-language priors. The DFA: `blocks`, the distinct blocks of
-# next states end to end; `block_at`, per row and block, where its block
-# starts in `blocks`; `rowbase`, per state, where its row starts in
-# `block_at`; `out_feat`, per state, the feature it counts (-1: none). Item
-# access on a memoryview is as fast as on py3langid's array/list and gives
-# the same Python ints.
-_ARRAYS = {"low": ("<u1", None), "high": ("<u1", None), "book": ("<u2", None),
+# the bit patterns of the 1,799 distinct weights, one row per feature in
+# `rows`: the low 8 bits of each code, then the high 4, two to a byte (20
+# MB, not 28; read, never mapped: _weights); `pc`, the per-language priors.
+# The DFA: `blocks`, the distinct blocks of next states end to end;
+# `block_at`, per row and block, where its block starts in `blocks`;
+# `rowbase`, per state, where its row starts in `block_at`; `out_feat`, per
+# state, the feature it counts (-1: none). Item access on a memoryview is
+# as fast as on py3langid's array/list and gives the same Python ints.
+_ARRAYS = {"rows": ("<u1", None), "book": ("<u2", None),
            "pc": ("<f4", None), "blocks": ("<u4", "I"), "block_at": ("<u4", "I"),
            "rowbase": ("<u4", "I"), "out_feat": ("<i4", "i")}
 _HIGH = bytes(b >> 4 for b in range(256))  # which block of a row a byte picks
@@ -156,22 +159,28 @@ def _cache_name() -> str:
 def _mapped(path: Path) -> LanguageIdentifier:
     if not path.exists():
         _write_cache(path)
-    with path.open("rb") as file:
-        mapping = mmap.mmap(file.fileno(), 0, prot=mmap.PROT_READ)
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))  # kept for _weights' preads
     try:
-        found = _from_mapping(mapping)
+        mapping = mmap.mmap(fd, 0, prot=mmap.PROT_READ)
+    except BaseException:
+        os.close(fd)
+        raise
+    try:
+        found = _from_mapping(mapping, fd)
     except Exception:
         with contextlib.suppress(BufferError):  # a view of it may still be alive
             mapping.close()
+        os.close(fd)
         raise
     global _mapping
     _mapping = mapping
     return found
 
 
-def _from_mapping(mapping: mmap.mmap) -> LanguageIdentifier:
+def _from_mapping(mapping: mmap.mmap, fd: int) -> LanguageIdentifier:
     """The identifier py3langid's from_model_file(norm_probs=True) builds,
-    its big parts views of the mapping instead of private copies."""
+    its DFA views of the mapping instead of private copies, its weights read
+    from `fd` (the same file) row by row."""
     import numpy as np
 
     if sys.byteorder != "little":  # the cache is little-endian, the views native
@@ -187,6 +196,9 @@ def _from_mapping(mapping: mmap.mmap) -> LanguageIdentifier:
         size = int(np.prod(shape)) * np.dtype(dtype).itemsize
         if offset + size > len(mapping):
             raise ValueError("language model cache is truncated")
+        if name == "rows":  # not mapped: where they are, for pread
+            parts[name] = (fd, offset, shape[1])
+            continue
         raw = whole[offset:offset + size]
         parts[name] = (raw.cast(view) if view  # type: ignore[call-overload]  # a format str
                        else np.frombuffer(raw, dtype=dtype).reshape(shape))
@@ -196,7 +208,7 @@ def _from_mapping(mapping: mmap.mmap) -> LanguageIdentifier:
     # None and norm_probs True as enrich asks for; the DFA in our layout
     model.min_confidence = None
     model.nb_ptc = None  # not used: _sparse_score rebuilds the rows it needs
-    model._low, model._high, model._book = parts["low"], parts["high"], parts["book"]
+    model._rows, model._book = parts["rows"], parts["book"]
     model.nb_pc = np.array(parts["pc"])  # 142 floats: a private copy costs nothing
     model.nb_classes = header["classes"]
     model.tk_nextmove = None  # not used: _raw_score walks the blocks
@@ -220,7 +232,7 @@ def _identifier_class() -> type[LanguageIdentifier]:
     from py3langid.langid import LanguageIdentifier
 
     class SharedIdentifier(LanguageIdentifier):
-        __slots__ = ("_block_at", "_blocks", "_book", "_high", "_low")
+        __slots__ = ("_block_at", "_blocks", "_book", "_rows")
 
         def _sparse_score(self, visits: Counter[int], table: None) -> Any:
             """py3langid 0.4's _sparse_score, the rows of the weights table
@@ -230,12 +242,18 @@ def _identifier_class() -> type[LanguageIdentifier]:
             return np.log1p(counts) @ self._weights(idx) + self.nb_pc
 
         def _weights(self, idx: Any) -> Any:
-            high = np.take(self._high, idx, axis=0)
-            codes = np.empty((len(idx), 2 * high.shape[1]), dtype=np.uint16)
+            fd, offset, size = self._rows
+            pread, wanted = os.pread, idx.tolist()
+            data = b"".join([pread(fd, size, offset + row * size) for row in wanted])
+            if len(data) != size * len(wanted):
+                raise ValueError("language model cache is truncated")
+            rows = np.frombuffer(data, dtype=np.uint8).reshape(len(wanted), size)
+            low, high = rows[:, :2 * size // 3], rows[:, 2 * size // 3:]
+            codes = np.empty(low.shape, dtype=np.uint16)
             codes[:, 0::2] = high & 15
             codes[:, 1::2] = high >> 4
             codes <<= 8
-            codes |= np.take(self._low, idx, axis=0)
+            codes |= low
             return np.take(self._book, codes).view(np.float16)
 
         def _raw_score(self, text: bytes) -> Any:
@@ -346,7 +364,7 @@ def _cache_arrays(data: Any) -> Any:
 
 
 def _coded_weights(ptc: Any) -> Any:
-    """The weights table as book, low and high codes (see _ARRAYS), compared
+    """The weights table as book and rows of codes (see _ARRAYS), compared
     bit for bit with the table before anything is written."""
     import numpy as np
 
@@ -359,8 +377,9 @@ def _coded_weights(ptc: Any) -> Any:
         raise ValueError("language model weights do not fit 12-bit codes in pairs")
     code_of = np.zeros(1 << 16, dtype="<u2")
     code_of[book] = np.arange(len(book))
-    low = np.empty(bits.shape, dtype="<u1")
-    high = np.empty((len(bits), bits.shape[1] // 2), dtype="<u1")
+    width = bits.shape[1]
+    rows = np.empty((len(bits), width + width // 2), dtype="<u1")
+    low, high = rows[:, :width], rows[:, width:]
     for start in range(0, len(bits), _CHUNK):  # in slices: temporaries stay small
         part = slice(start, start + _CHUNK)
         codes = code_of[bits[part]]
@@ -371,6 +390,5 @@ def _coded_weights(ptc: Any) -> Any:
         rebuilt[:, 1::2] = high[part] >> 4
         if not np.array_equal(book[(rebuilt << 8) | low[part]], bits[part]):
             raise ValueError("language model weights do not rebuild from their codes")
-    yield "low", low
-    yield "high", high
+    yield "rows", rows
     yield "book", book
