@@ -120,12 +120,14 @@ def test_two_workers_that_detect_share_one_copy_of_the_model(tmp_path: Path) -> 
         assert worker["Pss"] < 0.75 * worker["Rss"]
 
 
-def _model_pages_kb() -> int:
-    """In a worker: this process's resident pages of the model file (kB)."""
+def _model_pages_kb(path: Path | None = None) -> int:
+    """In a worker: this process's resident pages of the model file (kB);
+    of the file at `path` only, if given (a test process may map others)."""
     found, in_model = 0, False
     for line in Path("/proc/self/smaps").read_text().splitlines():
         if not line.split()[0].endswith(":"):  # a mapping's header line
-            in_model = line.endswith(".bin") and "langid-model-" in line
+            in_model = (line.endswith(f" {path}") if path is not None
+                        else line.endswith(".bin") and "langid-model-" in line)
         elif in_model and line.startswith("Rss:"):
             found += int(line.split()[1])
     return found
@@ -166,7 +168,7 @@ def test_detecting_maps_none_of_the_weights(tmp_path: Path,
     _, shape = header["arrays"]["rows"]
     weights_kb = shape[0] * shape[1] // 1024
     assert weights_kb > 15_000
-    resident_kb = _model_pages_kb()
+    resident_kb = _model_pages_kb(path)
     assert resident_kb > 0  # the DFA
     # the rest of the file, and at most a 2 MB folio that straddles its edge
     assert resident_kb <= path.stat().st_size // 1024 - weights_kb + 2048
