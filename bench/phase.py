@@ -55,16 +55,18 @@ def feedhub_config(workdir: Path, urls: list[str]) -> Path:
 
 def run_feedhub(phase: str, workdir: Path, urls: list[str]) -> dict[str, object]:
     from feedhub.config import load_config
-    from feedhub.hub import Hub, make_fetcher
+    from feedhub.hub import Hub, forked_parser_pool, make_fetcher
     from feedhub.store import open_store
 
     config = load_config(feedhub_config(workdir, urls))
     result: dict[str, object] = {}
 
     async def poll() -> None:
+        workers = os.cpu_count() or 1
+        pool = forked_parser_pool(config, workers)  # before the store, as `feedhub poll` does
         with open_store(config.hub.database) as store:
             async with make_fetcher(config) as fetcher:
-                hub = Hub(config, store, fetcher, workers=os.cpu_count() or 1)
+                hub = Hub(config, store, fetcher, workers=workers, pool=pool)
                 meter = WorkerMeter()
                 try:
                     reports = await hub.poll_many(config.sources)

@@ -104,7 +104,7 @@ def main() -> None:
         time.sleep(0.05)
 
     from feedhub.config import load_config
-    from feedhub.hub import Hub, make_fetcher
+    from feedhub.hub import Hub, forked_parser_pool, make_fetcher
     from feedhub.store import open_store
 
     workdir = Path(tempfile.mkdtemp(prefix="redated-"))
@@ -115,9 +115,11 @@ def main() -> None:
         if redate:
             stamp.value += 60
         urllib.request.urlopen(f"http://127.0.0.1:{port.value}/_prepare", timeout=600).read()
+        workers = os.cpu_count() or 1
+        pool = forked_parser_pool(config, workers)  # before the store, as `feedhub poll` does
         with open_store(config.hub.database) as store:
             async with make_fetcher(config) as fetcher:
-                hub = Hub(config, store, fetcher, workers=os.cpu_count() or 1,
+                hub = Hub(config, store, fetcher, workers=workers, pool=pool,
                           parse_unchanged=parse_unchanged)
                 try:
                     started = time.monotonic()

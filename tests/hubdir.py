@@ -146,14 +146,19 @@ def family(leader: int) -> list[Proc]:
 
 
 def pool_of(leader: int) -> dict[str, list[Proc]]:
-    """The multiprocessing helpers of `leader` by role: its forkserver, the
-    parser workers (the forkserver's children) and its resource tracker."""
+    """The multiprocessing helpers of `leader` by role: the parser workers
+    (forked from it, so with its command line, or its forkserver's
+    children), and its forkserver and resource tracker if it has them."""
     roles: dict[str, list[Proc]] = {"forkserver": [], "workers": [], "resource tracker": []}
-    for process in family(leader):
+    found = family(leader)
+    own = found[0].cmdline if found and found[0].pid == leader else None
+    for process in found[1:]:
         if "multiprocessing.resource_tracker" in process.cmdline:
             roles["resource tracker"].append(process)
         elif "multiprocessing.forkserver" in process.cmdline:
             roles["forkserver" if process.ppid == leader else "workers"].append(process)
+        elif process.ppid == leader and process.cmdline == own:
+            roles["workers"].append(process)
     return roles
 
 

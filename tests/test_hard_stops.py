@@ -17,7 +17,7 @@ from pathlib import Path
 import feedparser
 import pytest
 
-from hubdir import HubDir, kill_9, pool_of, stop, wait_for
+from hubdir import HubDir, Proc, kill_9, pool_of, stop, wait_for
 
 RSS = """<?xml version="1.0"?><rss version="2.0"><channel><title>{name}</title>
 <link>https://{name}.example/</link><description>d</description><language>en</language>
@@ -90,29 +90,33 @@ def add_sources(hub: HubDir, feed_server, count: int, items: int) -> None:
                 "--no-fulltext")
 
 
-def wait_for_pool(pid: int, workers: int) -> None:
-    """Until `pid` runs its forkserver, resource tracker and `workers` parser
-    workers: they start with the first parse, not with the pool object."""
+def wait_for_pool(pid: int, workers: int) -> dict[str, list[Proc]]:
+    """Until `pid` runs `workers` parser workers: forked from it as the pool
+    is made, when it has a single thread; else from a forkserver, with a
+    resource tracker, at the first parse (worker.parser_pool)."""
     def running() -> bool:
         pool = pool_of(pid)
-        return (len(pool["forkserver"]) == 1 and len(pool["resource tracker"]) == 1
-                and len(pool["workers"]) >= workers)
+        helpers = len(pool["forkserver"]), len(pool["resource tracker"])
+        return helpers in ((0, 0), (1, 1)) and len(pool["workers"]) >= workers
 
     wait_for(running, timeout=30)
+    return pool_of(pid)
 
 
 def test_kill_9_leaves_no_parser_worker_or_helper_behind(tmp_path: Path, feed_server) -> None:
-    """The workers ignore SIGTERM and the forkserver and the resource
-    tracker would wait for them: each must still go when the daemon is
-    SIGKILLed (the OOM killer), or every crash-restart leaks them."""
+    """The workers ignore SIGTERM (and a forkserver and resource tracker
+    would wait for them): each must still go when the daemon is SIGKILLed
+    (the OOM killer), or every crash-restart leaks them."""
     hub = HubDir(tmp_path, interval="1s")
     add_sources(hub, feed_server, 8, 300)  # first polls at once: parses overlap
     daemon = hub.start("run", new_session=True)
     try:
-        wait_for_pool(daemon.pid, min(2, os.cpu_count() or 1))
+        pool = wait_for_pool(daemon.pid, min(2, os.cpu_count() or 1))
+        # forked as it started, before its store and threads (worker.parser_pool)
+        assert pool["forkserver"] == pool["resource tracker"] == []
     finally:
         seen = kill_9(daemon)
-    assert len(seen) >= 4  # the daemon, its forkserver and tracker, the workers
+    assert len(seen) >= 3  # the daemon and its workers
 
 
 def test_kill_9_mid_poll_all_leaves_no_parser_worker_behind(tmp_path: Path,
@@ -123,18 +127,20 @@ def test_kill_9_mid_poll_all_leaves_no_parser_worker_behind(tmp_path: Path,
     hub.run("add", feed_server.url("/slow.rss"), "--name", "slow", "--no-check", "--no-fulltext")
     poll = hub.start("poll", "--all", new_session=True)
     try:
-        wait_for_pool(poll.pid, 1)
+        assert wait_for_pool(poll.pid, 1)["forkserver"] == []  # forked
         assert poll.poll() is None  # killed mid-poll
     finally:
         kill_9(poll)
 
 
 STUCK_OWNER = """
-import os, re, time
+import os, re, sys, threading, time
 from feedhub.worker import parser_pool
 
 if __name__ == "__main__":
-    pool = parser_pool(1)
+    if sys.argv[1] == "threaded":  # its workers come from a forkserver
+        threading.Thread(target=time.sleep, args=(600,), daemon=True).start()
+    pool = parser_pool(1, fork=True)
     pool.submit(os.getpid).result()  # the pool runs
     pool.submit(re.match, r"(a+)+$", "a" * 64 + "b")  # backtracks for ages, holding the GIL
     time.sleep(0.5)
@@ -143,17 +149,21 @@ if __name__ == "__main__":
 """
 
 
-def test_a_worker_stuck_holding_the_gil_dies_with_its_owner(tmp_path: Path) -> None:
+@pytest.mark.parametrize("owner_kind", ["single-threaded", "threaded"])
+def test_a_worker_stuck_holding_the_gil_dies_with_its_owner(tmp_path: Path,
+                                                            owner_kind: str) -> None:
     """A hostile feed can keep a worker in C code that never lets a
-    watching thread run: the kernel must end it (the parent-death signal,
-    forkserver and worker both)."""
+    watching thread run: the kernel must end it (the parent-death signal:
+    of a forked worker; of a forkserver and its worker both)."""
     script = tmp_path / "owner.py"
     script.write_text(STUCK_OWNER, encoding="utf-8")
-    owner = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
+    owner = subprocess.Popen([sys.executable, str(script), owner_kind], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         assert owner.stdout is not None and owner.stdout.readline() == "stuck\n"
-        assert len(pool_of(owner.pid)["workers"]) == 1
+        pool = pool_of(owner.pid)
+        assert len(pool["workers"]) == 1
+        assert len(pool["forkserver"]) == (owner_kind == "threaded")
     finally:
         kill_9(owner)
 

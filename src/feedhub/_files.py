@@ -12,10 +12,11 @@ import os
 import sys
 import tempfile
 import threading
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import IO
+from typing import IO, ClassVar
 
 
 def atomic_write(path: Path, data: bytes, *, mode: int | None = None) -> None:
@@ -302,6 +303,8 @@ class DaemonLock:
     `<database>.lock`, released by the kernel even if the process is killed.
     CLI commands do not take it, so they keep working beside the daemon."""
 
+    _held: ClassVar[weakref.WeakSet[DaemonLock]] = weakref.WeakSet()  # for _forget_in_child
+
     def __init__(self, database: Path):
         self.path = Path(database).with_name(Path(database).name + ".lock")
         self._handle: IO[str] | None = None
@@ -324,7 +327,19 @@ class DaemonLock:
         handle.write(f"{os.getpid()}\n")
         handle.flush()
         self._handle = handle
+        DaemonLock._held.add(self)
         return self
+
+    @classmethod
+    def _forget_in_child(cls) -> None:
+        """A forked child (a parser worker) closes its copy of the lock's
+        descriptor: an flock lasts while any copy is open, so a daemon
+        killed outright would stay locked for as long as a worker lived."""
+        for lock in list(cls._held):
+            if lock._handle is not None:
+                with contextlib.suppress(OSError):
+                    lock._handle.close()
+                lock._handle = None
 
     def __exit__(self, *exc: object) -> None:
         if self._handle is not None:
@@ -347,3 +362,7 @@ class DaemonLock:
                 return True
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
             return False
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=DaemonLock._forget_in_child)

@@ -318,8 +318,8 @@ def render_status(templates: jinja2.Environment, config: Config, sort: str,
     return html.encode()
 
 
-def admin_in_thread(daemon: Daemon, address: tuple[str, int]) -> AdminServer:
-    server = AdminServer(address, daemon)
+def serve_in_thread(server: AdminServer) -> None:
+    """Serve `server` (bound already, so that a taken address fails at
+    start) from a thread of its own."""
     threading.Thread(target=server.serve_forever, name="feedhub-admin", daemon=True).start()
     log.info("admin (/metrics, /status, /healthz) on http://%s:%d/", *server.server_address[:2])
-    return server

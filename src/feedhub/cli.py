@@ -32,7 +32,7 @@ from feedhub.config import (
 )
 from feedhub.discover import DiscoveredFeed, DiscoveryError, discover_feeds
 from feedhub.fetch import Fetcher, FetchError
-from feedhub.hub import Hub, make_fetcher
+from feedhub.hub import Hub, forked_parser_pool, make_fetcher
 from feedhub.models import Config, HubConfig, PollReport, SourceConfig, normalize_language
 from feedhub.publish import PublishedFeed
 from feedhub.status import ago, nodes_json, source_reason
@@ -498,8 +498,8 @@ def _select(config: Config, names: tuple[str, ...], poll_all: bool) -> list[Sour
 
 async def _poll_and_publish(config: Config, sources: list[SourceConfig], force: bool
                             ) -> tuple[list[PollReport], int, list[websub.PingOutcome]]:
-    with open_store(config.hub.database) as store:
-        if not force:
+    if not force:
+        with open_store(config.hub.database) as store:
             now = datetime.now(UTC)
             due = []
             for source in sources:
@@ -508,23 +508,30 @@ async def _poll_and_publish(config: Config, sources: list[SourceConfig], force: 
                 if not retired and (state.next_poll is None or state.next_poll <= now):
                     due.append(source)
             sources = due
-        # worker processes pay off only past a handful of sources
-        workers = (os.cpu_count() or 1) if len(sources) >= POOL_THRESHOLD else 0
-        async with make_fetcher(config, store) as fetcher:  # polite across a cluster too
-            hub = Hub(config, store, fetcher, workers=workers)
-            try:
-                reports = await _with_progress(hub, sources)
+    # worker processes pay off only past a handful of sources; made while no
+    # database connection is open, so that they can be forked from here
+    workers = (os.cpu_count() or 1) if len(sources) >= POOL_THRESHOLD else 0
+    pool = forked_parser_pool(config, workers)
+    try:
+        with open_store(config.hub.database) as store:
+            async with make_fetcher(config, store) as fetcher:  # polite across a cluster too
+                hub = Hub(config, store, fetcher, workers=workers, pool=pool)
                 try:
-                    # everything: a config edit (a source's policy, rights) must reach
-                    # its own feed too; unchanged source feeds are skipped by stamp.
-                    # The workers render the new entries, then end.
-                    published = hub.publish(release_workers=True)
-                except OSError as exc:
-                    _fail("polled and stored, but publishing failed (previous feed files "
-                          f"kept): {exc}")
-            finally:
-                hub.close()
-            pings = await _ping_hubs(config, published, fetcher)
+                    reports = await _with_progress(hub, sources)
+                    try:
+                        # everything: a config edit (a source's policy, rights) must reach
+                        # its own feed too; unchanged source feeds are skipped by stamp.
+                        # The workers render the new entries, then end.
+                        published = hub.publish(release_workers=True)
+                    except OSError as exc:
+                        _fail("polled and stored, but publishing failed (previous feed files "
+                              f"kept): {exc}")
+                finally:
+                    hub.close()
+                pings = await _ping_hubs(config, published, fetcher)
+    finally:
+        if pool is not None:  # the hub stopped it, unless it was never made
+            pool.shutdown(wait=True, cancel_futures=True)
     return reports, sum(feed.written for feed in published), pings
 
 

@@ -33,9 +33,9 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.date import DateTrigger
 
 from feedhub._files import DaemonLock
-from feedhub.admin import admin_in_thread
+from feedhub.admin import AdminServer, serve_in_thread
 from feedhub.config import ConfigError, load_config
-from feedhub.hub import Hub, make_fetcher, node_id
+from feedhub.hub import Hub, forked_parser_pool, make_fetcher, node_id
 from feedhub.metrics import Metrics
 from feedhub.models import Config, SourceConfig
 from feedhub.publish import PublishedFeed
@@ -83,13 +83,23 @@ class Daemon:
         self._config_hash = config_hash(config.path)
         self._disagreeing: set[str] = set()  # nodes already warned about
 
-    async def run(self) -> None:
+    async def run(self, ready: Callable[[], None] = lambda: None) -> None:
+        """`ready` is called once the parser workers are forked: threads
+        started before would keep them from being (worker.parser_pool)."""
         with DaemonLock(self.config.hub.local_files):
-            store = open_store(self.config.hub.database)
+            pool = forked_parser_pool(self.config, PARSER_WORKERS)  # before the store: see there
+            try:
+                store = open_store(self.config.hub.database)
+            except BaseException:
+                if pool is not None:
+                    pool.shutdown(wait=True, cancel_futures=True)
+                raise
             try:
                 async with make_fetcher(self.config, store, self.node) as fetcher:
                     self.hub = Hub(self.config, store, fetcher, workers=PARSER_WORKERS,
-                                   metrics=self.metrics)
+                                   metrics=self.metrics, pool=pool)
+                    pool = None  # the hub's to close
+                    ready()
                     self.notifier = Notifier(fetcher, metrics=self.metrics)
                     try:
                         await self._serve()
@@ -97,6 +107,8 @@ class Daemon:
                         await self.notifier.aclose()  # already done, unless _serve failed
                         self.hub.close()
             finally:
+                if pool is not None:
+                    pool.shutdown(wait=True, cancel_futures=True)
                 store.close()
         log.info("stopped")
 
@@ -474,8 +486,15 @@ def run(config_path: Path, serve: tuple[str, int] | None = None,
     async def main() -> None:
         daemon = Daemon(config)
         daemon.install_signal_handlers()
-        servers: list[Any] = []
+        bound: list[AdminServer] = []
+        serving: list[AdminServer] = []
         child = None
+
+        def serve_admin() -> None:
+            for server in bound:
+                serve_in_thread(server)
+                serving.append(server)
+
         try:
             if serve:
                 # the server is a child process: find a taken address here,
@@ -483,11 +502,13 @@ def run(config_path: Path, serve: tuple[str, int] | None = None,
                 _listen("--serve", serve, lambda: _bindable(serve))
                 child = serve_in_process(config_path, serve)
             if admin:
-                servers.append(_listen("--admin", admin, lambda: admin_in_thread(daemon, admin)))
-            await daemon.run()
+                bound.append(_listen("--admin", admin, lambda: AdminServer(admin, daemon)))
+            # the admin thread starts once the parser workers are forked (Hub)
+            await daemon.run(ready=serve_admin)
         finally:
-            for server in servers:
+            for server in serving:
                 server.shutdown()
+            for server in bound:
                 server.server_close()
             if child is not None:
                 stop_process(child)

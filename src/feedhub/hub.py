@@ -154,6 +154,20 @@ def make_fetcher(config: Config, store: Store | None = None, node: str | None = 
     )
 
 
+def model_cache(config: Config) -> Path:
+    """Where the language model goes, uncompressed, when the user's cache
+    cannot be written (a confined daemon): beside the database (a PostgreSQL
+    hub's: beside the config file); see langmodel."""
+    return config.hub.local_files.parent
+
+
+def forked_parser_pool(config: Config, workers: int) -> Executor | None:
+    """A hub's parser workers, made before its store is opened, so that they
+    can be forked from this process (worker.parser_pool); None for none.
+    Pass it to Hub(pool=...), whose close() stops it."""
+    return parser_pool(workers, model_cache(config), fork=True) if workers else None
+
+
 SLOT_RETRY_SECONDS = (0.05, 0.25)  # a full host is asked again after a random pause in this range
 SLOT_LEASE_MARGIN = 30.0  # a slot's lease: the request's deadline, the spacing wait, and this
 
@@ -208,10 +222,12 @@ class ClusterGate:
 class Hub:
     """`workers`: processes that parse (0: a thread of this process, cheap to
     start for a handful of sources; the daemon and large polls use one per
-    core). Close the hub to stop them."""
+    core); `pool`: those workers, made already (forked_parser_pool), else the
+    hub starts them. Close the hub to stop them."""
 
     def __init__(self, config: Config, store: Store, fetcher: Fetcher, *, workers: int = 0,
-                 parse_unchanged: bool = False, metrics: Metrics | None = None):
+                 parse_unchanged: bool = False, metrics: Metrics | None = None,
+                 pool: Executor | None = None):
         self.config = config
         # what /metrics counts (the daemon's; a command's own, never scraped)
         self.metrics = metrics or Metrics()
@@ -221,13 +237,10 @@ class Hub:
         self.store = store
         self.fetcher = fetcher
         self.workers = workers
-        # the language model, uncompressed, goes beside the database (a
-        # PostgreSQL hub's: beside the config file) when the
-        # user's cache cannot be written (a confined daemon); see langmodel
-        self.model_cache = config.hub.local_files.parent
+        self.model_cache = model_cache(config)
         langmodel.set_cache_dir(self.model_cache)  # when parsing in-process
-        self.executor: Executor | None = (parser_pool(workers, self.model_cache) if workers
-                                          else None)
+        self.executor: Executor | None = pool if pool is not None else (
+            parser_pool(workers, self.model_cache) if workers else None)
         self._document_pool: Executor | None = None  # a publish's own workers (documents.py)
         self.id_authority = urlsplit(config.hub.base_url).hostname or "localhost"
         # Polls in progress at once: enough to keep every connection and every

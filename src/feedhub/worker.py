@@ -265,7 +265,10 @@ def _prepare_worker(model_cache: Path | None = None) -> None:
     _idle = _IdleRelease()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    _die_with_parent()  # the forkserver, which dies with the owner (see the end)
+    # a forked worker has its owner's asyncio wakeup fd: a signal here
+    # would wake the owner's loop as if it had been sent there
+    signal.set_wakeup_fd(-1)
+    _die_with_parent()  # the owner, or the forkserver, which dies with the owner (see the end)
     _exit_with_owner()
 
 
@@ -277,7 +280,8 @@ def _die_with_parent() -> None:
     PR_SET_PDEATHSIG): it works even while this process is stuck in C code
     holding the GIL, where a watching thread never gets to run. Best effort:
     a no-op elsewhere. Strictly the "parent" is the thread that forked us:
-    for a worker the forkserver's only thread; for the forkserver the
+    for a forked worker the owner's only thread (parser_pool); for a
+    forkserver's worker the forkserver's only thread; for the forkserver the
     owner's thread that first submitted work (the event loop's); for a
     spawned document worker the publishing thread, whose publish closes
     that pool before it returns (document_pool)."""
@@ -357,18 +361,59 @@ def _import_for_workers() -> None:
     langmodel.import_code()
 
 
-def parser_pool(workers: int, model_cache: Path | None = None) -> Executor:
-    """Worker processes for parse_poll. forkserver, not fork: the
-    parent has an event loop and threads that must not be copied. Nothing
-    here outlives the owner: the forkserver gets SIGKILL when the owner
-    dies, the workers get it when the forkserver does and also watch the
-    owner themselves, and the resource tracker exits once none of them
-    holds its pipe any more. Workers that detect languages share one
-    mapped model, kept in `model_cache` (langmodel)."""
+def parser_pool(workers: int, model_cache: Path | None = None, *, fork: bool = False) -> Executor:
+    """Worker processes for parse_poll. Workers that detect languages share
+    one mapped model, kept in `model_cache` (langmodel).
+
+    `fork`: the caller has no database connection open (SQLite's and
+    libpq's process state must not be carried into a child that opens its
+    own, as a worker lent to publishing does). The workers are then forked
+    from this process, at once, if it runs a single thread (a command, or
+    the daemon as it starts): they share its pages (the interpreter, its
+    imports, numpy and py3langid imported first) and need neither a
+    forkserver nor a resource tracker, 27 MB of PSS on the real-feeds bench.
+    Otherwise, or where other threads run (a daemon restarting a broken
+    pool: a copied lock may be held by a thread the child does not have),
+    they come from a forkserver, which imports what they need itself.
+
+    Nothing here outlives the owner: forked workers get SIGKILL when it
+    dies; the forkserver does, its workers when it does; every worker also
+    watches the owner itself; the resource tracker exits once none of them
+    holds its pipe any more."""
+    if fork and _single_threaded():
+        _import_for_workers()
+        if _single_threaded():  # numpy started no BLAS thread (OPENBLAS_NUM_THREADS)
+            return _forked_pool(workers, model_cache)
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["feedhub.worker"])
     return ProcessPoolExecutor(max_workers=workers, mp_context=context,
                                initializer=_prepare_worker, initargs=(model_cache,))
+
+
+def _single_threaded() -> bool:
+    """True when this process runs one thread, C threads included (Linux's
+    /proc lists them all; elsewhere forking is not tried)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        return len(os.listdir("/proc/self/task")) == 1
+    except OSError:
+        return False
+
+
+def _forked_pool(workers: int, model_cache: Path | None) -> Executor:
+    """The pool with its workers forked now, while no other thread exists:
+    a fork pool forks all of them at its first submit, before it starts its
+    own manager thread. What the forkserver would preload is imported first,
+    and every object so far goes to the collector's permanent generation,
+    so that no collection, here or in a worker, writes to the pages they
+    share (gc.freeze's documented use)."""
+    gc.collect()
+    gc.freeze()
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"),
+                               initializer=_prepare_worker, initargs=(model_cache,))
+    pool.submit(os.getpid)
+    return pool
 
 
 def document_pool(workers: int) -> Executor:
