@@ -25,7 +25,7 @@ from types import SimpleNamespace
 
 from prometheus_client import generate_latest
 
-from feedhub.admin import AdminServer, admin_in_thread, render_status
+from feedhub.admin import AdminServer, render_status, serve_in_thread
 from feedhub.config import load_config
 from feedhub.metrics import Metrics
 from feedhub.models import Item
@@ -105,7 +105,8 @@ def main() -> None:
               f"{time.perf_counter() - started:.1f} s; {sys.version.split()[0]}")
         metrics = Metrics()
         daemon = SimpleNamespace(config=config, metrics=metrics)
-        server: AdminServer = admin_in_thread(daemon, ("127.0.0.1", 0))  # type: ignore[arg-type]
+        server = AdminServer(("127.0.0.1", 0), daemon)  # type: ignore[arg-type]
+        serve_in_thread(server)
         try:
             body = generate_latest(metrics.registry)
             print(f"/metrics: {len(body):,} bytes")

@@ -116,7 +116,7 @@ def test_kill_9_leaves_no_parser_worker_or_helper_behind(tmp_path: Path, feed_se
         assert pool["forkserver"] == pool["resource tracker"] == []
     finally:
         seen = kill_9(daemon)
-    assert len(seen) >= 3  # the daemon and its workers
+    assert len(seen) >= 1 + min(2, os.cpu_count() or 1)  # the daemon and its workers
 
 
 def test_kill_9_mid_poll_all_leaves_no_parser_worker_behind(tmp_path: Path,

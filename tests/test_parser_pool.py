@@ -79,3 +79,38 @@ def test_an_owner_running_other_threads_or_not_asking_to_fork_starts_a_forkserve
     assert isinstance(children, list)
     assert any("forkserver" in command for command in children)
     assert found["own"] not in children
+
+
+SIGNALLED = """
+import asyncio, json, os, signal, sys
+from pathlib import Path
+from feedhub.worker import parser_pool
+
+async def main():
+    received = []
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, received.append, "TERM")
+    pool = parser_pool(2, Path(sys.argv[1]), fork=True)
+    children = [int(pid) for task in os.listdir("/proc/self/task")
+                for pid in Path(f"/proc/self/task/{task}/children").read_text().split()]
+    for _ in range(50):  # from their first moment: a service stop signals the whole group
+        for pid in children:
+            os.kill(pid, signal.SIGTERM)
+        await asyncio.sleep(0.01)
+    alive = {pool.submit(os.getpid).result(timeout=60) for _ in range(8)}
+    pool.shutdown()
+    print(json.dumps({"received": received, "children": sorted(children), "alive": sorted(alive)}))
+
+asyncio.run(main())
+"""
+
+
+@linux_only
+def test_a_signal_to_a_worker_just_forked_never_reaches_its_owner(tmp_path: Path) -> None:
+    """A forked worker starts with its owner's asyncio signal handler and
+    wakeup fd: a SIGTERM it got before it ignores SIGTERM would have been
+    handled by the owner, as a second one (the daemon then exits at once)."""
+    done = subprocess.run([sys.executable, "-c", SIGNALLED, str(tmp_path)], capture_output=True,
+                          text=True, timeout=300, check=True)
+    found = json.loads(done.stdout)
+    assert found["received"] == []
+    assert len(found["children"]) == 2 and found["alive"] == found["children"]

@@ -753,6 +753,59 @@ def test_documents_made_in_worker_processes_on_postgresql_give_the_same_bytes(
     assert [name for name in new if new[name] != old[name]] == []
 
 
+FORKED_PUBLISH = """
+import json, logging, os, sys
+from datetime import datetime
+from pathlib import Path
+import feedhub.hub as hub_module
+from feedhub import publish
+from feedhub.config import load_config
+from feedhub.hub import Hub, forked_parser_pool
+from feedhub.store import open_store
+
+failures = []
+handler = logging.Handler()
+handler.emit = lambda record: failures.append(record.getMessage())
+logging.getLogger("feedhub").addHandler(handler)
+publish._now = lambda: datetime.fromisoformat(sys.argv[2])  # the forked workers' too
+hub_module.DOCUMENT_WORKERS_FROM = 1
+config = load_config(Path(sys.argv[1]))
+pool = forked_parser_pool(config, 2)  # before the store, as the daemon's
+forked = [pid for task in os.listdir("/proc/self/task")
+          for pid in Path(f"/proc/self/task/{task}/children").read_text().split()]
+with open_store(config.hub.database) as store:
+    hub = Hub(config, store, None, workers=2, pool=pool)
+    try:
+        hub.publish()
+        lent = [hub.executor.submit(os.getpid).result() for _ in range(4)]
+    finally:
+        hub.close()
+print(json.dumps({"forked": sorted(map(int, forked)), "lent": sorted(set(lent)),
+                  "failed": [m for m in failures if "document worker failed" in m]}))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_parser_workers_forked_from_the_daemon_make_documents_with_the_same_bytes(
+        built: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The daemon forks its parser workers before it opens its store, then
+    lends them to publishing, where each opens a store of its own: the
+    documents they make are the one-process publish's, byte for byte."""
+    import json
+    import subprocess
+
+    here, there = _copy(built, tmp_path / "here"), _copy(built, tmp_path / "forked")
+    _publish_everything(here, monkeypatch, workers_from=10**9)
+    done = subprocess.run([sys.executable, "-c", FORKED_PUBLISH, str(there.path), NOW.isoformat()],
+                          capture_output=True, text=True, timeout=600, check=True)
+    found = json.loads(done.stdout)
+    assert len(found["forked"]) == 2 and found["lent"] == found["forked"]  # the owner's children
+    assert found["failed"] == []
+    new, old = _files(there.hub.output_dir), _files(here.hub.output_dir)
+    assert sorted(new) == sorted(old)
+    assert [name for name in new if new[name] != old[name]] == []
+
+
 def test_a_publishs_own_worker_leaves_another_hubs_parser_workers_alone(
         built: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A publish with no parser workers to lend spawns its document worker

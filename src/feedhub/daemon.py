@@ -99,12 +99,14 @@ class Daemon:
                     self.hub = Hub(self.config, store, fetcher, workers=PARSER_WORKERS,
                                    metrics=self.metrics, pool=pool)
                     pool = None  # the hub's to close
-                    ready()
-                    self.notifier = Notifier(fetcher, metrics=self.metrics)
+                    notifier: Notifier | None = None
                     try:
+                        self.notifier = notifier = Notifier(fetcher, metrics=self.metrics)
+                        ready()
                         await self._serve()
                     finally:
-                        await self.notifier.aclose()  # already done, unless _serve failed
+                        if notifier is not None:  # already closed, unless _serve failed
+                            await notifier.aclose()
                         self.hub.close()
             finally:
                 if pool is not None:

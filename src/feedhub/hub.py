@@ -301,13 +301,18 @@ class Hub:
         loop = asyncio.get_running_loop()
         # one picklable callable: run_in_executor is typed for no more than a few arguments
         call = functools.partial(parse_poll, result, source, context, known, not self.parse_unchanged)
+        broken = self.executor
         try:
-            return await loop.run_in_executor(self.executor, call)
+            return await loop.run_in_executor(broken, call)
         except BrokenExecutor:
             # a worker died (out of memory, killed): start a fresh pool, once
-            log.error("a parser worker died; restarting the pool")
-            self.metrics.pool_restarts.inc()
-            self.executor = parser_pool(self.workers, self.model_cache)
+            # for all the polls that were waiting on the broken one
+            if self.executor is broken:
+                log.error("a parser worker died; restarting the pool")
+                self.metrics.pool_restarts.inc()
+                self.executor = parser_pool(self.workers, self.model_cache)
+                if broken is not None:
+                    broken.shutdown(wait=False, cancel_futures=True)
             return await loop.run_in_executor(self.executor, call)
 
     async def poll(self, source: SourceConfig) -> PollReport:

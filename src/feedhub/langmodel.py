@@ -125,7 +125,8 @@ def asks() -> int:
 
 def import_code() -> None:
     """Import what detecting needs (numpy, py3langid) without loading the
-    model: the forkserver does, so that its workers share those pages."""
+    model: the forkserver, or an owner about to fork its workers, does, so
+    that the workers share those pages."""
     _identifier_class()
 
 
@@ -159,17 +160,10 @@ def _cache_name() -> str:
 def _mapped(path: Path) -> LanguageIdentifier:
     if not path.exists():
         _write_cache(path)
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))  # kept for _weights' preads
+    fd = os.open(path, os.O_RDONLY)  # kept open for _weights' preads
     try:
-        mapping = mmap.mmap(fd, 0, prot=mmap.PROT_READ)
+        found, mapping = _from_file(fd)
     except BaseException:
-        os.close(fd)
-        raise
-    try:
-        found = _from_mapping(mapping, fd)
-    except Exception:
-        with contextlib.suppress(BufferError):  # a view of it may still be alive
-            mapping.close()
         os.close(fd)
         raise
     global _mapping
@@ -177,31 +171,50 @@ def _mapped(path: Path) -> LanguageIdentifier:
     return found
 
 
-def _from_mapping(mapping: mmap.mmap, fd: int) -> LanguageIdentifier:
+def _from_file(fd: int) -> tuple[LanguageIdentifier, mmap.mmap]:
     """The identifier py3langid's from_model_file(norm_probs=True) builds,
-    its DFA views of the mapping instead of private copies, its weights read
-    from `fd` (the same file) row by row."""
+    its DFA views of a mapping of the file instead of private copies, its
+    weights read from `fd` row by row. The mapping starts after the rows
+    (the first array; the header page is read, not mapped): a fault at its
+    edge maps a whole large folio, never one of theirs."""
     import numpy as np
 
     if sys.byteorder != "little":  # the cache is little-endian, the views native
         raise ValueError("not a little-endian machine")
-    header_size = int.from_bytes(mapping[:8], "little")
-    header = json.loads(mapping[8:8 + header_size])
+    header_size = int.from_bytes(os.pread(fd, 8, 0), "little")
+    header = json.loads(os.pread(fd, header_size, 8))
     if header.get("format") != FORMAT or set(header["arrays"]) != set(_ARRAYS):
         raise ValueError("unexpected language model cache layout")
-    whole = memoryview(mapping)
-    parts: dict[str, Any] = {}
-    for name, (offset, shape) in header["arrays"].items():
-        dtype, view = _ARRAYS[name]
-        size = int(np.prod(shape)) * np.dtype(dtype).itemsize
-        if offset + size > len(mapping):
-            raise ValueError("language model cache is truncated")
-        if name == "rows":  # not mapped: where they are, for pread
-            parts[name] = (fd, offset, shape[1])
-            continue
-        raw = whole[offset:offset + size]
-        parts[name] = (raw.cast(view) if view  # type: ignore[call-overload]  # a format str
-                       else np.frombuffer(raw, dtype=dtype).reshape(shape))
+    file_size = os.fstat(fd).st_size
+    sizes = {name: int(np.prod(shape)) * np.dtype(_ARRAYS[name][0]).itemsize
+             for name, (_, shape) in header["arrays"].items()}
+    rows_at, rows_shape = header["arrays"]["rows"]
+    base = min(offset for name, (offset, _) in header["arrays"].items() if name != "rows")
+    if rows_at + sizes["rows"] > base or base % mmap.ALLOCATIONGRANULARITY:
+        raise ValueError("unexpected language model cache layout")
+    if any(offset + sizes[name] > file_size for name, (offset, _) in header["arrays"].items()):
+        raise ValueError("language model cache is truncated")
+    mapping = mmap.mmap(fd, file_size - base, prot=mmap.PROT_READ, offset=base)
+    try:
+        whole = memoryview(mapping)
+        parts: dict[str, Any] = {"rows": (fd, rows_at, rows_shape[1])}
+        for name, (offset, shape) in header["arrays"].items():
+            if name == "rows":
+                continue
+            dtype, view = _ARRAYS[name]
+            raw = whole[offset - base:offset - base + sizes[name]]
+            parts[name] = (raw.cast(view) if view  # type: ignore[call-overload]  # a format str
+                           else np.frombuffer(raw, dtype=dtype).reshape(shape))
+        return _identifier_from(parts, header["classes"]), mapping
+    except BaseException:
+        with contextlib.suppress(BufferError):  # a view of it may still be alive
+            mapping.close()
+        raise
+
+
+def _identifier_from(parts: dict[str, Any], classes: list[str]) -> LanguageIdentifier:
+    import numpy as np
+
     identifier: Any = _identifier_class()
     model = identifier.__new__(identifier)
     # what LanguageIdentifier.__init__ sets (py3langid 0.4), min_confidence
@@ -210,7 +223,7 @@ def _from_mapping(mapping: mmap.mmap, fd: int) -> LanguageIdentifier:
     model.nb_ptc = None  # not used: _sparse_score rebuilds the rows it needs
     model._rows, model._book = parts["rows"], parts["book"]
     model.nb_pc = np.array(parts["pc"])  # 142 floats: a private copy costs nothing
-    model.nb_classes = header["classes"]
+    model.nb_classes = classes
     model.tk_nextmove = None  # not used: _raw_score walks the blocks
     model.tk_row = None
     model._blocks = parts["blocks"]
@@ -227,7 +240,7 @@ def _from_mapping(mapping: mmap.mmap, fd: int) -> LanguageIdentifier:
 def _identifier_class() -> type[LanguageIdentifier]:
     """py3langid's identifier walking the block-compressed DFA; defined on
     first use, so that importing this module imports neither py3langid nor
-    numpy (the daemon never needs them)."""
+    numpy (a process that detects nothing never needs them)."""
     import numpy as np
     from py3langid.langid import LanguageIdentifier
 

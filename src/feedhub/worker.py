@@ -2,8 +2,8 @@
 
 feedparser and the sanitizer are pure Python / GIL-bound: worker processes
 let every core parse while the daemon's fetch loop stays free. This module
-imports only what parsing needs, so that the workers (and the forkserver
-that starts them) stay small.
+imports only what parsing needs, so that a forkserver (where workers are
+not forked from their owner: parser_pool) and its workers stay small.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
+import logging
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -53,6 +54,8 @@ from feedhub.parse import ItemSplit, item_split, parse_changed, parse_feed
 
 if TYPE_CHECKING:
     from lxml.html import HtmlElement
+
+log = logging.getLogger(__name__)
 
 
 def parse_and_enrich(result: FetchResult, source: SourceConfig,
@@ -253,12 +256,16 @@ class _IdleRelease:
 _idle: _IdleRelease | None = None  # a parser worker's (see _prepare_worker)
 
 
-def _prepare_worker(model_cache: Path | None = None) -> None:
+_STOPPING = {signal.SIGINT, signal.SIGTERM}
+
+
+def _prepare_worker(model_cache: Path | None = None, forked: bool = False) -> None:
     """Workers leave stopping to the parent: a Ctrl-C or a service manager's
     SIGTERM to the whole group must not break the pool mid-drain. Ignoring
     SIGTERM makes a worker outlive a parent that cannot shut the pool down
     (SIGKILL, the OOM killer), so each worker also ties its life to it.
-    `model_cache`: where the shared language model file is (langmodel)."""
+    `model_cache`: where the shared language model file is (langmodel);
+    `forked`: from the owner itself (parser_pool), not a forkserver."""
     global _idle, _libc
     langmodel.set_cache_dir(model_cache)
     _libc = _keep_heap_small()
@@ -268,7 +275,11 @@ def _prepare_worker(model_cache: Path | None = None) -> None:
     # a forked worker has its owner's asyncio wakeup fd: a signal here
     # would wake the owner's loop as if it had been sent there
     signal.set_wakeup_fd(-1)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOPPING)  # blocked by _forked_pool
     _die_with_parent()  # the owner, or the forkserver, which dies with the owner (see the end)
+    owner = multiprocessing.parent_process()
+    if forked and owner is not None and os.getppid() != owner.pid:
+        os._exit(1)  # the owner died before the line above could tie us to it
     _exit_with_owner()
 
 
@@ -310,6 +321,9 @@ def _exit_with_owner() -> None:
         return
     sentinel = owner.sentinel
 
+    # (A forked worker also holds the owner's end of the pipes of the
+    # workers forked before it: theirs reach EOF once it is gone too. The
+    # parent-death signal is what ends them with the owner.)
     def watch() -> None:
         multiprocessing.connection.wait([sentinel])
         os._exit(1)  # our results have no reader; nothing here needs cleaning up
@@ -350,8 +364,9 @@ def _skip_main_in_workers() -> None:
 
 
 def _import_for_workers() -> None:
-    """Import in the forkserver what workers would otherwise each import
-    for themselves, into private pages, while they parse: numpy and
+    """Import in the forkserver, or in the owner before it forks them, what
+    workers would otherwise each import for themselves, into private pages,
+    while they parse: numpy and
     py3langid, for any item that declares no language. (Not the renderer:
     workers render after the poll, without the model mapped, far from the
     family's peak; imported here it would add to that peak.) OpenBLAS gets
@@ -384,6 +399,8 @@ def parser_pool(workers: int, model_cache: Path | None = None, *, fork: bool = F
         _import_for_workers()
         if _single_threaded():  # numpy started no BLAS thread (OPENBLAS_NUM_THREADS)
             return _forked_pool(workers, model_cache)
+    if fork:
+        log.info("parser workers started by a forkserver: this process runs other threads")
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["feedhub.worker"])
     return ProcessPoolExecutor(max_workers=workers, mp_context=context,
@@ -409,10 +426,19 @@ def _forked_pool(workers: int, model_cache: Path | None) -> Executor:
     so that no collection, here or in a worker, writes to the pages they
     share (gc.freeze's documented use)."""
     gc.collect()
-    gc.freeze()
+    gc.freeze()  # for good: objects of the start that die in a cycle later stay (a few, once)
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"),
-                               initializer=_prepare_worker, initargs=(model_cache,))
-    pool.submit(os.getpid)
+                               initializer=_prepare_worker, initargs=(model_cache, True))
+    # A child has its owner's signal handlers until _prepare_worker: a
+    # SIGINT or SIGTERM to the whole group (Ctrl-C, a service stop) would
+    # reach the owner's asyncio handler through the wakeup fd they share,
+    # as a second signal. Blocked across the forks, so in the children
+    # until they ignore them; here, delivered once unblocked.
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _STOPPING)
+    try:
+        pool.submit(os.getpid)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
     return pool
 
 
