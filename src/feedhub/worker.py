@@ -364,9 +364,8 @@ def _skip_main_in_workers() -> None:
 
 
 def _import_for_workers() -> None:
-    """Import in the forkserver, or in the owner before it forks them, what
-    workers would otherwise each import for themselves, into private pages,
-    while they parse: numpy and
+    """Import in the forkserver what workers would otherwise each import
+    for themselves, into private pages, while they parse: numpy and
     py3langid, for any item that declares no language. (Not the renderer:
     workers render after the poll, without the model mapped, far from the
     family's peak; imported here it would add to that peak.) OpenBLAS gets
@@ -384,9 +383,13 @@ def parser_pool(workers: int, model_cache: Path | None = None, *, fork: bool = F
     libpq's process state must not be carried into a child that opens its
     own, as a worker lent to publishing does). The workers are then forked
     from this process, at once, if it runs a single thread (a command, or
-    the daemon as it starts): they share its pages (the interpreter, its
-    imports, numpy and py3langid imported first) and need neither a
-    forkserver nor a resource tracker, 27 MB of PSS on the real-feeds bench.
+    the daemon as it starts): they share its pages (the interpreter and its
+    imports) and need neither a forkserver nor a resource tracker, 27 MB of
+    PSS on the real-feeds bench. numpy and py3langid are not imported here
+    first: each worker imports them at its first detection. Shared, they
+    saved 9 MB on the real feeds, but cost every command 50 ms (a 304
+    round of 1,000 sources went over 1 ms a source) and stayed in the owner
+    once its workers had ended (a cold poll's publish peaked 11 MB higher).
     Otherwise, or where other threads run (a daemon restarting a broken
     pool: a copied lock may be held by a thread the child does not have),
     they come from a forkserver, which imports what they need itself.
@@ -396,9 +399,7 @@ def parser_pool(workers: int, model_cache: Path | None = None, *, fork: bool = F
     watches the owner itself; the resource tracker exits once none of them
     holds its pipe any more."""
     if fork and _single_threaded():
-        _import_for_workers()
-        if _single_threaded():  # numpy started no BLAS thread (OPENBLAS_NUM_THREADS)
-            return _forked_pool(workers, model_cache)
+        return _forked_pool(workers, model_cache)
     if fork:
         log.info("parser workers started by a forkserver: this process runs other threads")
     context = multiprocessing.get_context("forkserver")
@@ -421,10 +422,12 @@ def _single_threaded() -> bool:
 def _forked_pool(workers: int, model_cache: Path | None) -> Executor:
     """The pool with its workers forked now, while no other thread exists:
     a fork pool forks all of them at its first submit, before it starts its
-    own manager thread. What the forkserver would preload is imported first,
-    and every object so far goes to the collector's permanent generation,
-    so that no collection, here or in a worker, writes to the pages they
-    share (gc.freeze's documented use)."""
+    own manager thread. Every object so far goes to the collector's
+    permanent generation, so that no collection, here or in a worker, writes
+    to the pages they share (gc.freeze's documented use). OpenBLAS, which a
+    worker imports at its first detection, gets one thread (see
+    _import_for_workers)."""
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     gc.collect()
     gc.freeze()  # for good: objects of the start that die in a cycle later stay (a few, once)
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"),
