@@ -159,10 +159,11 @@ def delete_output(aside: Path, marker: Path) -> None:
 
 class WorkerMeter:
     """CPU time and peak RSS of feedhub's worker processes (the parser
-    workers, a publish's document workers, their forkserver), read from
-    /proc every 0.1 s while the phase runs: forkserver workers are not our
-    children, so their CPU time is not in RUSAGE_CHILDREN (or is, with the
-    forkserver's, once a publish stops it), and a publish ends them before
+    workers, a publish's document workers, a forkserver if any), read from
+    /proc every 0.1 s while the phase runs: a forkserver's workers are not
+    our children, so their CPU time is not in RUSAGE_CHILDREN (or is, with
+    the forkserver's, once a publish stops it); forked workers' peak RSS
+    counts the pages they share with us; and a publish ends them before
     the phase does (the last tenth of a second of a worker's CPU may be
     missed)."""
 
