@@ -799,7 +799,8 @@ def test_parser_workers_forked_from_the_daemon_make_documents_with_the_same_byte
     done = subprocess.run([sys.executable, "-c", FORKED_PUBLISH, str(there.path), NOW.isoformat()],
                           capture_output=True, text=True, timeout=600, check=True)
     found = json.loads(done.stdout)
-    assert len(found["forked"]) == 2 and found["lent"] == found["forked"]  # the owner's children
+    # the owner's own children (which of them answers a submit is up to the pool)
+    assert len(found["forked"]) == 2 and found["lent"] and set(found["lent"]) <= set(found["forked"])
     assert found["failed"] == []
     new, old = _files(there.hub.output_dir), _files(here.hub.output_dir)
     assert sorted(new) == sorted(old)
