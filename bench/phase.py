@@ -63,8 +63,8 @@ def run_feedhub(phase: str, workdir: Path, urls: list[str]) -> dict[str, object]
 
     async def poll() -> None:
         workers = os.cpu_count() or 1
-        pool = forked_parser_pool(config, workers)  # before the store, as `feedhub poll` does
-        with open_store(config.hub.database) as store:
+        # the workers before the store, as `feedhub poll` makes them
+        with forked_parser_pool(config, workers) as pool, open_store(config.hub.database) as store:
             async with make_fetcher(config) as fetcher:
                 hub = Hub(config, store, fetcher, workers=workers, pool=pool)
                 meter = WorkerMeter()

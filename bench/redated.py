@@ -116,8 +116,8 @@ def main() -> None:
             stamp.value += 60
         urllib.request.urlopen(f"http://127.0.0.1:{port.value}/_prepare", timeout=600).read()
         workers = os.cpu_count() or 1
-        pool = forked_parser_pool(config, workers)  # before the store, as `feedhub poll` does
-        with open_store(config.hub.database) as store:
+        # the workers before the store, as `feedhub poll` makes them
+        with forked_parser_pool(config, workers) as pool, open_store(config.hub.database) as store:
             async with make_fetcher(config) as fetcher:
                 hub = Hub(config, store, fetcher, workers=workers, pool=pool,
                           parse_unchanged=parse_unchanged)

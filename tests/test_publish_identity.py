@@ -770,16 +770,16 @@ logging.getLogger("feedhub").addHandler(handler)
 publish._now = lambda: datetime.fromisoformat(sys.argv[2])  # the forked workers' too
 hub_module.DOCUMENT_WORKERS_FROM = 1
 config = load_config(Path(sys.argv[1]))
-pool = forked_parser_pool(config, 2)  # before the store, as the daemon's
-forked = [pid for task in os.listdir("/proc/self/task")
-          for pid in Path(f"/proc/self/task/{task}/children").read_text().split()]
-with open_store(config.hub.database) as store:
-    hub = Hub(config, store, None, workers=2, pool=pool)
-    try:
-        hub.publish()
-        lent = [hub.executor.submit(os.getpid).result() for _ in range(4)]
-    finally:
-        hub.close()
+with forked_parser_pool(config, 2) as pool:  # before the store, as the daemon's
+    forked = [pid for task in os.listdir("/proc/self/task")
+              for pid in Path(f"/proc/self/task/{task}/children").read_text().split()]
+    with open_store(config.hub.database) as store:
+        hub = Hub(config, store, None, workers=2, pool=pool)
+        try:
+            hub.publish()
+            lent = [hub.executor.submit(os.getpid).result() for _ in range(4)]
+        finally:
+            hub.close()
 print(json.dumps({"forked": sorted(map(int, forked)), "lent": sorted(set(lent)),
                   "failed": [m for m in failures if "document worker failed" in m]}))
 """

@@ -16,7 +16,7 @@ import weakref
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import IO, ClassVar
+from typing import IO, Any
 
 
 def atomic_write(path: Path, data: bytes, *, mode: int | None = None) -> None:
@@ -303,8 +303,6 @@ class DaemonLock:
     `<database>.lock`, released by the kernel even if the process is killed.
     CLI commands do not take it, so they keep working beside the daemon."""
 
-    _held: ClassVar[weakref.WeakSet[DaemonLock]] = weakref.WeakSet()  # for _forget_in_child
-
     def __init__(self, database: Path):
         self.path = Path(database).with_name(Path(database).name + ".lock")
         self._handle: IO[str] | None = None
@@ -327,19 +325,10 @@ class DaemonLock:
         handle.write(f"{os.getpid()}\n")
         handle.flush()
         self._handle = handle
-        DaemonLock._held.add(self)
+        # an flock lasts while any copy of the descriptor is open: a daemon
+        # killed outright would stay locked for as long as a worker lived
+        close_in_forked_children(handle)
         return self
-
-    @classmethod
-    def _forget_in_child(cls) -> None:
-        """A forked child (a parser worker) closes its copy of the lock's
-        descriptor: an flock lasts while any copy is open, so a daemon
-        killed outright would stay locked for as long as a worker lived."""
-        for lock in list(cls._held):
-            if lock._handle is not None:
-                with contextlib.suppress(OSError):
-                    lock._handle.close()
-                lock._handle = None
 
     def __exit__(self, *exc: object) -> None:
         if self._handle is not None:
@@ -364,5 +353,21 @@ class DaemonLock:
             return False
 
 
+_closed_in_children: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def close_in_forked_children(resource: Any) -> None:
+    """Have every child this process forks from now on (a parser worker,
+    worker.parser_pool) close its copy of `resource`, a file or socket that
+    must not outlive this process: a lock, a listening address."""
+    _closed_in_children.add(resource)
+
+
+def _close_in_child() -> None:
+    for resource in list(_closed_in_children):
+        with contextlib.suppress(OSError):
+            resource.close()
+
+
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=DaemonLock._forget_in_child)
+    os.register_at_fork(after_in_child=_close_in_child)

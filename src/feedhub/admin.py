@@ -16,22 +16,21 @@ import contextlib
 import io
 import json
 import logging
-import os
 import socket
 import threading
-import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 import jinja2
 from prometheus_client.exposition import choose_encoder
 
 from feedhub import __version__
+from feedhub._files import close_in_forked_children
 from feedhub.metrics import StoreCollector
 from feedhub.status import CHART_DAYS, ago, chart_days, report, source_reason
 from feedhub.status import health as detailed_health
@@ -58,7 +57,6 @@ PAGE_SIZE = 500  # sources per page of /status (?page=2...)
 
 class AdminServer(ThreadingHTTPServer):
     daemon_threads = True
-    _bound: ClassVar[weakref.WeakSet[AdminServer]] = weakref.WeakSet()  # for _close_in_child
 
     def __init__(self, address: tuple[str, int], daemon: Daemon):
         self.feedhub = daemon
@@ -71,15 +69,7 @@ class AdminServer(ThreadingHTTPServer):
             undefined=jinja2.StrictUndefined)
         self._slots = threading.BoundedSemaphore(MAX_CLIENTS)
         super().__init__(address, _Handler)
-        AdminServer._bound.add(self)
-
-    @classmethod
-    def _close_in_child(cls) -> None:
-        """A forked child (a parser worker) closes its copy of the listening
-        socket: the address stays taken while any copy is open."""
-        for server in list(cls._bound):
-            with contextlib.suppress(OSError):
-                server.socket.close()
+        close_in_forked_children(self.socket)  # the address is taken while any copy is open
 
     @property
     def config(self) -> Config:
@@ -335,7 +325,3 @@ def serve_in_thread(server: AdminServer) -> None:
     start) from a thread of its own."""
     threading.Thread(target=server.serve_forever, name="feedhub-admin", daemon=True).start()
     log.info("admin (/metrics, /status, /healthz) on http://%s:%d/", *server.server_address[:2])
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=AdminServer._close_in_child)

@@ -511,27 +511,22 @@ async def _poll_and_publish(config: Config, sources: list[SourceConfig], force: 
     # worker processes pay off only past a handful of sources; made while no
     # database connection is open, so that they can be forked from here
     workers = (os.cpu_count() or 1) if len(sources) >= POOL_THRESHOLD else 0
-    pool = forked_parser_pool(config, workers)
-    try:
-        with open_store(config.hub.database) as store:
-            async with make_fetcher(config, store) as fetcher:  # polite across a cluster too
-                hub = Hub(config, store, fetcher, workers=workers, pool=pool)
+    with forked_parser_pool(config, workers) as pool, open_store(config.hub.database) as store:
+        async with make_fetcher(config, store) as fetcher:  # polite across a cluster too
+            hub = Hub(config, store, fetcher, workers=workers, pool=pool)
+            try:
+                reports = await _with_progress(hub, sources)
                 try:
-                    reports = await _with_progress(hub, sources)
-                    try:
-                        # everything: a config edit (a source's policy, rights) must reach
-                        # its own feed too; unchanged source feeds are skipped by stamp.
-                        # The workers render the new entries, then end.
-                        published = hub.publish(release_workers=True)
-                    except OSError as exc:
-                        _fail("polled and stored, but publishing failed (previous feed files "
-                              f"kept): {exc}")
-                finally:
-                    hub.close()
-                pings = await _ping_hubs(config, published, fetcher)
-    finally:
-        if pool is not None:  # the hub stopped it, unless it was never made
-            pool.shutdown(wait=True, cancel_futures=True)
+                    # everything: a config edit (a source's policy, rights) must reach
+                    # its own feed too; unchanged source feeds are skipped by stamp.
+                    # The workers render the new entries, then end.
+                    published = hub.publish(release_workers=True)
+                except OSError as exc:
+                    _fail("polled and stored, but publishing failed (previous feed files "
+                          f"kept): {exc}")
+            finally:
+                hub.close()
+            pings = await _ping_hubs(config, published, fetcher)
     return reports, sum(feed.written for feed in published), pings
 
 

@@ -86,19 +86,14 @@ class Daemon:
     async def run(self, ready: Callable[[], None] = lambda: None) -> None:
         """`ready` is called once the parser workers are forked: threads
         started before would keep them from being (worker.parser_pool)."""
-        with DaemonLock(self.config.hub.local_files):
-            pool = forked_parser_pool(self.config, PARSER_WORKERS)  # before the store: see there
-            try:
-                store = open_store(self.config.hub.database)
-            except BaseException:
-                if pool is not None:
-                    pool.shutdown(wait=True, cancel_futures=True)
-                raise
+        # the parser workers before the store (see forked_parser_pool)
+        with (DaemonLock(self.config.hub.local_files),
+              forked_parser_pool(self.config, PARSER_WORKERS) as pool):
+            store = open_store(self.config.hub.database)
             try:
                 async with make_fetcher(self.config, store, self.node) as fetcher:
                     self.hub = Hub(self.config, store, fetcher, workers=PARSER_WORKERS,
                                    metrics=self.metrics, pool=pool)
-                    pool = None  # the hub's to close
                     notifier: Notifier | None = None
                     try:
                         self.notifier = notifier = Notifier(fetcher, metrics=self.metrics)
@@ -109,8 +104,6 @@ class Daemon:
                             await notifier.aclose()
                         self.hub.close()
             finally:
-                if pool is not None:
-                    pool.shutdown(wait=True, cancel_futures=True)
                 store.close()
         log.info("stopped")
 

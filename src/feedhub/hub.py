@@ -19,7 +19,7 @@ import socket
 import time
 from array import array
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from concurrent.futures import BrokenExecutor, Executor, Future
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -161,11 +161,17 @@ def model_cache(config: Config) -> Path:
     return config.hub.local_files.parent
 
 
-def forked_parser_pool(config: Config, workers: int) -> Executor | None:
+@contextlib.contextmanager
+def forked_parser_pool(config: Config, workers: int) -> Iterator[Executor | None]:
     """A hub's parser workers, made before its store is opened, so that they
     can be forked from this process (worker.parser_pool); None for none.
-    Pass it to Hub(pool=...), whose close() stops it."""
-    return parser_pool(workers, model_cache(config), fork=True) if workers else None
+    Pass it to Hub(pool=...); stopped on leaving, if the hub did not already."""
+    pool = parser_pool(workers, model_cache(config), fork=True) if workers else None
+    try:
+        yield pool
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 SLOT_RETRY_SECONDS = (0.05, 0.25)  # a full host is asked again after a random pause in this range
